@@ -1,0 +1,61 @@
+"""
+kyoukai_fast: a Cython-compiled HTTP/1.1 backend for the Kyoukai web framework.
+
+Use it by module path, exactly like Kyoukai's own backend::
+
+    KyoukaiComponent(app, "127.0.0.1", 4444, backend="kyoukai_fast")
+
+``IMPLEMENTATION`` says which implementation is live: ``"cython"`` (the compiled extension) or
+``"python"`` (the pure-Python fallback, forced by ``KYOUKAI_FAST_NO_EXTENSIONS=1``).
+"""
+from io import BytesIO
+
+from werkzeug.exceptions import BadRequest, InternalServerError, MethodNotAllowed
+from werkzeug.wrappers import Request, Response
+
+from ._config import ProtocolConfig
+from ._protocol import IMPLEMENTATION, KyoukaiProtocol, KyoukaiProtocolC, KyoukaiProtocolPy
+from ._wsgi import get_formatted_response, to_wsgi_environment
+
+
+
+def __getattr__(name):
+    # Imported on first use: Kyoukai and Asphalt are heavy, and optional for the package itself.
+    if name == "Context":
+        try:
+            from asphalt.core import Context
+        except Exception:
+            Context = None
+        globals()["Context"] = Context
+        return Context
+    if name == "H2KyoukaiProtocol":
+        from ._upgrade import h2_protocol_class
+
+        globals()["H2KyoukaiProtocol"] = cls = h2_protocol_class()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+__version__ = "0.1.0"
+
+#: The attribute Kyoukai's component reads to find the protocol class of a backend module.
+PROTOCOL_CLASS = "KyoukaiProtocol"
+
+__all__ = (
+    "PROTOCOL_CLASS",
+    "IMPLEMENTATION",
+    "KyoukaiProtocol",
+    "KyoukaiProtocolC",
+    "KyoukaiProtocolPy",
+    "ProtocolConfig",
+    "to_wsgi_environment",
+    "get_formatted_response",
+    "BytesIO",
+    "Context",
+    "H2KyoukaiProtocol",
+    "Request",
+    "Response",
+    "BadRequest",
+    "InternalServerError",
+    "MethodNotAllowed",
+    "__version__",
+)

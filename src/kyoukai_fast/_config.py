@@ -1,0 +1,110 @@
+"""
+Per-server settings and state, shared by both protocol implementations.
+
+A Kyoukai component builds one protocol object per connection; everything that is the same for
+every connection of a component (limits, timeouts, the constant part of the WSGI environ, the set
+of live connections for graceful shutdown) lives once in a :class:`ServerState`, found through
+:func:`server_state_for`. That keeps an idle connection small and the per-request work short.
+
+Settings are read from the component's configuration (the keyword arguments of
+``KyoukaiComponent(...)`` or the Asphalt YAML block), under the names of :class:`ProtocolConfig`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import weakref
+from typing import Any
+
+__all__ = ("ProtocolConfig", "ServerState", "server_state_for")
+
+
+@dataclasses.dataclass
+class ProtocolConfig:
+    """Limits and timeouts of the HTTP/1.1 protocol. Every number here is configurable."""
+
+    #: Largest request body accepted, after any ``Content-Encoding`` is decoded (413 beyond).
+    max_body_size: int = 12 * 1024 * 1024
+    #: Longest request target (URL) accepted (414 beyond).
+    max_url_size: int = 8190
+    #: Most header fields in one request (431 beyond).
+    max_header_count: int = 100
+    #: Largest single header field, name plus value (431 beyond).
+    max_header_size: int = 8190
+    #: Seconds an idle keep-alive connection is kept open.
+    keepalive_timeout: float = 5.0
+    #: Seconds a client has to send a complete request head once it started one (slowloris).
+    header_timeout: float = 10.0
+    #: Parsed requests waiting behind the running one before reading from the client pauses.
+    max_pipelined_requests: int = 16
+    #: Transport write buffer high-water mark, in bytes (``pause_writing`` above it).
+    write_high_water: int = 64 * 1024
+    #: Seconds in-flight requests get to finish on graceful shutdown before being cancelled.
+    shutdown_grace: float = 10.0
+
+    @classmethod
+    def from_mapping(cls, cfg: dict[str, Any] | None) -> "ProtocolConfig":
+        """Build a config from a component's settings; unknown keys are ignored."""
+        cfg = cfg or {}
+        names = {f.name: f.type for f in dataclasses.fields(cls)}
+        values = {}
+        for name in names:
+            if name in cfg and cfg[name] is not None:
+                default = getattr(cls, name)
+                value = type(default)(cfg[name])
+                if value < 0:
+                    raise ValueError(f"kyoukai_fast setting {name} must not be negative: {value}")
+                values[name] = value
+        return cls(**values)
+
+
+class ServerState:
+    """What every connection of one component shares."""
+
+    __slots__ = ("config", "environ_template", "connections", "closing", "__weakref__")
+
+    def __init__(self, config: ProtocolConfig, server_name: str, server_port: Any):
+        self.config = config
+        #: The constant part of every request's environ; copied, then completed, per request.
+        self.environ_template = {
+            "SERVER_NAME": server_name,
+            "SERVER_PORT": str(server_port),
+            "SCRIPT_NAME": "",
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": False,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+            "wsgi.input_terminated": True,
+            # Kyoukai's own backend set this; apps may look for it.
+            "wsgi.async": True,
+        }
+        #: Live protocol objects, for graceful shutdown.
+        self.connections: set = set()
+        #: Set once shutdown has begun: new requests get ``Connection: close``.
+        self.closing = False
+
+
+_states: "weakref.WeakKeyDictionary[Any, ServerState]" = weakref.WeakKeyDictionary()
+_states_by_id: dict[int, ServerState] = {}
+
+
+def server_state_for(component: Any, server_port: Any) -> ServerState:
+    """The :class:`ServerState` of ``component``, made on its first connection."""
+    try:
+        state = _states.get(component)
+    except TypeError:  # not weak-referenceable: fall back to identity (kept for process life)
+        state = _states_by_id.get(id(component))
+    if state is not None:
+        return state
+    cfg = getattr(component, "cfg", None)
+    config = cfg if isinstance(cfg, ProtocolConfig) else ProtocolConfig.from_mapping(
+        cfg if isinstance(cfg, dict) else None
+    )
+    state = ServerState(config, component.get_server_name(), server_port)
+    try:
+        _states[component] = state
+    except TypeError:
+        _states_by_id[id(component)] = state
+    return state

@@ -1,0 +1,84 @@
+"""
+Error responses, shared by both protocol implementations.
+
+Everything here is off the hot path: it runs when a request is refused (parser errors, limits,
+bad bodies) or when the app fails. The pages are werkzeug's own, so a client sees the same error
+pages it would see from any werkzeug application, and every one of them closes the connection.
+"""
+from __future__ import annotations
+
+import logging
+
+import httptools
+from werkzeug.exceptions import (
+    BadRequest,
+    HTTPException,
+    InternalServerError,
+    MethodNotAllowed,
+)
+
+from . import _wsgi_py
+
+__all__ = (
+    "HTTPLimitExceeded",
+    "error_response",
+    "parser_error_to_http",
+    "logger",
+)
+
+logger = logging.getLogger("kyoukai_fast")
+
+
+class HTTPLimitExceeded(Exception):
+    """Raised inside a parser callback to stop parsing with a specific HTTP error."""
+
+    def __init__(self, http_error: HTTPException):
+        super().__init__(http_error)
+        self.http_error = http_error
+
+
+def parser_error_to_http(exc: BaseException) -> HTTPException:
+    """The HTTP error a client gets for an exception raised by ``feed_data``."""
+    cause = exc.__context__ if isinstance(exc, httptools.HttpParserCallbackError) else exc
+    if isinstance(cause, HTTPLimitExceeded):
+        return cause.http_error
+    if isinstance(exc, httptools.HttpParserInvalidMethodError):
+        return MethodNotAllowed()
+    if isinstance(exc, httptools.HttpParserUpgrade):
+        return BadRequest("Unsupported protocol upgrade.")
+    if isinstance(exc, httptools.HttpParserCallbackError):
+        logger.error("kyoukai_fast parser callback failed", exc_info=cause)
+        return InternalServerError()
+    if isinstance(exc, httptools.HttpParserError):
+        return BadRequest(_describe(exc))
+    return InternalServerError()
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    # llhttp's messages ("Invalid header value char") are useful to a client developer and
+    # carry no request data.
+    return "Malformed HTTP request: " + text if text else "Malformed HTTP request."
+
+
+def error_response(error: HTTPException, version: str = "1.1", method: str = "GET",
+                   keep_alive: bool = False) -> bytes:
+    """The bytes of werkzeug's page for ``error``, framed with ``Connection: close``."""
+    environ = {
+        "REQUEST_METHOD": method,
+        "SERVER_PROTOCOL": "HTTP/" + version,
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": "/",
+        "QUERY_STRING": "",
+        "wsgi.url_scheme": "http",
+    }
+    response = error.get_response(environ)
+    status, headers, body = _wsgi_py.response_parts(response, environ)
+    if not isinstance(body, bytes):
+        body = b"".join(body)
+    extra = _wsgi_py.http_date()
+    if not keep_alive:
+        extra += b"Connection: close\r\n"
+    return _wsgi_py.format_head(version, status, headers, extra) + body

@@ -1,0 +1,508 @@
+"""
+The pure-Python HTTP/1.1 protocol: the fallback twin of ``_protocol_c.pyx``.
+
+Both implementations follow the same design; behaviour that is not hot (error pages, body
+decoding, upgrades, limits, settings) lives once in the shared modules they both import.
+
+One connection, one protocol object:
+
+* httptools parses; its callbacks fill a per-request :class:`RequestState` (environ built in
+  place), so pipelined requests never share mutable state.
+* Parsed requests wait in a small queue; at most one handler runs per connection, so responses
+  go out in request order. Reading pauses while the queue is full.
+* A handler coroutine is first stepped by hand; only one that really suspends gets a task.
+* One lazily re-armed timer per connection enforces the keep-alive and header timeouts.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import io
+
+import httptools
+from werkzeug.exceptions import (
+    HTTPException,
+    InternalServerError,
+    RequestEntityTooLarge,
+    RequestHeaderFieldsTooLarge,
+    RequestURITooLarge,
+)
+
+from . import _wsgi_py
+from ._body import decode_body
+from ._config import server_state_for
+from ._errors import HTTPLimitExceeded, error_response, logger, parser_error_to_http
+from ._tasks import continue_in_task
+from ._upgrade import hand_over_h2c, hand_over_tls
+
+__all__ = ("KyoukaiProtocol", "RequestState", "PROTOCOL_CLASS")
+
+PROTOCOL_CLASS = "KyoukaiProtocol"
+
+_BytesIO = io.BytesIO
+_copy_context = contextvars.copy_context
+_header_environ_key = _wsgi_py.header_environ_key
+_add_header = _wsgi_py.add_header
+_split_target = _wsgi_py.split_target
+_render = _wsgi_py.render_response
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
+
+
+class RequestState:
+    """Everything about one request while it is parsed and waits for its handler."""
+
+    __slots__ = ("environ", "url", "body", "body_size", "version", "keep_alive", "method",
+                 "header_count", "complete", "upgrade")
+
+    def __init__(self, environ: dict):
+        self.environ = environ
+        self.url = b""
+        self.body = None
+        self.body_size = 0
+        self.version = "1.1"
+        self.keep_alive = True
+        self.method = "GET"
+        self.header_count = 0
+        self.complete = False
+        self.upgrade = False
+
+
+class KyoukaiProtocol(asyncio.Protocol):
+    """The Kyoukai HTTP/1.0 and HTTP/1.1 protocol (pure Python implementation)."""
+
+    def __init__(self, component, parent_context, server_ip, server_port):
+        self.component = component
+        self.app = component.app
+        self.parent_context = parent_context
+        self.server_ip = server_ip
+        self.server_port = server_port
+        self.transport = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.ip = None
+        self.client_port = None
+        self._server = server_state_for(component, server_port)
+        self._config = self._server.config
+        self._loop = None
+        self._url_scheme = "http"
+        self._current = None        # RequestState being parsed
+        self._queue = None          # parsed RequestStates (or HTTPExceptions) not yet handled
+        self._handler = None        # the task of a suspended handler or a streamed response
+        self._busy = False          # a handler or a streamed response is running
+        self._closing = False
+        self._eof = False
+        self._parse_failed = False
+        self._reading_paused = False
+        self._writing_paused = False
+        self._drain_waiter = None
+        self._timer = None
+        self._last_activity = 0.0
+        self._message_started = 0.0
+        self._continue_pending = False
+
+    # --- asyncio callbacks ------------------------------------------------------------------
+
+    def connection_made(self, transport):
+        self.transport = transport
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = self.app.loop
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.ip, self.client_port = peer[0], peer[1]
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self._url_scheme = "https"
+            if ssl_object.selected_alpn_protocol() == "h2" and hand_over_tls(self, transport):
+                return
+        try:
+            transport.set_write_buffer_limits(high=self._config.write_high_water)
+        except (AttributeError, NotImplementedError):
+            pass
+        self._server.connections.add(self)
+        self._last_activity = self._loop.time()
+        self._arm_timer(self._config.keepalive_timeout)
+        self.component.connection_made.dispatch(protocol=self)
+
+    def connection_lost(self, exc):
+        self._closing = True
+        self._server.connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        handler = self._handler
+        if handler is not None:
+            handler.cancel()
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ConnectionResetError("connection lost"))
+            waiter.exception()  # retrieved: nobody may be waiting any more
+        self._drain_waiter = None
+        self._queue = None
+        self.component.connection_lost.dispatch(protocol=self)
+
+    def data_received(self, data):
+        if self._closing or self._parse_failed:
+            return
+        self._last_activity = self._loop.time()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._on_upgrade()
+        except httptools.HttpParserError as exc:
+            self._parse_failed = True
+            self._enqueue(parser_error_to_http(exc))
+        if not self._busy:
+            self._run_queue()
+
+    def eof_received(self):
+        if self._busy or self._queue:
+            # Answer what was already asked, then close (a half-closed client still reads).
+            self._eof = True
+            return True
+        return None
+
+    def pause_writing(self):
+        self._writing_paused = True
+
+    def resume_writing(self):
+        self._writing_paused = False
+        waiter = self._drain_waiter
+        if waiter is not None:
+            self._drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        if not self._busy and not self._closing:
+            self._run_queue()
+
+    # --- httptools callbacks ----------------------------------------------------------------
+
+    def on_message_begin(self):
+        self._message_started = self._last_activity
+        self._current = RequestState(self._server.environ_template.copy())
+
+    def on_url(self, url):
+        req = self._current
+        req.url += url
+        if len(req.url) > self._config.max_url_size:
+            raise HTTPLimitExceeded(RequestURITooLarge())
+
+    def on_header(self, name, value):
+        req = self._current
+        req.header_count += 1
+        if (req.header_count > self._config.max_header_count
+                or len(name) + len(value) > self._config.max_header_size):
+            raise HTTPLimitExceeded(RequestHeaderFieldsTooLarge())
+        _add_header(req.environ, _header_environ_key(name.decode("latin-1")),
+                    value.decode("latin-1"))
+
+    def on_headers_complete(self):
+        req = self._current
+        parser = self.parser
+        environ = req.environ
+        method = parser.get_method()
+        req.method = _METHODS.get(method) or method.decode("ascii")
+        req.version = parser.get_http_version()
+        req.keep_alive = parser.should_keep_alive()
+        req.upgrade = parser.should_upgrade()
+        target = req.url.decode("latin-1")
+        path, query = _split_target(target)
+        environ["REQUEST_METHOD"] = req.method
+        environ["PATH_INFO"] = path
+        environ["QUERY_STRING"] = query
+        environ["RAW_URI"] = target
+        environ["SERVER_PROTOCOL"] = "HTTP/1.0" if req.version == "1.0" else "HTTP/1.1"
+        environ["REMOTE_ADDR"] = self.ip
+        environ["REMOTE_PORT"] = str(self.client_port)
+        environ["wsgi.url_scheme"] = self._url_scheme
+        environ["kyoukai.protocol"] = self
+        length = environ.get("CONTENT_LENGTH")
+        if length is not None and length.isdigit() and int(length) > self._config.max_body_size:
+            raise HTTPLimitExceeded(RequestEntityTooLarge())
+        expect = environ.get("HTTP_EXPECT")
+        if expect is not None and req.version == "1.1" and expect.lower() == "100-continue":
+            if not self._busy and not self._queue:
+                self._raw_write(_CONTINUE)
+            else:
+                self._continue_pending = True
+
+    def on_body(self, body):
+        req = self._current
+        req.body_size += len(body)
+        if req.body_size > self._config.max_body_size:
+            raise HTTPLimitExceeded(RequestEntityTooLarge())
+        if req.body is None:
+            req.body = [body]
+        else:
+            req.body.append(body)
+
+    def on_message_complete(self):
+        req = self._current
+        self._current = None
+        self._continue_pending = False
+        req.complete = True
+        self._enqueue(req)
+
+    # --- request queue ----------------------------------------------------------------------
+
+    def _enqueue(self, item):
+        queue = self._queue
+        if queue is None:
+            self._queue = [item]
+        else:
+            queue.append(item)
+            if len(queue) >= self._config.max_pipelined_requests and not self._reading_paused:
+                self._reading_paused = True
+                self.transport.pause_reading()
+
+    def _run_queue(self):
+        """Start handling queued requests, in order, one at a time."""
+        while self._queue and not self._busy and not self._closing and not self._writing_paused:
+            item = self._queue.pop(0)
+            if isinstance(item, HTTPException):
+                self._refuse(item)
+                return
+            self._start_request(item)
+        if self._closing:
+            return
+        if self._reading_paused and not self._busy and not self._queue:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        if not self._busy and not self._queue:
+            if self._eof:
+                self.close()
+            elif self._continue_pending and self._current is not None:
+                self._continue_pending = False
+                self._raw_write(_CONTINUE)
+
+    def _start_request(self, req):
+        environ = req.environ
+        body = b"".join(req.body) if req.body is not None else b""
+        encoding = environ.get("HTTP_CONTENT_ENCODING")
+        if encoding is not None and body:
+            try:
+                body = decode_body(body, encoding, self._config.max_body_size)
+            except HTTPException as exc:
+                self._refuse(exc, req)
+                return
+            environ["CONTENT_LENGTH"] = str(len(body))
+        environ["wsgi.input"] = _BytesIO(body)
+        context = _copy_context()
+        try:
+            request = self.app.request_class(environ, False)
+            coro = self.app.process_request(request, self.parent_context)
+            yielded = context.run(coro.send, None)
+        except StopIteration as stop:
+            self._write_result(req, stop.value)
+            return
+        except Exception as exc:
+            self._handler_failed(req, exc)
+            return
+        self._busy = True
+        task = continue_in_task(self._loop, coro, yielded, context)
+        self._handler = task
+        task.add_done_callback(lambda t: self._handler_done(t, req))
+
+    def _handler_done(self, task, req):
+        self._handler = None
+        self._busy = False
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._handler_failed(req, exc)
+        else:
+            self._write_result(req, task.result())
+        if not self._busy:
+            self._run_queue()
+
+    def _handler_failed(self, req, exc):
+        logger.error("Error handling %s %s", req.method, req.environ.get("RAW_URI"),
+                     exc_info=exc)
+        self._refuse(InternalServerError(), req)
+
+    def _refuse(self, error, req=None):
+        """Answer ``error`` (a werkzeug HTTPException) and close the connection."""
+        version = req.version if req is not None else "1.1"
+        method = req.method if req is not None else "GET"
+        if not self._closing:
+            self._raw_write(error_response(error, version, method))
+        self.close()
+
+    # --- responses --------------------------------------------------------------------------
+
+    def _write_result(self, req, response):
+        if self._closing:
+            return
+        if response is None:
+            # Stock Kyoukai returns None for an HTTP error without a custom handler.
+            logger.error("process_request returned no response for %s %s", req.method,
+                         req.environ.get("RAW_URI"))
+            response = InternalServerError().get_response(req.environ)
+        keep_alive = req.keep_alive and not self._server.closing
+        try:
+            data, app_iter, keep_alive, chunked = _render(response, req.environ, req.version,
+                                                         keep_alive)
+        except Exception as exc:
+            self._handler_failed(req, exc)
+            return
+        self._raw_write(data)
+        if app_iter is not None:
+            self._busy = True
+            task = self._loop.create_task(self._stream(req, app_iter, keep_alive, chunked))
+            self._handler = task
+            task.add_done_callback(self._stream_done)
+            return
+        if not keep_alive:
+            self.close()
+
+    async def _stream(self, req, app_iter, keep_alive, chunked):
+        """Send a streamed body chunk by chunk, waiting while the client reads slowly."""
+        try:
+            for chunk in app_iter:
+                if isinstance(chunk, str):
+                    chunk = chunk.encode()
+                if not chunk:
+                    continue
+                if self._closing:
+                    return
+                if chunked:
+                    self._raw_write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                else:
+                    self._raw_write(chunk)
+                if self._writing_paused:
+                    await self._drain()
+            if chunked and not self._closing:
+                self._raw_write(b"0\r\n\r\n")
+        except (ConnectionError, asyncio.CancelledError):
+            raise
+        except Exception:
+            # The head is already out: all that can be done is to cut the response short.
+            logger.exception("Error while streaming the response to %s %s", req.method,
+                             req.environ.get("RAW_URI"))
+            keep_alive = False
+        finally:
+            close = getattr(app_iter, "close", None)
+            if close is not None:
+                close()
+        if not keep_alive:
+            self.close()
+
+    def _stream_done(self, task):
+        self._handler = None
+        self._busy = False
+        if not task.cancelled():
+            exc = task.exception()
+            if exc is not None and not isinstance(exc, ConnectionError):
+                logger.error("Streaming failed", exc_info=exc)
+                self.close()
+        if not self._closing:
+            self._run_queue()
+
+    async def _drain(self):
+        if self._closing:
+            raise ConnectionResetError("connection lost")
+        waiter = self._drain_waiter
+        if waiter is None:
+            waiter = self._drain_waiter = self._loop.create_future()
+        await waiter
+
+    # --- timeouts ---------------------------------------------------------------------------
+
+    def _arm_timer(self, delay):
+        if self._timer is None and not self._closing:
+            self._timer = self._loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self):
+        """Close an idle keep-alive connection or a client that is too slow with its headers.
+
+        The timer is re-armed lazily: requests only stamp ``_last_activity``, and this callback
+        works out whether a deadline really passed, so no timer is created per request.
+        """
+        self._timer = None
+        if self._closing:
+            return
+        config = self._config
+        now = self._loop.time()
+        req = self._current
+        if self._busy or self._queue:
+            deadline = now + config.keepalive_timeout
+        elif req is not None and not req.complete:
+            if "REQUEST_METHOD" not in req.environ:  # still reading the head
+                deadline = self._message_started + config.header_timeout
+            else:
+                deadline = self._last_activity + config.header_timeout
+            if now >= deadline:
+                from werkzeug.exceptions import RequestTimeout
+                self._refuse(RequestTimeout())
+                return
+        else:
+            deadline = self._last_activity + config.keepalive_timeout
+            if now >= deadline:
+                self.close()
+                return
+        self._arm_timer(deadline - now)
+
+    # --- upgrades ---------------------------------------------------------------------------
+
+    def _on_upgrade(self):
+        self._parse_failed = True  # nothing after the upgrade request is HTTP/1.1
+        queue = self._queue
+        req = queue[-1] if queue else None
+        if isinstance(req, RequestState) and len(queue) == 1 and not self._busy:
+            upgrade = (req.environ.get("HTTP_UPGRADE") or "").strip().lower()
+            if upgrade == "h2c":
+                self._queue = None
+                body = b"".join(req.body) if req.body is not None else b""
+                if hand_over_h2c(self, self.transport, req.environ, body):
+                    self._closing = True  # this object no longer owns the transport
+                    self._server.connections.discard(self)
+                    if self._timer is not None:
+                        self._timer.cancel()
+                        self._timer = None
+                    return
+                self._queue = [req]
+        from werkzeug.exceptions import BadRequest
+        self._enqueue(BadRequest("Unsupported protocol upgrade."))
+
+    # --- public API of the stock backend ----------------------------------------------------
+
+    def handle_parser_exception(self, exc):
+        """Answer a parser exception with the matching HTTP error and close the connection."""
+        self._parse_failed = True
+        self._refuse(parser_error_to_http(exc))
+
+    def write_response(self, response, environ):
+        """Write a werkzeug response for ``environ``'s request (no connection management)."""
+        self.raw_write(_wsgi_py.get_formatted_response(response, environ))
+
+    def write(self, data):
+        """Write a ``str`` (UTF-8) to the client."""
+        self.raw_write(data.encode())
+
+    def raw_write(self, data):
+        """Write ``bytes`` to the client."""
+        self._raw_write(data)
+
+    def _raw_write(self, data):
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        try:
+            transport.write(data)
+        except OSError:
+            pass
+
+    def close(self):
+        """Close the connection once what was written is sent."""
+        self._closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def shutdown(self):
+        """Graceful shutdown: close now if idle, else after the current response."""
+        if not self._busy and not self._queue and self._current is None:
+            self.close()
+        else:
+            self._eof = True  # close once the queue is drained

@@ -1,0 +1,47 @@
+"""
+Running a request handler coroutine without a task when it does not need one.
+
+Most handlers finish without ever suspending (``process_request`` of a hello-world app awaits
+nothing that blocks). Creating an ``asyncio.Task`` for each costs more than the handler itself,
+so both protocols first step the coroutine by hand; only when it really suspends on a future is
+the rest of it handed to a task, which then continues exactly where the coroutine stopped.
+"""
+from __future__ import annotations
+
+import types
+
+__all__ = ("continue_in_task",)
+
+
+@types.coroutine
+def _resume(coro, yielded):
+    """Delegate to ``coro``, which is already suspended having yielded ``yielded``.
+
+    A generator-based coroutine: the task driving it sends values and throws exceptions (such as
+    cancellation) exactly as it would into ``coro`` itself, and they are passed on.
+    """
+    while True:
+        try:
+            value = yield yielded
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:  # cancellation and friends go to the handler
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+            continue
+        try:
+            yielded = coro.send(value)
+        except StopIteration as stop:
+            return stop.value
+
+
+async def _finish(coro, yielded):
+    return await _resume(coro, yielded)
+
+
+def continue_in_task(loop, coro, yielded, context):
+    """A task that runs the rest of ``coro`` (suspended on ``yielded``) in ``context``."""
+    return loop.create_task(_finish(coro, yielded), context=context)

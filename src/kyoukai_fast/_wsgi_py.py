@@ -1,0 +1,297 @@
+"""
+Pure-Python WSGI environ construction and response formatting.
+
+The twin of ``_wsgi_c.pyx``: both produce the same bytes for the same input, and the tests hold
+them to werkzeug's own WSGI output. Import these through :mod:`kyoukai_fast._wsgi`.
+"""
+from __future__ import annotations
+
+import io
+import sys
+import time
+from email.utils import formatdate
+from urllib.parse import unquote_to_bytes
+
+from werkzeug.wrappers import Response as _WerkzeugResponse
+
+__all__ = (
+    "to_wsgi_environment",
+    "get_formatted_response",
+    "header_environ_key",
+    "split_target",
+    "status_line",
+    "format_head",
+    "response_parts",
+    "http_date",
+    "render_response",
+    "add_header",
+    "needs_length",
+)
+
+_BytesIO = io.BytesIO
+
+# --- request side ---------------------------------------------------------------------------
+
+#: Raw header name -> environ key. Bounded so that a client sending random names cannot grow it.
+_environ_keys: dict = {}
+_ENVIRON_KEYS_MAX = 4096
+
+
+def header_environ_key(name: str) -> str:
+    """The WSGI environ key of a request header name (case-insensitive, ``-`` becomes ``_``)."""
+    key = _environ_keys.get(name)
+    if key is None:
+        key = name.upper().replace("-", "_")
+        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            key = "HTTP_" + key
+        if len(_environ_keys) < _ENVIRON_KEYS_MAX:
+            _environ_keys[name] = key
+    return key
+
+
+def split_target(target: str) -> tuple:
+    """Split a request target into ``(PATH_INFO, QUERY_STRING)``.
+
+    PATH_INFO is percent-decoded and carried as latin-1, as PEP 3333 requires (werkzeug decodes
+    it back to UTF-8). An absolute-form target (``http://host/path``) contributes its path.
+    """
+    path, sep, query = target.partition("?")
+    if "#" in query:
+        query = query.partition("#")[0]
+    elif not sep and "#" in path:
+        path = path.partition("#")[0]
+    if path[:1] != "/" and "://" in path:
+        # absolute-form: scheme://authority/path
+        rest = path.partition("://")[2]
+        slash = rest.find("/")
+        path = rest[slash:] if slash >= 0 else "/"
+    if "%" in path:
+        path = unquote_to_bytes(path).decode("latin-1")
+    return path, query
+
+
+def to_wsgi_environment(headers, method, path, http_version, body=None):
+    """Produce a WSGI environ (a plain ``dict``) for one request.
+
+    :param headers: ``(name, value)`` pairs (or a mapping); repeated names are joined with
+        ``", "`` (``"; "`` for ``Cookie``), names are case-insensitive.
+    :param method: the request method, e.g. ``"GET"``.
+    :param path: the raw request target; it is percent-decoded here.
+    :param http_version: ``"1.0"`` or ``"1.1"``.
+    :param body: a file-like object holding the request body, or ``None``.
+    """
+    if isinstance(headers, dict):
+        headers = headers.items()
+    path_info, query = split_target(path)
+    environ = {
+        "REQUEST_METHOD": method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": path_info,
+        "QUERY_STRING": query,
+        "SERVER_PROTOCOL": "HTTP/" + http_version,
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": body if body is not None else _BytesIO(),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+        "wsgi.input_terminated": True,
+        "wsgi.async": True,
+    }
+    for name, value in headers:
+        add_header(environ, header_environ_key(name), value)
+    return environ
+
+
+def add_header(environ: dict, key: str, value: str) -> None:
+    """Add one request header to an environ, joining a repeated one."""
+    old = environ.get(key)
+    if old is None:
+        environ[key] = value
+    elif key == "HTTP_COOKIE":
+        environ[key] = old + "; " + value
+    else:
+        environ[key] = old + ", " + value
+
+
+# --- response side --------------------------------------------------------------------------
+
+_status_lines: dict = {}
+_STATUS_LINES_MAX = 2048
+
+
+def status_line(version: str, status: str) -> bytes:
+    """``b"HTTP/1.1 200 OK\\r\\n"``, built once per (version, status) pair."""
+    key = (version, status)
+    line = _status_lines.get(key)
+    if line is None:
+        if "\r" in status or "\n" in status:
+            raise ValueError("status must not contain newline characters")
+        line = ("HTTP/%s %s\r\n" % (version, status)).encode("latin-1")
+        if len(_status_lines) < _STATUS_LINES_MAX:
+            _status_lines[key] = line
+    return line
+
+
+_date_second = -1
+_date_header = b""
+
+
+def http_date() -> bytes:
+    """The ``Date:`` header line for the current second (RFC 9110 5.6.7), cached per second."""
+    global _date_second, _date_header
+    now = int(time.time())
+    if now != _date_second:
+        _date_header = b"Date: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\n"
+        _date_second = now
+    return _date_header
+
+
+def format_head(version: str, status: str, headers, extra: bytes = b"") -> bytes:
+    """Status line, header fields, ``extra`` (pre-formatted lines) and the blank line."""
+    parts = [status_line(version, status)]
+    for name, value in headers:
+        if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
+            raise ValueError("header names and values must not contain newline characters")
+        parts.append(("%s: %s\r\n" % (name, value)).encode("latin-1"))
+    parts.append(extra)
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+# Methods of werkzeug's Response that the fast path reproduces; a subclass overriding any of
+# them goes through werkzeug's own machinery instead.
+_REPRODUCED = ("get_wsgi_headers", "get_app_iter", "get_wsgi_response", "iter_encoded", "__call__")
+_fast_types: dict = {}
+
+
+def _is_fast_type(cls) -> bool:
+    fast = _fast_types.get(cls)
+    if fast is None:
+        fast = issubclass(cls, _WerkzeugResponse) and all(
+            getattr(cls, name) is getattr(_WerkzeugResponse, name) for name in _REPRODUCED
+        )
+        _fast_types[cls] = fast
+    return fast
+
+
+def response_parts(response, environ: dict):
+    """``(status, headers, body)`` for a werkzeug response, exactly as its WSGI call yields them.
+
+    ``body`` is ``bytes`` when the body is buffered, otherwise the WSGI app iterator (which the
+    caller must close). ``headers`` is a list of ``(name, value)`` strings.
+    """
+    if _is_fast_type(type(response)) and not response.direct_passthrough:
+        body_list = response.response
+        if isinstance(body_list, list):
+            code = response.status_code
+            if not (100 <= code < 200 or code == 204 or code == 304):
+                headers = []
+                have_length = False
+                for pair in response.headers._list:
+                    lower = pair[0].lower()
+                    if lower == "content-length":
+                        have_length = True
+                    elif lower == "location" or lower == "content-location":
+                        break  # IRI handling: leave it to werkzeug
+                    headers.append(pair)
+                else:
+                    chunks = [c.encode() if isinstance(c, str) else c for c in body_list]
+                    body = b"".join(chunks)
+                    if not have_length and response.automatically_set_content_length:
+                        headers.append(("Content-Length", str(len(body))))
+                    if environ.get("REQUEST_METHOD") == "HEAD":
+                        body = b""
+                    response.close()
+                    return response._status, headers, body
+    app_iter, status, headers = response.get_wsgi_response(environ)
+    return status, headers, app_iter
+
+
+def _version_of(environ: dict) -> str:
+    protocol = environ.get("SERVER_PROTOCOL", "HTTP/1.1")
+    return "1.0" if protocol == "HTTP/1.0" else "1.1"
+
+
+def get_formatted_response(response, environment) -> bytes:
+    """Transform a werkzeug response into the bytes of an HTTP/1.x response.
+
+    The status line answers in the request's HTTP version (``SERVER_PROTOCOL``). Status, headers
+    and body are werkzeug's WSGI output; a body without a known length gets ``Content-Length``.
+    """
+    status, headers, body = response_parts(response, environment)
+    if not isinstance(body, bytes):
+        app_iter = body
+        try:
+            body = b"".join(app_iter)
+        finally:
+            close = getattr(app_iter, "close", None)
+            if close is not None:
+                close()
+        if needs_length(status, headers, environment):
+            headers = list(headers)
+            headers.append(("Content-Length", str(len(body))))
+    return format_head(_version_of(environment), status, headers) + body
+
+
+def needs_length(status: str, headers, environ: dict) -> bool:
+    """Whether a server must frame this response itself: it may carry a body and has no length."""
+    code = int(status[:3])
+    if 100 <= code < 200 or code == 204 or code == 304 or environ.get("REQUEST_METHOD") == "HEAD":
+        return False
+    for name, _ in headers:
+        if name.lower() == "content-length":
+            return False
+    return True
+
+
+_CLOSE = b"Connection: close\r\n"
+_KEEP_ALIVE = b"Connection: keep-alive\r\n"
+_CHUNKED = b"Transfer-Encoding: chunked\r\n"
+
+
+def render_response(response, environ: dict, version: str, keep_alive: bool):
+    """What a server writes for ``response``: ``(data, app_iter, keep_alive, chunked)``.
+
+    ``data`` is the whole response when the body is buffered (``app_iter`` is then ``None``),
+    otherwise only the head, and the body is to be streamed from ``app_iter``: with chunked
+    transfer coding when ``chunked``, else as is (its length is known, or the connection closes
+    after it). Adds ``Date`` and the ``Connection`` header the keep-alive decision needs.
+    """
+    status, headers, body = response_parts(response, environ)
+    have_date = False
+    connection = None
+    for name, value in headers:
+        lower = name.lower()
+        if lower == "date":
+            have_date = True
+        elif lower == "connection":
+            connection = value.lower()
+    extra = b"" if have_date else http_date()
+    chunked = False
+    if isinstance(body, bytes):
+        app_iter = None
+    elif not needs_length(status, headers, environ):
+        code = int(status[:3])
+        if environ.get("REQUEST_METHOD") == "HEAD" or 100 <= code < 200 or code in (204, 304):
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+            app_iter, body = None, b""
+        else:
+            app_iter, body = body, b""
+    elif version == "1.1":
+        app_iter, body, chunked = body, b"", True
+        extra += _CHUNKED
+    else:
+        # HTTP/1.0 has no chunked coding: the end of the body is the end of the connection.
+        app_iter, body, keep_alive = body, b"", False
+    if connection is not None:
+        keep_alive = keep_alive and "close" not in connection
+    elif version == "1.1":
+        if not keep_alive:
+            extra += _CLOSE
+    elif keep_alive:
+        extra += _KEEP_ALIVE
+    return format_head(version, status, headers, extra) + body, app_iter, keep_alive, chunked
