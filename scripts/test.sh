@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite: both implementations (compiled and pure-Python) in one run, then the
+# import-time switch, then the benchmarks once in quick mode so they cannot rot.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+export KYOUKAI_FAST_EXPECT_COMPILED=1
+.venv/bin/python -m pytest tests "$@"
+# The switch: with KYOUKAI_FAST_NO_EXTENSIONS set, the pure-Python implementation is live.
+KYOUKAI_FAST_NO_EXTENSIONS=1 KYOUKAI_FAST_EXPECT_COMPILED= \
+    .venv/bin/python -m pytest -q tests/test_implementation.py
+if [ -d bench ] && ls bench/test_*.py >/dev/null 2>&1; then
+    .venv/bin/python -m pytest -q bench --benchmark-disable
+fi

@@ -1,0 +1,68 @@
+# Declarations of the compiled protocol: typed per-request and per-connection state.
+
+cdef class RequestState:
+    cdef public dict environ
+    cdef public bytes url
+    cdef public list body
+    cdef public Py_ssize_t body_size
+    cdef public str version
+    cdef public bint keep_alive
+    cdef public str method
+    cdef public int header_count
+    cdef public bint complete
+
+
+cdef class HTTPProtocolCore:
+    # public API of the stock backend
+    cdef readonly object component
+    cdef readonly object app
+    cdef readonly object parent_context
+    cdef readonly object server_ip
+    cdef readonly object server_port
+    cdef readonly object transport
+    cdef readonly object parser
+    cdef readonly object ip
+    cdef readonly object client_port
+
+    # shared per server
+    cdef object _server
+    cdef dict _environ_template
+    cdef object _loop
+    cdef str _url_scheme
+    cdef str _remote_port
+
+    # limits, copied from the server's ProtocolConfig
+    cdef Py_ssize_t _max_body_size
+    cdef Py_ssize_t _max_url_size
+    cdef int _max_header_count
+    cdef Py_ssize_t _max_header_size
+    cdef Py_ssize_t _max_pipelined
+    cdef double _keepalive_timeout
+    cdef double _header_timeout
+
+    # per connection
+    cdef RequestState _current
+    cdef list _queue
+    cdef object _handler
+    cdef object _transport_write
+    cdef object _drain_waiter
+    cdef object _timer
+    cdef double _last_activity
+    cdef double _message_started
+    cdef bint _busy
+    cdef bint _closing
+    cdef bint _eof
+    cdef bint _parse_failed
+    cdef bint _reading_paused
+    cdef bint _writing_paused
+    cdef bint _continue_pending
+
+    cdef _enqueue(self, item)
+    cdef _run_queue(self)
+    cdef _start_request(self, RequestState req)
+    cdef _handler_failed(self, RequestState req, exc)
+    cdef _refuse(self, error, RequestState req=*)
+    cdef _write_result(self, RequestState req, response)
+    cdef _arm_timer(self, double delay)
+    cdef _write(self, bytes data)
+    cdef _on_upgrade(self)

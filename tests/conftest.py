@@ -1,0 +1,32 @@
+"""
+Shared fixtures: every protocol test runs against both implementations.
+
+``impl`` is parametrized over the compiled (``cython``) and pure-Python (``python``) modules. When
+``KYOUKAI_FAST_EXPECT_COMPILED`` is set (``make test`` sets it) a missing compiled module fails
+the cython cases instead of skipping them.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import kyoukai_fast.compat
+
+kyoukai_fast.compat.apply()  # stock Kyoukai on Python 3.10+ / werkzeug 3
+
+from helpers import IMPLEMENTATIONS, Implementation  # noqa: E402
+
+EXPECT_COMPILED = bool(os.environ.get("KYOUKAI_FAST_EXPECT_COMPILED"))
+
+
+@pytest.fixture(params=[impl.name for impl in IMPLEMENTATIONS])
+def impl(request) -> Implementation:
+    """One implementation (``impl.protocol_class``, ``impl.to_wsgi_environment``, ...)."""
+    chosen = next(i for i in IMPLEMENTATIONS if i.name == request.param)
+    if not chosen.available:
+        if EXPECT_COMPILED:
+            pytest.fail(f"the {chosen.name} implementation was expected but did not load: "
+                        f"{chosen.error}")
+        pytest.skip(f"{chosen.name} implementation not built")
+    return chosen

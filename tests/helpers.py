@@ -1,0 +1,222 @@
+"""
+Test doubles and small tools shared by the test modules.
+
+* :class:`FakeTransport` / :class:`FakeComponent`: drive a protocol in-process, no sockets.
+* :func:`parse_responses`: split the bytes a server wrote into HTTP/1.x responses, strictly
+  (RFC 9112 framing), so a test can assert on each one.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import importlib
+import re
+from typing import Any
+
+from werkzeug.wrappers import Request, Response
+
+
+@dataclasses.dataclass
+class Implementation:
+    name: str
+    protocol_module: Any
+    wsgi_module: Any
+    error: str = ""
+
+    @property
+    def available(self) -> bool:
+        return self.protocol_module is not None and self.wsgi_module is not None
+
+    @property
+    def protocol_class(self):
+        return self.protocol_module.KyoukaiProtocol
+
+    @property
+    def to_wsgi_environment(self):
+        return self.wsgi_module.to_wsgi_environment
+
+    @property
+    def get_formatted_response(self):
+        return self.wsgi_module.get_formatted_response
+
+
+def _implementation(name: str, suffix: str) -> Implementation:
+    try:
+        protocol = importlib.import_module(f"kyoukai_fast._protocol_{suffix}")
+        wsgi = importlib.import_module(f"kyoukai_fast._wsgi_{suffix}")
+        return Implementation(name, protocol, wsgi)
+    except ImportError as exc:
+        return Implementation(name, None, None, error=str(exc))
+
+
+IMPLEMENTATIONS = [_implementation("cython", "c"), _implementation("python", "py")]
+
+
+class FakeTransport(asyncio.Transport):
+    """An in-memory transport recording what the protocol does to it."""
+
+    def __init__(self, peer=("127.0.0.1", 54321), ssl_object=None):
+        super().__init__()
+        self.written = bytearray()
+        self.closed = False
+        self.reading_paused = False
+        self.pause_calls = 0
+        self.resume_calls = 0
+        self.protocol = None
+        self._extra = {"peername": peer, "sockname": ("127.0.0.1", 8080),
+                       "ssl_object": ssl_object}
+
+    def get_extra_info(self, name, default=None):
+        return self._extra.get(name, default)
+
+    def write(self, data):
+        if self.closed:
+            raise AssertionError("write after close")
+        self.written += data
+
+    def is_closing(self):
+        return self.closed
+
+    def close(self):
+        self.closed = True
+
+    def pause_reading(self):
+        self.reading_paused = True
+        self.pause_calls += 1
+
+    def resume_reading(self):
+        self.reading_paused = False
+        self.resume_calls += 1
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        self.high_water = high
+
+    def set_protocol(self, protocol):
+        self.protocol = protocol
+
+    def get_protocol(self):
+        return self.protocol
+
+    def take(self) -> bytes:
+        data = bytes(self.written)
+        self.written.clear()
+        return data
+
+
+class _Signal:
+    def __init__(self):
+        self.events = []
+
+    def dispatch(self, **kwargs):
+        self.events.append(kwargs)
+
+
+class FakeApp:
+    """A minimal stand-in for a Kyoukai app: ``handler(request)`` may be sync or async."""
+
+    request_class = Request
+
+    def __init__(self, handler=None, loop=None):
+        self.handler = handler or (lambda request: Response("Hello, world!"))
+        self.loop = loop
+        self.requests = []
+        self.server_name = None
+
+    async def process_request(self, request, parent_context):
+        self.requests.append(request)
+        result = self.handler(request)
+        if asyncio.iscoroutine(result):
+            result = await result
+        return result
+
+
+class FakeComponent:
+    """Duck-types what the protocol uses of ``kyoukai.asphalt.KyoukaiComponent``."""
+
+    def __init__(self, app=None, **cfg):
+        self.app = app or FakeApp()
+        self.cfg = cfg
+        self.connection_made = _Signal()
+        self.connection_lost = _Signal()
+
+    def get_server_name(self):
+        return "testserver"
+
+
+_STATUS = re.compile(rb"HTTP/(1\.[01]) (\d{3})(?: ([^\r\n]*))?\r\n")
+
+
+@dataclasses.dataclass
+class ParsedResponse:
+    version: str
+    status: int
+    reason: str
+    headers: list
+    body: bytes
+
+    def header(self, name: str, default=None):
+        values = [v for k, v in self.headers if k.lower() == name.lower()]
+        return ", ".join(values) if values else default
+
+
+def parse_responses(data: bytes, head_requests=(), closed=True) -> list:
+    """Split ``data`` into responses (RFC 9112 section 6 framing). Raises on malformed bytes.
+
+    ``head_requests``: indexes of responses that answer HEAD requests (they have no body).
+    ``closed``: the connection was closed, so a response without a length ends at the end.
+    """
+    responses = []
+    pos = 0
+    while pos < len(data):
+        match = _STATUS.match(data, pos)
+        if not match:
+            raise AssertionError(f"not a status line at {pos}: {data[pos:pos + 60]!r}")
+        end = data.index(b"\r\n\r\n", pos)
+        lines = data[match.end():end].split(b"\r\n") if end > match.end() - 2 else []
+        headers = []
+        for line in lines:
+            if not line:
+                continue
+            name, sep, value = line.partition(b":")
+            if not sep or not name or name != name.strip():
+                raise AssertionError(f"malformed header line {line!r}")
+            headers.append((name.decode("latin-1"), value.strip().decode("latin-1")))
+        status = int(match.group(2))
+        response = ParsedResponse(match.group(1).decode(), status,
+                                  (match.group(3) or b"").decode("latin-1"), headers, b"")
+        pos = end + 4
+        no_body = (len(responses) in head_requests or 100 <= status < 200
+                   or status in (204, 304))
+        te = (response.header("Transfer-Encoding") or "").lower()
+        length = response.header("Content-Length")
+        if no_body:
+            pass
+        elif "chunked" in te:
+            body = bytearray()
+            while True:
+                eol = data.index(b"\r\n", pos)
+                size = int(data[pos:eol].split(b";")[0], 16)
+                pos = eol + 2
+                if size == 0:
+                    pos = data.index(b"\r\n", pos) + 2
+                    break
+                body += data[pos:pos + size]
+                if data[pos + size:pos + size + 2] != b"\r\n":
+                    raise AssertionError("chunk not followed by CRLF")
+                pos += size + 2
+            response.body = bytes(body)
+        elif length is not None:
+            if "," in length:
+                raise AssertionError(f"several Content-Length values: {length}")
+            n = int(length)
+            if pos + n > len(data):
+                raise AssertionError("body shorter than Content-Length")
+            response.body = data[pos:pos + n]
+            pos += n
+        elif closed:
+            response.body = data[pos:]
+            pos = len(data)
+        else:
+            raise AssertionError("response without framing on an open connection")
+        responses.append(response)
+    return responses

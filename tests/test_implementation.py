@@ -1,0 +1,36 @@
+"""Which implementation is live, and the switch that chooses it."""
+import os
+import subprocess
+import sys
+
+import kyoukai_fast
+
+
+def test_compiled_module_loaded_when_expected():
+    # `make test` sets KYOUKAI_FAST_EXPECT_COMPILED: then a build that silently fell back to pure
+    # Python fails here instead of passing every test with the slow implementation.
+    if os.environ.get("KYOUKAI_FAST_NO_EXTENSIONS"):
+        assert kyoukai_fast.IMPLEMENTATION == "python"
+        assert kyoukai_fast.KyoukaiProtocol is kyoukai_fast.KyoukaiProtocolPy
+    elif os.environ.get("KYOUKAI_FAST_EXPECT_COMPILED"):
+        assert kyoukai_fast.IMPLEMENTATION == "cython"
+        assert kyoukai_fast.KyoukaiProtocol is kyoukai_fast.KyoukaiProtocolC
+        from kyoukai_fast import _wsgi_c
+
+        assert kyoukai_fast.to_wsgi_environment is _wsgi_c.to_wsgi_environment
+    else:
+        assert kyoukai_fast.IMPLEMENTATION in ("cython", "python")
+
+
+def test_environment_variable_selects_pure_python():
+    code = ("import kyoukai_fast as k; "
+            "print(k.IMPLEMENTATION, k.KyoukaiProtocol.__module__, k.get_formatted_response.__module__)")
+    env = dict(os.environ, KYOUKAI_FAST_NO_EXTENSIONS="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=60, check=True).stdout.split()
+    assert out == ["python", "kyoukai_fast._protocol_py", "kyoukai_fast._wsgi_py"]
+
+
+def test_protocol_class_name_is_what_kyoukai_looks_up():
+    assert kyoukai_fast.PROTOCOL_CLASS == "KyoukaiProtocol"
+    assert getattr(kyoukai_fast, kyoukai_fast.PROTOCOL_CLASS) is kyoukai_fast.KyoukaiProtocol
