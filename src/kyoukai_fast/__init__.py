@@ -14,6 +14,7 @@ from werkzeug.exceptions import BadRequest, InternalServerError, MethodNotAllowe
 from werkzeug.wrappers import Request, Response
 
 from ._config import ProtocolConfig
+from ._shutdown import graceful_shutdown
 from ._protocol import IMPLEMENTATION, KyoukaiProtocol, KyoukaiProtocolC, KyoukaiProtocolPy
 from ._wsgi import get_formatted_response, to_wsgi_environment
 
@@ -47,6 +48,7 @@ __all__ = (
     "KyoukaiProtocolC",
     "KyoukaiProtocolPy",
     "ProtocolConfig",
+    "graceful_shutdown",
     "to_wsgi_environment",
     "get_formatted_response",
     "BytesIO",
