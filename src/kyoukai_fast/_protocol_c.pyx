@@ -32,6 +32,8 @@ from cpython.unicode cimport PyUnicode_DecodeLatin1
 
 from ._wsgi_c cimport add_header, header_environ_key, render_response, split_target
 
+from ._input import EMPTY_INPUT
+
 from . import _wsgi_c
 from ._body import decode_body
 from ._config import server_state_for
@@ -210,8 +212,14 @@ cdef class HTTPProtocolCore:
         method = parser.get_method()
         found = PyDict_GetItem(_METHODS, method)
         req.method = <str>found if found != NULL else method.decode("ascii")
-        req.version = parser.get_http_version()
         req.keep_alive = parser.should_keep_alive()
+        # get_http_version() formats a new string each call. llhttp only accepts 0.9, 1.0, 1.1
+        # and 2.0, and with no Connection header it keeps alive exactly for 1.1: so that common
+        # case needs no call.
+        if req.keep_alive and PyDict_GetItem(environ, "HTTP_CONNECTION") == NULL:
+            req.version = "1.1"
+        else:
+            req.version = parser.get_http_version()
         cdef str target = PyUnicode_DecodeLatin1(req.url, PyBytes_GET_SIZE(req.url), NULL)
         cdef tuple split = split_target(target)
         environ["REQUEST_METHOD"] = req.method
@@ -307,7 +315,7 @@ cdef class HTTPProtocolCore:
                 self._refuse(exc, req)
                 return
             environ["CONTENT_LENGTH"] = str(len(body))
-        environ["wsgi.input"] = _BytesIO(body)
+        environ["wsgi.input"] = _BytesIO(body) if PyBytes_GET_SIZE(body) else EMPTY_INPUT
         context = PyContext_CopyCurrent()
         app = self.app
         try:
@@ -510,8 +518,9 @@ cdef class HTTPProtocolCore:
         self._write(data)
 
     cdef _write(self, bytes data):
-        transport = self.transport
-        if transport is None or self._transport_write is None or transport.is_closing():
+        # _closing is set whenever this side closes and on connection_lost, which covers every
+        # way the transport can be closing: no is_closing() call per write.
+        if self._closing or self._transport_write is None:
             return
         try:
             self._transport_write(data)

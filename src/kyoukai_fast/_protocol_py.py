@@ -31,6 +31,7 @@ from werkzeug.exceptions import (
 from . import _wsgi_py
 from ._body import decode_body
 from ._config import server_state_for
+from ._input import EMPTY_INPUT
 from ._errors import HTTPLimitExceeded, error_response, logger, parser_error_to_http
 from ._tasks import continue_in_task
 from ._upgrade import hand_over_h2c, hand_over_tls
@@ -287,7 +288,7 @@ class KyoukaiProtocol(asyncio.Protocol):
                 self._refuse(exc, req)
                 return
             environ["CONTENT_LENGTH"] = str(len(body))
-        environ["wsgi.input"] = _BytesIO(body)
+        environ["wsgi.input"] = _BytesIO(body) if body else EMPTY_INPUT
         context = _copy_context()
         try:
             request = self.app.request_class(environ, False)
@@ -487,7 +488,7 @@ class KyoukaiProtocol(asyncio.Protocol):
 
     def _raw_write(self, data):
         transport = self.transport
-        if transport is None or transport.is_closing():
+        if transport is None or self._closing:
             return
         try:
             transport.write(data)

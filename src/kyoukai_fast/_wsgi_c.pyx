@@ -33,8 +33,6 @@ cdef dict _status_lines = {}
 cdef Py_ssize_t _STATUS_LINES_MAX = 2048
 cdef dict _fast_types = {}
 
-cdef bytes _CLOSE = b"Connection: close\r\n"
-cdef bytes _KEEP_ALIVE = b"Connection: keep-alive\r\n"
 cdef bytes _CRLF = b"\r\n"
 
 # --- request side -----------------------------------------------------------------------------
@@ -115,16 +113,28 @@ cdef bytes status_line(str version, str status):
 
 
 cdef time_t _date_second = -1
+cdef str _date_line = ""
 cdef bytes _date_header = b""
 
 
-cdef bytes http_date():
-    global _date_second, _date_header
+cdef inline _refresh_date():
+    global _date_second, _date_line, _date_header
     cdef time_t now = c_time(NULL)
     if now != _date_second:
-        _date_header = b"Date: " + _formatdate(<double>now, usegmt=True).encode("ascii") + _CRLF
+        _date_line = "Date: " + _formatdate(<double>now, usegmt=True) + "\r\n"
+        _date_header = _date_line.encode("ascii")
         _date_second = now
+
+
+cdef bytes http_date():
+    """The ``Date:`` header line for the current second, cached per second."""
+    _refresh_date()
     return _date_header
+
+
+cdef str http_date_str():
+    _refresh_date()
+    return _date_line
 
 
 cdef inline bint _is_fast_type(type cls) except -1:
@@ -147,19 +157,58 @@ cdef inline bytes _body_bytes(list chunks):
     return b"".join([c.encode() if isinstance(c, str) else c for c in chunks])
 
 
+# What render_response must notice about a response header, by exact name; other spellings
+# are classified once with lower() and remembered (bounded).
+cdef enum HeaderKind:
+    ORDINARY = 0
+    CONTENT_LENGTH = 1
+    CONNECTION = 2
+    DATE = 3
+    NEEDS_WERKZEUG = 4   # Location / Content-Location: IRI handling stays werkzeug's
+
+cdef dict _header_kinds = {
+    "Content-Type": ORDINARY,
+    "Content-Length": CONTENT_LENGTH,
+    "Connection": CONNECTION,
+    "Date": DATE,
+    "Location": NEEDS_WERKZEUG,
+    "Content-Location": NEEDS_WERKZEUG,
+}
+cdef Py_ssize_t _HEADER_KINDS_MAX = 4096
+
+
+cdef int _header_kind(str name) except -1:
+    cdef PyObject* cached = PyDict_GetItem(_header_kinds, name)
+    if cached != NULL:
+        return <int><object>cached
+    cdef str lower = name.lower()
+    cdef int kind = ORDINARY
+    if lower == "content-length":
+        kind = CONTENT_LENGTH
+    elif lower == "connection":
+        kind = CONNECTION
+    elif lower == "date":
+        kind = DATE
+    elif lower == "location" or lower == "content-location":
+        kind = NEEDS_WERKZEUG
+    if len(_header_kinds) < _HEADER_KINDS_MAX:
+        _header_kinds[name] = kind
+    return kind
+
+
 cdef tuple render_response(object response, dict environ, str version, bint keep_alive):
     """``(data, app_iter, keep_alive, chunked)``: see ``_wsgi_py.render_response``.
 
-    Handles a plain werkzeug ``Response`` with a buffered body in one pass over its headers;
-    everything else goes to the reference implementation.
+    Handles a plain werkzeug ``Response`` with a buffered body in one pass over its headers,
+    building the whole head as one ``str`` encoded once; everything else goes to the reference
+    implementation.
     """
-    cdef list body_list, header_list, pieces
-    cdef int code
-    cdef bint have_length = False, have_date = False, is_head
-    cdef str name, value, lower, connection = None, status
+    cdef list body_list, pieces
+    cdef int code, kind
+    cdef bint have_length = False, have_date = False
+    cdef str name, value, connection = None, status
     cdef tuple pair
     cdef bytes body, head
-    cdef Py_UCS4 first
 
     if not _is_fast_type(type(response)) or response.direct_passthrough:
         return _py_render(response, environ, version, keep_alive)
@@ -169,60 +218,46 @@ cdef tuple render_response(object response, dict environ, str version, bint keep
     code = response._status_code
     if code < 200 or code == 204 or code == 304:
         return _py_render(response, environ, version, keep_alive)
-    body_list = <list>body_obj
-    header_list = response.headers._list
-    pieces = []
-    for item in header_list:
+    status = response._status
+    if "\n" in status or "\r" in status:
+        raise ValueError("status must not contain newline characters")
+    pieces = ["HTTP/1.1 " if version == "1.1" else "HTTP/" + version + " ", status, "\r\n"]
+    for item in response.headers._list:
         pair = <tuple>item
         name = <str>pair[0]
         value = <str>pair[1]
-        first = name[0] if len(name) else 0
-        if first == u'c' or first == u'C':
-            lower = name.lower()
-            if lower == "content-length":
+        kind = _header_kind(name)
+        if kind != ORDINARY:
+            if kind == CONTENT_LENGTH:
                 have_length = True
-            elif lower == "content-location":
-                return _py_render(response, environ, version, keep_alive)
-            elif lower == "connection":
+            elif kind == CONNECTION:
                 connection = value.lower()
-        elif first == u'l' or first == u'L':
-            if name.lower() == "location":
-                return _py_render(response, environ, version, keep_alive)
-        elif first == u'd' or first == u'D':
-            if name.lower() == "date":
+            elif kind == DATE:
                 have_date = True
+            else:
+                return _py_render(response, environ, version, keep_alive)
         if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
             raise ValueError("header names and values must not contain newline characters")
-        pieces.append(name)
-        pieces.append(": ")
-        pieces.append(value)
-        pieces.append("\r\n")
-    body = _body_bytes(body_list)
+        pieces += (name, ": ", value, "\r\n")
+    body = _body_bytes(<list>body_obj)
     if not have_length and response.automatically_set_content_length:
-        pieces.append("Content-Length: ")
-        pieces.append(str(PyBytes_GET_SIZE(body)))
-        pieces.append("\r\n")
+        pieces += ("Content-Length: ", str(PyBytes_GET_SIZE(body)), "\r\n")
     if response._on_close:
         response.close()
-    is_head = environ.get("REQUEST_METHOD") == "HEAD"
-    status = response._status
-    head = PyUnicode_AsLatin1String("".join(pieces))
+    if not have_date:
+        pieces.append(http_date_str())
     if connection is not None:
         keep_alive = keep_alive and "close" not in connection
-        tail = b""
     elif version == "1.1":
-        tail = b"" if keep_alive else _CLOSE
-    else:
-        tail = _KEEP_ALIVE if keep_alive else b""
-    data = b"".join((
-        status_line(version, status),
-        head,
-        b"" if have_date else http_date(),
-        tail,
-        _CRLF,
-        b"" if is_head else body,
-    ))
-    return (data, None, keep_alive, False)
+        if not keep_alive:
+            pieces.append("Connection: close\r\n")
+    elif keep_alive:
+        pieces.append("Connection: keep-alive\r\n")
+    pieces.append("\r\n")
+    head = PyUnicode_AsLatin1String("".join(pieces))
+    if PyBytes_GET_SIZE(body) and environ.get("REQUEST_METHOD") != "HEAD":
+        return (head + body, None, keep_alive, False)
+    return (head, None, keep_alive, False)
 
 
 def get_formatted_response(response, environment):
