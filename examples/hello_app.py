@@ -61,7 +61,7 @@ def main():
     parser.add_argument("--port", type=int, default=4444)
     parser.add_argument("--backend", default="kyoukai_fast")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO)
+    logging.basicConfig(level=logging.WARNING)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     app.loop = loop

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import time
 import weakref
 from typing import Any
 
@@ -61,7 +62,8 @@ class ProtocolConfig:
 class ServerState:
     """What every connection of one component shares."""
 
-    __slots__ = ("config", "environ_template", "connections", "closing", "__weakref__")
+    __slots__ = ("config", "environ_template", "connections", "closing", "_reaper",
+                 "__weakref__")
 
     def __init__(self, config: ProtocolConfig, server_name: str, server_port: Any):
         self.config = config
@@ -84,6 +86,31 @@ class ServerState:
         self.connections: set = set()
         #: Set once shutdown has begun: new requests get ``Connection: close``.
         self.closing = False
+        self._reaper = None
+
+    # One timer per server, not one per connection: an idle connection then costs no timer
+    # handle, and a request costs no timer re-arming. Each tick asks every connection to check
+    # its own deadlines (``check_timeouts``), which is a few attribute reads per connection.
+
+    @property
+    def reap_interval(self) -> float:
+        """Seconds between timeout checks: a quarter of the shortest timeout, 10 ms to 1 s."""
+        shortest = min(self.config.keepalive_timeout, self.config.header_timeout)
+        return min(1.0, max(0.01, shortest / 4))
+
+    def add_connection(self, connection, loop) -> None:
+        """Track a live connection; starts the timeout checks on the first one."""
+        self.connections.add(connection)
+        if self._reaper is None:
+            self._reaper = loop.call_later(self.reap_interval, self._reap, loop)
+
+    def _reap(self, loop) -> None:
+        self._reaper = None
+        now = time.monotonic()
+        for connection in list(self.connections):
+            connection.check_timeouts(now)
+        if self.connections:
+            self._reaper = loop.call_later(self.reap_interval, self._reap, loop)
 
 
 _states: "weakref.WeakKeyDictionary[Any, ServerState]" = weakref.WeakKeyDictionary()

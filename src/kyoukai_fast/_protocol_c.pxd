@@ -29,7 +29,6 @@ cdef class HTTPProtocolCore:
     cdef dict _environ_template
     cdef object _loop
     cdef str _url_scheme
-    cdef str _remote_port
 
     # limits, copied from the server's ProtocolConfig
     cdef Py_ssize_t _max_body_size
@@ -44,9 +43,7 @@ cdef class HTTPProtocolCore:
     cdef RequestState _current
     cdef list _queue
     cdef object _handler
-    cdef object _transport_write
     cdef object _drain_waiter
-    cdef object _timer
     cdef double _last_activity
     cdef double _message_started
     cdef bint _busy
@@ -63,6 +60,5 @@ cdef class HTTPProtocolCore:
     cdef _handler_failed(self, RequestState req, exc)
     cdef _refuse(self, error, RequestState req=*)
     cdef _write_result(self, RequestState req, response)
-    cdef _arm_timer(self, double delay)
     cdef _write(self, bytes data)
     cdef _on_upgrade(self)

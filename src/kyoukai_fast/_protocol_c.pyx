@@ -96,7 +96,6 @@ cdef class HTTPProtocolCore:
         self._keepalive_timeout = config.keepalive_timeout
         self._header_timeout = config.header_timeout
         self._url_scheme = "http"
-        self._remote_port = "None"
 
     # --- asyncio callbacks --------------------------------------------------------------------
 
@@ -110,7 +109,6 @@ cdef class HTTPProtocolCore:
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.ip = peer[0]
             self.client_port = peer[1]
-        self._remote_port = str(self.client_port)
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             self._url_scheme = "https"
@@ -120,18 +118,13 @@ cdef class HTTPProtocolCore:
             transport.set_write_buffer_limits(high=self._server.config.write_high_water)
         except (AttributeError, NotImplementedError):
             pass
-        self._transport_write = transport.write
-        self._server.connections.add(self)
         self._last_activity = _monotonic()
-        self._arm_timer(self._keepalive_timeout)
+        self._server.add_connection(self, self._loop)
         self.component.connection_made.dispatch(protocol=self)
 
     def connection_lost(self, exc):
         self._closing = True
         self._server.connections.discard(self)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         handler = self._handler
         if handler is not None:
             handler.cancel()
@@ -141,7 +134,6 @@ cdef class HTTPProtocolCore:
             waiter.exception()  # retrieved: nobody may be waiting any more
         self._drain_waiter = None
         self._queue = None
-        self._transport_write = None
         self.component.connection_lost.dispatch(protocol=self)
 
     def data_received(self, data):
@@ -228,7 +220,7 @@ cdef class HTTPProtocolCore:
         environ["RAW_URI"] = target
         environ["SERVER_PROTOCOL"] = "HTTP/1.0" if req.version == "1.0" else "HTTP/1.1"
         environ["REMOTE_ADDR"] = self.ip
-        environ["REMOTE_PORT"] = self._remote_port
+        environ["REMOTE_PORT"] = str(self.client_port)
         environ["wsgi.url_scheme"] = self._url_scheme
         environ["kyoukai.protocol"] = self
         found = PyDict_GetItem(environ, "CONTENT_LENGTH")
@@ -286,6 +278,8 @@ cdef class HTTPProtocolCore:
                 return
         if self._closing:
             return
+        if not self._queue:
+            self._queue = None  # an idle connection keeps no list
         if self._reading_paused and not self._busy and not self._queue:
             self._reading_paused = False
             self.transport.resume_reading()
@@ -444,34 +438,22 @@ cdef class HTTPProtocolCore:
 
     # --- timeouts -----------------------------------------------------------------------------
 
-    cdef _arm_timer(self, double delay):
-        if self._timer is None and not self._closing:
-            self._timer = self._loop.call_later(delay, self._on_timer)
+    def check_timeouts(self, double now):
+        """Close an idle keep-alive connection or a client too slow with its request.
 
-    def _on_timer(self):
-        """Close an idle keep-alive connection or a client too slow with its headers."""
-        cdef double now, deadline
+        Called by the server's timeout check (``ServerState``) with ``time.monotonic()``.
+        """
         cdef RequestState req = self._current
-        self._timer = None
-        if self._closing:
+        if self._closing or self._busy or self._queue:
             return
-        now = _monotonic()
-        if self._busy or self._queue:
-            deadline = now + self._keepalive_timeout
-        elif req is not None and not req.complete:
+        if req is not None and not req.complete:
             if "REQUEST_METHOD" not in req.environ:  # still reading the head
-                deadline = self._message_started + self._header_timeout
-            else:
-                deadline = self._last_activity + self._header_timeout
-            if now >= deadline:
+                if now >= self._message_started + self._header_timeout:
+                    self._refuse(RequestTimeout())
+            elif now >= self._last_activity + self._header_timeout:
                 self._refuse(RequestTimeout())
-                return
-        else:
-            deadline = self._last_activity + self._keepalive_timeout
-            if now >= deadline:
-                self.close()
-                return
-        self._arm_timer(deadline - now)
+        elif now >= self._last_activity + self._keepalive_timeout:
+            self.close()
 
     # --- upgrades -----------------------------------------------------------------------------
 
@@ -488,9 +470,6 @@ cdef class HTTPProtocolCore:
                 if hand_over_h2c(self, self.transport, (<RequestState>req).environ, body):
                     self._closing = True  # this object no longer owns the transport
                     self._server.connections.discard(self)
-                    if self._timer is not None:
-                        self._timer.cancel()
-                        self._timer = None
                     return
                 self._queue = [req]
         self._enqueue(BadRequest("Unsupported protocol upgrade."))
@@ -520,10 +499,10 @@ cdef class HTTPProtocolCore:
     cdef _write(self, bytes data):
         # _closing is set whenever this side closes and on connection_lost, which covers every
         # way the transport can be closing: no is_closing() call per write.
-        if self._closing or self._transport_write is None:
+        if self._closing or self.transport is None:
             return
         try:
-            self._transport_write(data)
+            self.transport.write(data)
         except OSError:
             pass
 

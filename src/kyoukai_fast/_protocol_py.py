@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import io
+import time
 
 import httptools
 from werkzeug.exceptions import (
@@ -42,6 +43,7 @@ PROTOCOL_CLASS = "KyoukaiProtocol"
 
 _BytesIO = io.BytesIO
 _copy_context = contextvars.copy_context
+_monotonic = time.monotonic
 _header_environ_key = _wsgi_py.header_environ_key
 _add_header = _wsgi_py.add_header
 _split_target = _wsgi_py.split_target
@@ -96,7 +98,6 @@ class KyoukaiProtocol(asyncio.Protocol):
         self._reading_paused = False
         self._writing_paused = False
         self._drain_waiter = None
-        self._timer = None
         self._last_activity = 0.0
         self._message_started = 0.0
         self._continue_pending = False
@@ -121,17 +122,13 @@ class KyoukaiProtocol(asyncio.Protocol):
             transport.set_write_buffer_limits(high=self._config.write_high_water)
         except (AttributeError, NotImplementedError):
             pass
-        self._server.connections.add(self)
-        self._last_activity = self._loop.time()
-        self._arm_timer(self._config.keepalive_timeout)
+        self._last_activity = _monotonic()
+        self._server.add_connection(self, self._loop)
         self.component.connection_made.dispatch(protocol=self)
 
     def connection_lost(self, exc):
         self._closing = True
         self._server.connections.discard(self)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         handler = self._handler
         if handler is not None:
             handler.cancel()
@@ -146,7 +143,7 @@ class KyoukaiProtocol(asyncio.Protocol):
     def data_received(self, data):
         if self._closing or self._parse_failed:
             return
-        self._last_activity = self._loop.time()
+        self._last_activity = _monotonic()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -267,6 +264,8 @@ class KyoukaiProtocol(asyncio.Protocol):
             self._start_request(item)
         if self._closing:
             return
+        if not self._queue:
+            self._queue = None  # an idle connection keeps no list
         if self._reading_paused and not self._busy and not self._queue:
             self._reading_paused = False
             self.transport.resume_reading()
@@ -411,39 +410,26 @@ class KyoukaiProtocol(asyncio.Protocol):
 
     # --- timeouts ---------------------------------------------------------------------------
 
-    def _arm_timer(self, delay):
-        if self._timer is None and not self._closing:
-            self._timer = self._loop.call_later(delay, self._on_timer)
+    def check_timeouts(self, now):
+        """Close an idle keep-alive connection or a client too slow with its request.
 
-    def _on_timer(self):
-        """Close an idle keep-alive connection or a client that is too slow with its headers.
-
-        The timer is re-armed lazily: requests only stamp ``_last_activity``, and this callback
-        works out whether a deadline really passed, so no timer is created per request.
+        Called by the server's timeout check (``ServerState``) with ``time.monotonic()``: one
+        timer per server instead of one per connection.
         """
-        self._timer = None
-        if self._closing:
+        if self._closing or self._busy or self._queue:
             return
         config = self._config
-        now = self._loop.time()
         req = self._current
-        if self._busy or self._queue:
-            deadline = now + config.keepalive_timeout
-        elif req is not None and not req.complete:
+        if req is not None and not req.complete:
             if "REQUEST_METHOD" not in req.environ:  # still reading the head
-                deadline = self._message_started + config.header_timeout
+                started = self._message_started
             else:
-                deadline = self._last_activity + config.header_timeout
-            if now >= deadline:
+                started = self._last_activity
+            if now >= started + config.header_timeout:
                 from werkzeug.exceptions import RequestTimeout
                 self._refuse(RequestTimeout())
-                return
-        else:
-            deadline = self._last_activity + config.keepalive_timeout
-            if now >= deadline:
-                self.close()
-                return
-        self._arm_timer(deadline - now)
+        elif now >= self._last_activity + config.keepalive_timeout:
+            self.close()
 
     # --- upgrades ---------------------------------------------------------------------------
 
@@ -459,9 +445,6 @@ class KyoukaiProtocol(asyncio.Protocol):
                 if hand_over_h2c(self, self.transport, req.environ, body):
                     self._closing = True  # this object no longer owns the transport
                     self._server.connections.discard(self)
-                    if self._timer is not None:
-                        self._timer.cancel()
-                        self._timer = None
                     return
                 self._queue = [req]
         from werkzeug.exceptions import BadRequest
