@@ -44,6 +44,7 @@ cdef class HTTPProtocolCore:
     cdef list _queue
     cdef object _handler
     cdef object _drain_waiter
+    cdef object _out                 # writes held back while batching: None, bytes or list
     cdef double _last_activity
     cdef double _message_started
     cdef bint _busy
@@ -53,9 +54,12 @@ cdef class HTTPProtocolCore:
     cdef bint _reading_paused
     cdef bint _writing_paused
     cdef bint _continue_pending
+    cdef bint _batching
 
     cdef _enqueue(self, item)
     cdef _run_queue(self)
+    cdef _drain_queue(self)
+    cdef _flush(self)
     cdef _start_request(self, RequestState req)
     cdef _handler_failed(self, RequestState req, exc)
     cdef _refuse(self, error, RequestState req=*)

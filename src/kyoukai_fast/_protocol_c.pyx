@@ -140,15 +140,23 @@ cdef class HTTPProtocolCore:
         if self._closing or self._parse_failed:
             return
         self._last_activity = _monotonic()
+        # Everything written while this chunk is handled (several pipelined responses, an
+        # interim 100 Continue) goes out in one transport.write: one send() instead of many.
+        self._batching = True
         try:
-            self.parser.feed_data(data)
-        except _HttpParserUpgrade:
-            self._on_upgrade()
-        except _HttpParserError as exc:
-            self._parse_failed = True
-            self._enqueue(parser_error_to_http(exc))
-        if not self._busy:
-            self._run_queue()
+            try:
+                self.parser.feed_data(data)
+            except _HttpParserUpgrade:
+                self._flush()
+                self._on_upgrade()
+            except _HttpParserError as exc:
+                self._parse_failed = True
+                self._enqueue(parser_error_to_http(exc))
+            if not self._busy:
+                self._run_queue()
+        finally:
+            self._batching = False
+            self._flush()
 
     def eof_received(self):
         if self._busy or self._queue:
@@ -265,6 +273,17 @@ cdef class HTTPProtocolCore:
                 self.transport.pause_reading()
 
     cdef _run_queue(self):
+        if self._batching:
+            self._drain_queue()
+            return
+        self._batching = True
+        try:
+            self._drain_queue()
+        finally:
+            self._batching = False
+            self._flush()
+
+    cdef _drain_queue(self):
         cdef list queue
         while True:
             queue = self._queue
@@ -497,18 +516,40 @@ cdef class HTTPProtocolCore:
         self._write(data)
 
     cdef _write(self, bytes data):
-        # _closing is set whenever this side closes and on connection_lost, which covers every
-        # way the transport can be closing: no is_closing() call per write.
         if self._closing or self.transport is None:
+            return
+        if self._batching:
+            pending = self._out
+            if pending is None:
+                self._out = data
+            elif type(pending) is list:
+                (<list>pending).append(data)
+            else:
+                self._out = [pending, data]
+            return
+        if self.transport.is_closing():  # lost, and connection_lost not yet called
             return
         try:
             self.transport.write(data)
         except OSError:
             pass
 
+    cdef _flush(self):
+        pending = self._out
+        if pending is None:
+            return
+        self._out = None
+        if self.transport is None or self.transport.is_closing():
+            return
+        try:
+            self.transport.write(b"".join(<list>pending) if type(pending) is list else pending)
+        except OSError:
+            pass
+
     def close(self):
         """Close the connection once what was written is sent."""
         self._closing = True
+        self._flush()
         if self.transport is not None:
             self.transport.close()
 

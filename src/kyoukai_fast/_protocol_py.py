@@ -101,6 +101,8 @@ class KyoukaiProtocol(asyncio.Protocol):
         self._last_activity = 0.0
         self._message_started = 0.0
         self._continue_pending = False
+        self._batching = False      # while set, writes collect in _out for one transport.write
+        self._out = None
 
     # --- asyncio callbacks ------------------------------------------------------------------
 
@@ -144,15 +146,23 @@ class KyoukaiProtocol(asyncio.Protocol):
         if self._closing or self._parse_failed:
             return
         self._last_activity = _monotonic()
+        # Everything written while this chunk is handled (several pipelined responses, an
+        # interim 100 Continue) goes out in one transport.write: one send() instead of many.
+        self._batching = True
         try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._on_upgrade()
-        except httptools.HttpParserError as exc:
-            self._parse_failed = True
-            self._enqueue(parser_error_to_http(exc))
-        if not self._busy:
-            self._run_queue()
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserUpgrade:
+                self._flush()
+                self._on_upgrade()
+            except httptools.HttpParserError as exc:
+                self._parse_failed = True
+                self._enqueue(parser_error_to_http(exc))
+            if not self._busy:
+                self._run_queue()
+        finally:
+            self._batching = False
+            self._flush()
 
     def eof_received(self):
         if self._busy or self._queue:
@@ -255,7 +265,18 @@ class KyoukaiProtocol(asyncio.Protocol):
                 self.transport.pause_reading()
 
     def _run_queue(self):
-        """Start handling queued requests, in order, one at a time."""
+        """Start handling queued requests, in order, one at a time; their writes batched."""
+        if self._batching:
+            self._drain_queue()
+            return
+        self._batching = True
+        try:
+            self._drain_queue()
+        finally:
+            self._batching = False
+            self._flush()
+
+    def _drain_queue(self):
         while self._queue and not self._busy and not self._closing and not self._writing_paused:
             item = self._queue.pop(0)
             if isinstance(item, HTTPException):
@@ -473,14 +494,36 @@ class KyoukaiProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or self._closing:
             return
+        if self._batching:
+            if self._out is None:
+                self._out = [data]
+            else:
+                self._out.append(data)
+            return
+        if transport.is_closing():  # lost, and connection_lost not yet called
+            return
         try:
             transport.write(data)
+        except OSError:
+            pass
+
+    def _flush(self):
+        out = self._out
+        if out is None:
+            return
+        self._out = None
+        data = out[0] if len(out) == 1 else b"".join(out)
+        if self.transport is None or self.transport.is_closing():
+            return
+        try:
+            self.transport.write(data)
         except OSError:
             pass
 
     def close(self):
         """Close the connection once what was written is sent."""
         self._closing = True
+        self._flush()
         if self.transport is not None:
             self.transport.close()
 
