@@ -22,3 +22,17 @@ def test_hello_round_trip(impl):
         assert component.connection_lost.events == [{"protocol": protocol}]
 
     asyncio.run(main())
+
+
+def test_unsupported_http_versions_get_505(impl):
+    async def main():
+        for version in (b"2.0", b"0.9"):
+            protocol = impl.protocol_class(FakeComponent(), None, "testserver", 8080)
+            transport = FakeTransport()
+            protocol.connection_made(transport)
+            protocol.data_received(b"GET / HTTP/" + version + b"\r\nHost: x\r\n\r\n")
+            [response] = parse_responses(transport.take())
+            assert response.status == 505
+            assert transport.closed
+
+    asyncio.run(main())

@@ -16,6 +16,7 @@ import httptools
 from werkzeug.exceptions import (
     BadRequest,
     HTTPException,
+    HTTPVersionNotSupported,
     InternalServerError,
     RequestEntityTooLarge,
     RequestHeaderFieldsTooLarge,
@@ -220,6 +221,9 @@ cdef class HTTPProtocolCore:
             req.version = "1.1"
         else:
             req.version = parser.get_http_version()
+            if req.version != "1.0" and req.version != "1.1":
+                # llhttp also accepts 0.9 and 2.0 request lines; neither is served here.
+                raise HTTPLimitExceeded(HTTPVersionNotSupported())
         cdef str target = PyUnicode_DecodeLatin1(req.url, PyBytes_GET_SIZE(req.url), NULL)
         cdef tuple split = split_target(target)
         environ["REQUEST_METHOD"] = req.method

@@ -23,6 +23,7 @@ import time
 import httptools
 from werkzeug.exceptions import (
     HTTPException,
+    HTTPVersionNotSupported,
     InternalServerError,
     RequestEntityTooLarge,
     RequestHeaderFieldsTooLarge,
@@ -212,6 +213,9 @@ class KyoukaiProtocol(asyncio.Protocol):
         method = parser.get_method()
         req.method = _METHODS.get(method) or method.decode("ascii")
         req.version = parser.get_http_version()
+        if req.version != "1.0" and req.version != "1.1":
+            # llhttp also accepts 0.9 and 2.0 request lines; neither is served here.
+            raise HTTPLimitExceeded(HTTPVersionNotSupported())
         req.keep_alive = parser.should_keep_alive()
         req.upgrade = parser.should_upgrade()
         target = req.url.decode("latin-1")
