@@ -343,7 +343,7 @@ cdef class HTTPProtocolCore:
                 status = PyIter_Send(coro, None, &result)
             finally:
                 PyContext_Exit(context)
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:
             self._handler_failed(req, exc)
             return
         value = <object>result
@@ -360,6 +360,11 @@ cdef class HTTPProtocolCore:
         self._handler = None
         self._busy = False
         if task.cancelled():
+            if self._closing:
+                return  # cancelled by connection_lost or shutdown: nobody to answer
+            # The handler cancelled itself: answer it, or the next response would be taken
+            # for this one.
+            self._handler_failed(req, asyncio.CancelledError())
             return
         exc = task.exception()
         if exc is not None:

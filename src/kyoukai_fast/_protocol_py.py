@@ -321,7 +321,7 @@ class KyoukaiProtocol(asyncio.Protocol):
         except StopIteration as stop:
             self._write_result(req, stop.value)
             return
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:
             self._handler_failed(req, exc)
             return
         self._busy = True
@@ -333,6 +333,11 @@ class KyoukaiProtocol(asyncio.Protocol):
         self._handler = None
         self._busy = False
         if task.cancelled():
+            if self._closing:
+                return  # cancelled by connection_lost or shutdown: nobody to answer
+            # The handler cancelled itself: answer it, or the next response would be taken
+            # for this one.
+            self._handler_failed(req, asyncio.CancelledError())
             return
         exc = task.exception()
         if exc is not None:
