@@ -10,7 +10,7 @@ import io
 import sys
 
 from cpython.bytes cimport PyBytes_GET_SIZE
-from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
+from cpython.dict cimport PyDict_Copy, PyDict_GetItem, PyDict_SetItem
 from cpython.list cimport PyList_GET_SIZE
 from cpython.object cimport PyObject
 from cpython.unicode cimport PyUnicode_AsLatin1String
@@ -24,7 +24,6 @@ cdef object _py_split_target = _wsgi_py.split_target
 cdef object _py_render = _wsgi_py.render_response
 cdef object _py_get_formatted_response = _wsgi_py.get_formatted_response
 cdef object _py_is_fast_type = _wsgi_py._is_fast_type
-cdef object _py_version_of = _wsgi_py._version_of
 from email.utils import formatdate as _formatdate
 
 cdef dict _environ_keys = {}
@@ -71,28 +70,36 @@ cdef tuple split_target(str target):
     return _py_split_target(target)
 
 
+# The constant part of every environ to_wsgi_environment builds: copied, then completed.
+cdef dict _ENVIRON_BASE = {
+    "SCRIPT_NAME": "",
+    "wsgi.version": (1, 0),
+    "wsgi.url_scheme": "http",
+    "wsgi.errors": _stderr,
+    "wsgi.multithread": False,
+    "wsgi.multiprocess": False,
+    "wsgi.run_once": False,
+    "wsgi.input_terminated": True,
+    "wsgi.async": True,
+}
+
+
 def to_wsgi_environment(headers, method, path, http_version, body=None):
     """Produce a WSGI environ (a plain ``dict``) for one request.
 
     Same contract as :func:`kyoukai_fast._wsgi_py.to_wsgi_environment`.
     """
     cdef tuple split = split_target(path)
-    cdef dict environ = {
-        "REQUEST_METHOD": method,
-        "SCRIPT_NAME": "",
-        "PATH_INFO": split[0],
-        "QUERY_STRING": split[1],
-        "SERVER_PROTOCOL": "HTTP/" + http_version,
-        "wsgi.version": (1, 0),
-        "wsgi.url_scheme": "http",
-        "wsgi.input": body if body is not None else _BytesIO(),
-        "wsgi.errors": _stderr,
-        "wsgi.multithread": False,
-        "wsgi.multiprocess": False,
-        "wsgi.run_once": False,
-        "wsgi.input_terminated": True,
-        "wsgi.async": True,
-    }
+    cdef dict environ = PyDict_Copy(_ENVIRON_BASE)
+    environ["REQUEST_METHOD"] = method
+    environ["PATH_INFO"] = split[0]
+    environ["QUERY_STRING"] = split[1]
+    environ["SERVER_PROTOCOL"] = "HTTP/" + http_version
+    environ["wsgi.input"] = body if body is not None else _BytesIO()
+    if type(headers) is list:
+        for item in <list>headers:
+            add_header(environ, header_environ_key(<str>(<tuple>item)[0]), (<tuple>item)[1])
+        return environ
     if isinstance(headers, dict):
         headers = headers.items()
     for name, value in headers:
@@ -199,11 +206,23 @@ cdef int _header_kind(str name) except -1:
 cdef tuple render_response(object response, dict environ, str version, bint keep_alive):
     """``(data, app_iter, keep_alive, chunked)``: see ``_wsgi_py.render_response``.
 
-    Handles a plain werkzeug ``Response`` with a buffered body in one pass over its headers,
-    building the whole head as one ``str`` encoded once; everything else goes to the reference
-    implementation.
+    A plain werkzeug ``Response`` with a buffered body is rendered here in one pass; everything
+    else goes to the reference implementation.
     """
-    cdef list body_list, pieces
+    cdef tuple rendered = _render_fast(response, environ, version, keep_alive, True)
+    if rendered is None:
+        return _py_render(response, environ, version, keep_alive)
+    return rendered
+
+
+cdef tuple _render_fast(object response, dict environ, str version, bint keep_alive,
+                        bint server_headers):
+    """The fast path of rendering, or ``None`` where werkzeug's machinery must do it.
+
+    One pass over the headers builds the whole head as one ``str``, encoded once. With
+    ``server_headers`` it also adds what a server adds (``Date``, ``Connection``).
+    """
+    cdef list pieces
     cdef int code, kind
     cdef bint have_length = False, have_date = False
     cdef str name, value, connection = None, status
@@ -211,13 +230,13 @@ cdef tuple render_response(object response, dict environ, str version, bint keep
     cdef bytes body, head
 
     if not _is_fast_type(type(response)) or response.direct_passthrough:
-        return _py_render(response, environ, version, keep_alive)
+        return None
     body_obj = response.response
     if type(body_obj) is not list:
-        return _py_render(response, environ, version, keep_alive)
+        return None
     code = response._status_code
     if code < 200 or code == 204 or code == 304:
-        return _py_render(response, environ, version, keep_alive)
+        return None
     status = response._status
     if "\n" in status or "\r" in status:
         raise ValueError("status must not contain newline characters")
@@ -235,7 +254,7 @@ cdef tuple render_response(object response, dict environ, str version, bint keep
             elif kind == DATE:
                 have_date = True
             else:
-                return _py_render(response, environ, version, keep_alive)
+                return None
         if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
             raise ValueError("header names and values must not contain newline characters")
         pieces += (name, ": ", value, "\r\n")
@@ -244,15 +263,16 @@ cdef tuple render_response(object response, dict environ, str version, bint keep
         pieces += ("Content-Length: ", str(PyBytes_GET_SIZE(body)), "\r\n")
     if response._on_close:
         response.close()
-    if not have_date:
-        pieces.append(http_date_str())
-    if connection is not None:
-        keep_alive = keep_alive and "close" not in connection
-    elif version == "1.1":
-        if not keep_alive:
-            pieces.append("Connection: close\r\n")
-    elif keep_alive:
-        pieces.append("Connection: keep-alive\r\n")
+    if server_headers:
+        if not have_date:
+            pieces.append(http_date_str())
+        if connection is not None:
+            keep_alive = keep_alive and "close" not in connection
+        elif version == "1.1":
+            if not keep_alive:
+                pieces.append("Connection: close\r\n")
+        elif keep_alive:
+            pieces.append("Connection: keep-alive\r\n")
     pieces.append("\r\n")
     head = PyUnicode_AsLatin1String("".join(pieces))
     if PyBytes_GET_SIZE(body) and environ.get("REQUEST_METHOD") != "HEAD":
@@ -265,44 +285,9 @@ def get_formatted_response(response, environment):
 
     Same contract as :func:`kyoukai_fast._wsgi_py.get_formatted_response`.
     """
-    if _fast_path_ok(response):
-        return _format_fast(response, environment, _py_version_of(environment))
-    return _py_get_formatted_response(response, environment)
-
-
-cdef bint _fast_path_ok(response) except -1:
-    if not _is_fast_type(type(response)) or response.direct_passthrough:
-        return False
-    if type(response.response) is not list:
-        return False
-    cdef int code = response._status_code
-    if code < 200 or code == 204 or code == 304:
-        return False
-    for name, _ in response.headers._list:
-        lower = name.lower()
-        if lower == "location" or lower == "content-location":
-            return False
-    return True
-
-
-cdef bytes _format_fast(response, dict environ, str version):
-    # get_formatted_response's contract has no Date and no Connection header: strip what
-    # render_response adds for a server.
-    cdef list header_list = response.headers._list
-    cdef list pieces = [status_line(version, response._status)]
-    cdef bint have_length = False
-    for name, value in header_list:
-        if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
-            raise ValueError("header names and values must not contain newline characters")
-        if name.lower() == "content-length":
-            have_length = True
-        pieces.append(PyUnicode_AsLatin1String(name + ": " + value + "\r\n"))
-    body = _body_bytes(response.response)
-    if not have_length and response.automatically_set_content_length:
-        pieces.append(b"Content-Length: %d\r\n" % PyBytes_GET_SIZE(body))
-    if response._on_close:
-        response.close()
-    pieces.append(_CRLF)
-    if environ.get("REQUEST_METHOD") != "HEAD":
-        pieces.append(body)
-    return b"".join(pieces)
+    cdef dict environ = environment if type(environment) is dict else dict(environment)
+    version = "1.0" if environ.get("SERVER_PROTOCOL") == "HTTP/1.0" else "1.1"
+    cdef tuple rendered = _render_fast(response, environ, version, False, False)
+    if rendered is None:
+        return _py_get_formatted_response(response, environment)
+    return rendered[0]
