@@ -65,4 +65,5 @@ cdef class HTTPProtocolCore:
     cdef _write_result(self, RequestState req, response)
     cdef _arm_timer(self, double delay)
     cdef _write(self, bytes data)
-    cdef _on_upgrade(self)
+    cdef _on_upgrade(self, bytes rest)
+    cdef _handed_over(self)

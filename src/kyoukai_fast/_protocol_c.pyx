@@ -37,7 +37,7 @@ from ._body import decode_body
 from ._config import server_state_for
 from ._errors import HTTPLimitExceeded, error_response, logger, parser_error_to_http
 from ._tasks import continue_in_task
-from ._upgrade import hand_over_h2c, hand_over_tls
+from ._upgrade import after_upgrade as _after_upgrade, hand_over_h2c, hand_over_tls
 
 cdef extern from "Python.h":
     # PYGEN_RETURN = 0, PYGEN_ERROR = -1 (exception set), PYGEN_NEXT = 1
@@ -148,8 +148,8 @@ cdef class HTTPProtocolCore:
         self._last_activity = _monotonic()
         try:
             self.parser.feed_data(data)
-        except _HttpParserUpgrade:
-            self._on_upgrade()
+        except _HttpParserUpgrade as upgrade:
+            self._on_upgrade(_after_upgrade(data, upgrade))
         except _HttpParserError as exc:
             self._parse_failed = True
             self._enqueue(parser_error_to_http(exc))
@@ -467,25 +467,33 @@ cdef class HTTPProtocolCore:
 
     # --- upgrades -----------------------------------------------------------------------------
 
-    cdef _on_upgrade(self):
+    cdef _on_upgrade(self, bytes rest):
         self._parse_failed = True  # nothing after the upgrade request is HTTP/1.1
         cdef list queue = self._queue
-        req = queue[len(queue) - 1] if queue else None
-        if type(req) is RequestState and len(queue) == 1 and not self._busy:
-            upgrade = ((<RequestState>req).environ.get("HTTP_UPGRADE") or "").strip().lower()
-            if upgrade == "h2c":
-                self._queue = None
-                body = (b"".join((<RequestState>req).body)
-                        if (<RequestState>req).body is not None else b"")
-                if hand_over_h2c(self, self.transport, (<RequestState>req).environ, body):
-                    self._closing = True  # this object no longer owns the transport
-                    self._server.connections.discard(self)
-                    if self._timer is not None:
-                        self._timer.cancel()
-                        self._timer = None
+        cdef RequestState req
+        item = queue[len(queue) - 1] if queue else None
+        if type(item) is RequestState and self._current is None:
+            # The upgrading request is complete and last in the queue: it is never handed to
+            # the app as a plain HTTP/1.1 request.
+            queue.pop()
+            req = <RequestState>item
+            upgrade = (req.environ.get("HTTP_UPGRADE") or "").strip().lower()
+            if upgrade == "h2c" and not queue and not self._busy:
+                body = b"".join(req.body) if req.body is not None else b""
+                if hand_over_h2c(self, self.transport, req.environ, body, rest):
+                    self._handed_over()
                     return
-                self._queue = [req]
         self._enqueue(BadRequest("Unsupported protocol upgrade."))
+
+    cdef _handed_over(self):
+        """The transport now belongs to another protocol object: let go of it."""
+        self._closing = True
+        self._transport_write = None
+        self._queue = None
+        self._server.connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     # --- public API of the stock backend ------------------------------------------------------
 

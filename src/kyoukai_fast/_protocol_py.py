@@ -21,6 +21,7 @@ import io
 
 import httptools
 from werkzeug.exceptions import (
+    BadRequest,
     HTTPException,
     InternalServerError,
     RequestEntityTooLarge,
@@ -33,7 +34,7 @@ from ._body import decode_body
 from ._config import server_state_for
 from ._errors import HTTPLimitExceeded, error_response, logger, parser_error_to_http
 from ._tasks import continue_in_task
-from ._upgrade import hand_over_h2c, hand_over_tls
+from ._upgrade import after_upgrade as _after_upgrade, hand_over_h2c, hand_over_tls
 
 __all__ = ("KyoukaiProtocol", "RequestState", "PROTOCOL_CLASS")
 
@@ -148,8 +149,8 @@ class KyoukaiProtocol(asyncio.Protocol):
         self._last_activity = self._loop.time()
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._on_upgrade()
+        except httptools.HttpParserUpgrade as upgrade:
+            self._on_upgrade(_after_upgrade(data, upgrade))
         except httptools.HttpParserError as exc:
             self._parse_failed = True
             self._enqueue(parser_error_to_http(exc))
@@ -446,25 +447,30 @@ class KyoukaiProtocol(asyncio.Protocol):
 
     # --- upgrades ---------------------------------------------------------------------------
 
-    def _on_upgrade(self):
+    def _on_upgrade(self, rest=b""):
         self._parse_failed = True  # nothing after the upgrade request is HTTP/1.1
         queue = self._queue
         req = queue[-1] if queue else None
-        if isinstance(req, RequestState) and len(queue) == 1 and not self._busy:
+        if isinstance(req, RequestState) and self._current is None:
+            # The upgrading request is complete and last in the queue: it is never handed to
+            # the app as a plain HTTP/1.1 request.
+            queue.pop()
             upgrade = (req.environ.get("HTTP_UPGRADE") or "").strip().lower()
-            if upgrade == "h2c":
-                self._queue = None
+            if upgrade == "h2c" and not queue and not self._busy:
                 body = b"".join(req.body) if req.body is not None else b""
-                if hand_over_h2c(self, self.transport, req.environ, body):
-                    self._closing = True  # this object no longer owns the transport
-                    self._server.connections.discard(self)
-                    if self._timer is not None:
-                        self._timer.cancel()
-                        self._timer = None
+                if hand_over_h2c(self, self.transport, req.environ, body, rest):
+                    self._handed_over()
                     return
-                self._queue = [req]
-        from werkzeug.exceptions import BadRequest
         self._enqueue(BadRequest("Unsupported protocol upgrade."))
+
+    def _handed_over(self):
+        """The transport now belongs to another protocol object: let go of it."""
+        self._closing = True
+        self._queue = None
+        self._server.connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     # --- public API of the stock backend ----------------------------------------------------
 
