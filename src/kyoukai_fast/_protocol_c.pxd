@@ -56,6 +56,7 @@ cdef class HTTPProtocolCore:
     cdef bint _reading_paused
     cdef bint _writing_paused
     cdef bint _continue_pending
+    cdef object _upgrade_body  # UpgradeBody of an h2c upgrade still receiving its body
 
     cdef _enqueue(self, item)
     cdef _run_queue(self)
@@ -67,3 +68,4 @@ cdef class HTTPProtocolCore:
     cdef _write(self, bytes data)
     cdef _on_upgrade(self, bytes rest)
     cdef _handed_over(self)
+    cdef _feed_upgrade_body(self, data)

@@ -37,7 +37,7 @@ from ._body import decode_body
 from ._config import server_state_for
 from ._errors import HTTPLimitExceeded, error_response, logger, parser_error_to_http
 from ._tasks import continue_in_task
-from ._upgrade import after_upgrade as _after_upgrade, hand_over_h2c, hand_over_tls
+from ._upgrade import UpgradeBody, after_upgrade as _after_upgrade, hand_over_h2c, hand_over_tls
 
 cdef extern from "Python.h":
     # PYGEN_RETURN = 0, PYGEN_ERROR = -1 (exception set), PYGEN_NEXT = 1
@@ -144,6 +144,11 @@ cdef class HTTPProtocolCore:
 
     def data_received(self, data):
         if self._closing or self._parse_failed:
+            if self._upgrade_body is not None and not self._closing:
+                self._last_activity = _monotonic()
+                self._feed_upgrade_body(data)
+                if not self._busy:
+                    self._run_queue()
             return
         self._last_activity = _monotonic()
         try:
@@ -479,11 +484,25 @@ cdef class HTTPProtocolCore:
             req = <RequestState>item
             upgrade = (req.environ.get("HTTP_UPGRADE") or "").strip().lower()
             if upgrade == "h2c" and not queue and not self._busy:
-                body = b"".join(req.body) if req.body is not None else b""
-                if hand_over_h2c(self, self.transport, req.environ, body, rest):
-                    self._handed_over()
+                try:
+                    self._upgrade_body = UpgradeBody(req.environ, self._max_body_size)
+                except _HTTPException as exc:
+                    self._enqueue(exc)
                     return
+                self._feed_upgrade_body(rest)
+                return
         self._enqueue(BadRequest("Unsupported protocol upgrade."))
+
+    cdef _feed_upgrade_body(self, data):
+        pending = self._upgrade_body
+        parts = pending.feed(data)
+        if parts is None:
+            return  # more of the body to come
+        self._upgrade_body = None
+        if hand_over_h2c(self, self.transport, pending.environ, parts[0], parts[1]):
+            self._handed_over()
+        else:
+            self._enqueue(BadRequest("Unsupported protocol upgrade."))
 
     cdef _handed_over(self):
         """The transport now belongs to another protocol object: let go of it."""

@@ -34,7 +34,7 @@ from ._body import decode_body
 from ._config import server_state_for
 from ._errors import HTTPLimitExceeded, error_response, logger, parser_error_to_http
 from ._tasks import continue_in_task
-from ._upgrade import after_upgrade as _after_upgrade, hand_over_h2c, hand_over_tls
+from ._upgrade import UpgradeBody, after_upgrade as _after_upgrade, hand_over_h2c, hand_over_tls
 
 __all__ = ("KyoukaiProtocol", "RequestState", "PROTOCOL_CLASS")
 
@@ -100,6 +100,7 @@ class KyoukaiProtocol(asyncio.Protocol):
         self._last_activity = 0.0
         self._message_started = 0.0
         self._continue_pending = False
+        self._upgrade_body = None   # UpgradeBody of an h2c upgrade still receiving its body
 
     # --- asyncio callbacks ------------------------------------------------------------------
 
@@ -145,6 +146,11 @@ class KyoukaiProtocol(asyncio.Protocol):
 
     def data_received(self, data):
         if self._closing or self._parse_failed:
+            if self._upgrade_body is not None and not self._closing:
+                self._last_activity = self._loop.time()
+                self._feed_upgrade_body(data)
+                if not self._busy:
+                    self._run_queue()
             return
         self._last_activity = self._loop.time()
         try:
@@ -457,11 +463,25 @@ class KyoukaiProtocol(asyncio.Protocol):
             queue.pop()
             upgrade = (req.environ.get("HTTP_UPGRADE") or "").strip().lower()
             if upgrade == "h2c" and not queue and not self._busy:
-                body = b"".join(req.body) if req.body is not None else b""
-                if hand_over_h2c(self, self.transport, req.environ, body, rest):
-                    self._handed_over()
+                try:
+                    self._upgrade_body = UpgradeBody(req.environ, self._config.max_body_size)
+                except HTTPException as exc:
+                    self._enqueue(exc)
                     return
+                self._feed_upgrade_body(rest)
+                return
         self._enqueue(BadRequest("Unsupported protocol upgrade."))
+
+    def _feed_upgrade_body(self, data):
+        pending = self._upgrade_body
+        parts = pending.feed(data)
+        if parts is None:
+            return  # more of the body to come
+        self._upgrade_body = None
+        if hand_over_h2c(self, self.transport, pending.environ, parts[0], parts[1]):
+            self._handed_over()
+        else:
+            self._enqueue(BadRequest("Unsupported protocol upgrade."))
 
     def _handed_over(self):
         """The transport now belongs to another protocol object: let go of it."""

@@ -13,7 +13,7 @@ import binascii
 from ._errors import logger
 
 __all__ = ("after_upgrade", "h2_protocol_class", "hand_over_tls", "hand_over_h2c",
-           "SWITCHING_PROTOCOLS")
+           "UpgradeBody", "SWITCHING_PROTOCOLS")
 
 SWITCHING_PROTOCOLS = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
 
@@ -38,6 +38,40 @@ def after_upgrade(data, upgrade: BaseException) -> bytes:
     """The bytes of ``data`` after the request that ``httptools.HttpParserUpgrade`` stopped at."""
     offset = upgrade.args[0] if upgrade.args and isinstance(upgrade.args[0], int) else len(data)
     return bytes(data[offset:])
+
+
+class UpgradeBody:
+    """The body of an ``Upgrade: h2c`` request, collected before the switch.
+
+    llhttp stops right after the head of a request that asks for an upgrade, even when the head
+    announces a body: the body bytes come back as "after the upgrade". RFC 9113 3.2 sends that
+    body as HTTP/1.1 before the switch, so it is collected here (possibly over several reads)
+    and split from the HTTP/2 bytes that follow it.
+    """
+
+    __slots__ = ("environ", "length", "data")
+
+    def __init__(self, environ: dict, limit: int):
+        """:raises HTTPException: the body cannot be taken (chunked, bad length, too large)."""
+        from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
+
+        if "chunked" in (environ.get("HTTP_TRANSFER_ENCODING") or "").lower():
+            raise BadRequest("A chunked request cannot be upgraded.")
+        length = (environ.get("CONTENT_LENGTH") or "0").strip()
+        if not length.isdigit():
+            raise BadRequest("Invalid Content-Length.")
+        self.environ = environ
+        self.length = int(length)
+        if self.length > limit:
+            raise RequestEntityTooLarge()
+        self.data = bytearray()
+
+    def feed(self, data) -> tuple | None:
+        """Add received bytes: ``(body, rest)`` once the body is complete, else ``None``."""
+        self.data += data
+        if len(self.data) < self.length:
+            return None
+        return bytes(self.data[:self.length]), bytes(self.data[self.length:])
 
 
 def hand_over_tls(protocol, transport) -> bool:
