@@ -21,6 +21,7 @@ from . import _wsgi_py
 cdef object _BytesIO = io.BytesIO
 cdef object _stderr = sys.stderr
 cdef object _py_split_target = _wsgi_py.split_target
+cdef object _target_from_text = _wsgi_py.target_from_text
 cdef object _py_render = _wsgi_py.render_response
 cdef object _py_get_formatted_response = _wsgi_py.get_formatted_response
 cdef object _py_is_fast_type = _wsgi_py._is_fast_type
@@ -78,7 +79,7 @@ def to_wsgi_environment(headers, method, path, http_version, body=None):
 
     Same contract as :func:`kyoukai_fast._wsgi_py.to_wsgi_environment`.
     """
-    cdef tuple split = split_target(path)
+    cdef tuple split = split_target(_target_from_text(path))
     cdef dict environ = {
         "REQUEST_METHOD": method,
         "SCRIPT_NAME": "",
@@ -147,7 +148,7 @@ cdef inline bytes _body_bytes(list chunks):
     return b"".join([c.encode() if isinstance(c, str) else c for c in chunks])
 
 
-cdef tuple render_response(object response, dict environ, str version, bint keep_alive):
+cpdef tuple render_response(object response, dict environ, str version, bint keep_alive):
     """``(data, app_iter, keep_alive, chunked)``: see ``_wsgi_py.render_response``.
 
     Handles a plain werkzeug ``Response`` with a buffered body in one pass over its headers;
