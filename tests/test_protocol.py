@@ -665,3 +665,120 @@ def test_handle_parser_exception(impl):
         assert response.status == 400 and transport.closed
 
     run(main())
+
+
+# --- streamed responses, half-close, 100-continue ---------------------------------------------
+
+def test_streamed_response_respects_write_flow_control(impl):
+    async def main():
+        chunks_made = []
+
+        def body():
+            for i in range(4):
+                chunks_made.append(i)
+                yield b"chunk%d;" % i
+
+        protocol, transport, _ = await open_connection(impl, lambda request: Response(body()))
+        protocol.data_received(get("/stream") + get("/next"))
+        protocol.pause_writing()
+        await settle()
+        # the head and at most one chunk went out; the generator waits for the client
+        assert len(chunks_made) <= 1
+        assert b"chunk1;" not in transport.written
+        protocol.resume_writing()
+        first, second = await wait_for_responses(transport, 2)
+        assert first.header("Transfer-Encoding") == "chunked"
+        assert first.body == b"chunk0;chunk1;chunk2;chunk3;"
+        assert second.body == first.body
+        assert not transport.closed
+
+    run(main())
+
+
+def test_connection_lost_while_streaming_is_quiet(impl, caplog):
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop_errors = []
+        loop.set_exception_handler(lambda loop, context: loop_errors.append(context))
+        closed = []
+
+        def body():
+            try:
+                for i in range(100):
+                    yield b"x" * 100
+            finally:
+                closed.append(True)
+
+        protocol, transport, _ = await open_connection(impl, lambda request: Response(body()))
+        protocol.data_received(get("/stream"))
+        protocol.pause_writing()
+        await settle()
+        protocol.connection_lost(None)
+        await settle()
+        gc.collect()
+        await settle()
+        assert closed == [True]  # the app iterator was closed
+        assert loop_errors == []
+
+    with caplog.at_level(logging.DEBUG):
+        run(main())
+    assert "never retrieved" not in caplog.text
+
+
+def test_http10_streamed_response_is_delimited_by_close(impl):
+    async def main():
+        protocol, transport, _ = await open_connection(
+            impl, lambda request: Response(iter([b"a", b"b", b"c"])))
+        protocol.data_received(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        for _ in range(100):
+            if transport.closed:
+                break
+            await asyncio.sleep(0.001)
+        assert transport.closed
+        [response] = parse_responses(transport.take(), closed=True)
+        assert response.header("Transfer-Encoding") is None
+        assert response.body == b"abc"
+
+    run(main())
+
+
+def test_head_with_streamed_body_sends_no_body(impl):
+    async def main():
+        protocol, transport, _ = await open_connection(
+            impl, lambda request: Response(iter([b"abc", b"def"])))
+        protocol.data_received(get("/", method="HEAD") + get("/"))
+        head, full = await wait_for_responses(transport, 2, head_requests=(0,))
+        assert head.status == 200 and head.body == b""
+        assert full.body == b"abcdef"
+
+    run(main())
+
+
+def test_half_close_answers_pending_requests_then_closes(impl):
+    async def handler(request):
+        await asyncio.sleep(0.001)
+        return Response(request.path)
+
+    async def main():
+        protocol, transport, _ = await open_connection(impl, handler)
+        protocol.data_received(get("/a") + get("/b"))
+        assert protocol.eof_received() is True  # keep the transport open to answer
+        responses = await wait_for_responses(transport, 2)
+        assert [r.body for r in responses] == [b"/a", b"/b"]
+        await settle()
+        assert transport.closed
+
+    run(main())
+
+
+def test_expect_100_continue(impl):
+    async def main():
+        protocol, transport, _ = await open_connection(impl, echo)
+        protocol.data_received(b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n"
+                               b"Content-Length: 5\r\n\r\n")
+        assert transport.take() == b"HTTP/1.1 100 Continue\r\n\r\n"
+        protocol.data_received(b"hello")
+        [response] = await wait_for_responses(transport, 1)
+        assert json.loads(response.body)["body"] == "hello"
+
+    run(main())
