@@ -254,3 +254,52 @@ def test_package_backend_serves_the_compiled_protocol():
     [(status, _, body)] = run_exchange("kyoukai_fast", [("GET", "/protocol", None, None)])
     assert status == 200
     assert json.loads(body) == {"module": expected.__module__, "name": expected.__name__}
+
+
+def h2c_get(port, path):
+    """GET ``path`` through an ``Upgrade: h2c`` request; the answer comes on HTTP/2 stream 1."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True,
+                                                                  header_encoding="utf-8"))
+    settings = client.initiate_upgrade_connection()
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        sock.settimeout(TIMEOUT)
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n".encode()
+                     + b"HTTP2-Settings: " + settings + b"\r\n\r\n")
+        received = b""
+        while b"\r\n\r\n" not in received:
+            chunk = sock.recv(65536)
+            assert chunk, "closed before the 101"
+            received += chunk
+        head, _, data = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101 "), head
+        sock.sendall(client.data_to_send())
+        headers, body = None, b""
+        while True:
+            for event in client.receive_data(data) if data else ():
+                if isinstance(event, h2.events.ResponseReceived) and event.stream_id == 1:
+                    headers = dict(event.headers)
+                elif isinstance(event, h2.events.DataReceived) and event.stream_id == 1:
+                    body += event.data
+                elif isinstance(event, h2.events.StreamEnded) and event.stream_id == 1:
+                    return headers, body
+            pending = client.data_to_send()  # SETTINGS acks, window updates
+            if pending:
+                sock.sendall(pending)
+            data = sock.recv(65536)
+            assert data, "closed before stream 1 ended"
+
+
+def test_h2c_upgrade_reaches_the_kyoukai_app(backend):
+    async def main():
+        async with serving(backend) as port:
+            return await asyncio.wait_for(
+                asyncio.to_thread(h2c_get, port, "/users/5/posts/over-h2"), 20)
+
+    headers, body = asyncio.run(main())
+    assert headers[":status"] == "200"
+    assert json.loads(body) == {"user_id": 5, "slug": "over-h2"}

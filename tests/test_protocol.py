@@ -129,7 +129,9 @@ def test_sixteen_deep_pipeline_in_one_read(impl):
             assert response.status == 200
             assert seen["path"] == f"/r{i}" and seen["args"] == {"i": [str(i)]}
             assert [k for k in seen["headers"] if k.startswith("X-H")] == [f"X-H{i}"]
-        assert not transport.reading_paused  # resumed once the queue drained
+        # 16 parsed requests fill the queue: reading paused, then resumed once it drained
+        assert transport.pause_calls >= 1 and transport.pause_calls == transport.resume_calls
+        assert not transport.reading_paused
         assert not transport.closed
 
     run(main())
