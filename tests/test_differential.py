@@ -84,8 +84,9 @@ def requests(draw):
         headers.append(("Content-Length", str(draw(st.integers(0, 10**6)))))
     headers.insert(draw(st.integers(0, len(headers))), ("Host", "example.com"))
     # werkzeug's builder treats these as form data to encode itself
-    headers = [(n, v) for n, v in headers if not (
-        _environ_key(n) == "CONTENT_TYPE" and v.lower().startswith(("multipart/", "application/x-www")))]
+    form_types = ("multipart/", "application/x-www")
+    headers = [(n, v) for n, v in headers
+               if not (_environ_key(n) == "CONTENT_TYPE" and v.lower().startswith(form_types))]
     # not "//...": werkzeug's builder would read that as a network-path reference (authority)
     path = "/" + "".join(draw(path_pieces)).lstrip("/")
     return draw(methods), path, draw(query_strings), headers

@@ -15,7 +15,8 @@ from ._errors import logger
 __all__ = ("after_upgrade", "h2_protocol_class", "hand_over_tls", "hand_over_h2c",
            "UpgradeBody", "SWITCHING_PROTOCOLS")
 
-SWITCHING_PROTOCOLS = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+SWITCHING_PROTOCOLS = (b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                       b"Upgrade: h2c\r\n\r\n")
 
 _h2_class = None
 _h2_checked = False
