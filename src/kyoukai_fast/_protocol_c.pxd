@@ -55,6 +55,7 @@ cdef class HTTPProtocolCore:
     cdef bint _writing_paused
     cdef bint _continue_pending
     cdef bint _batching
+    cdef object _upgrade_body  # UpgradeBody of an h2c upgrade still receiving its body
 
     cdef _enqueue(self, item)
     cdef _run_queue(self)
@@ -65,4 +66,6 @@ cdef class HTTPProtocolCore:
     cdef _refuse(self, error, RequestState req=*)
     cdef _write_result(self, RequestState req, response)
     cdef _write(self, bytes data)
-    cdef _on_upgrade(self)
+    cdef _on_upgrade(self, bytes rest)
+    cdef _handed_over(self)
+    cdef _feed_upgrade_body(self, data)

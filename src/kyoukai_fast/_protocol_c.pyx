@@ -40,7 +40,7 @@ from ._body import decode_body
 from ._config import server_state_for
 from ._errors import HTTPLimitExceeded, error_response, logger, parser_error_to_http
 from ._tasks import continue_in_task
-from ._upgrade import hand_over_h2c, hand_over_tls
+from ._upgrade import UpgradeBody, after_upgrade as _after_upgrade, hand_over_h2c, hand_over_tls
 
 cdef extern from "Python.h":
     # PYGEN_RETURN = 0, PYGEN_ERROR = -1 (exception set), PYGEN_NEXT = 1
@@ -139,6 +139,11 @@ cdef class HTTPProtocolCore:
 
     def data_received(self, data):
         if self._closing or self._parse_failed:
+            if self._upgrade_body is not None and not self._closing:
+                self._last_activity = _monotonic()
+                self._feed_upgrade_body(data)
+                if not self._busy:
+                    self._run_queue()
             return
         self._last_activity = _monotonic()
         # Everything written while this chunk is handled (several pipelined responses, an
@@ -147,9 +152,9 @@ cdef class HTTPProtocolCore:
         try:
             try:
                 self.parser.feed_data(data)
-            except _HttpParserUpgrade:
+            except _HttpParserUpgrade as upgrade:
                 self._flush()
-                self._on_upgrade()
+                self._on_upgrade(_after_upgrade(data, upgrade))
             except _HttpParserError as exc:
                 self._parse_failed = True
                 self._enqueue(parser_error_to_http(exc))
@@ -485,22 +490,44 @@ cdef class HTTPProtocolCore:
 
     # --- upgrades -----------------------------------------------------------------------------
 
-    cdef _on_upgrade(self):
+    cdef _on_upgrade(self, bytes rest):
         self._parse_failed = True  # nothing after the upgrade request is HTTP/1.1
         cdef list queue = self._queue
-        req = queue[len(queue) - 1] if queue else None
-        if type(req) is RequestState and len(queue) == 1 and not self._busy:
-            upgrade = ((<RequestState>req).environ.get("HTTP_UPGRADE") or "").strip().lower()
-            if upgrade == "h2c":
-                self._queue = None
-                body = (b"".join((<RequestState>req).body)
-                        if (<RequestState>req).body is not None else b"")
-                if hand_over_h2c(self, self.transport, (<RequestState>req).environ, body):
-                    self._closing = True  # this object no longer owns the transport
-                    self._server.connections.discard(self)
+        cdef RequestState req
+        item = queue[len(queue) - 1] if queue else None
+        if type(item) is RequestState and self._current is None:
+            # The upgrading request is complete and last in the queue: it is never handed to
+            # the app as a plain HTTP/1.1 request.
+            queue.pop()
+            req = <RequestState>item
+            upgrade = (req.environ.get("HTTP_UPGRADE") or "").strip().lower()
+            if upgrade == "h2c" and not queue and not self._busy:
+                try:
+                    self._upgrade_body = UpgradeBody(req.environ, self._max_body_size)
+                except _HTTPException as exc:
+                    self._enqueue(exc)
                     return
-                self._queue = [req]
+                self._feed_upgrade_body(rest)
+                return
         self._enqueue(BadRequest("Unsupported protocol upgrade."))
+
+    cdef _feed_upgrade_body(self, data):
+        pending = self._upgrade_body
+        parts = pending.feed(data)
+        if parts is None:
+            return  # more of the body to come
+        self._upgrade_body = None
+        if hand_over_h2c(self, self.transport, pending.environ, parts[0], parts[1]):
+            self._handed_over()
+        else:
+            self._enqueue(BadRequest("Unsupported protocol upgrade."))
+
+    cdef _handed_over(self):
+        """The transport now belongs to another protocol object: let go of it."""
+        self._closing = True
+        self._queue = None
+        self._out = None
+        self._server.connections.discard(self)
 
     # --- public API of the stock backend ------------------------------------------------------
 

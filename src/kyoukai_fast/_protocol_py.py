@@ -22,6 +22,7 @@ import time
 
 import httptools
 from werkzeug.exceptions import (
+    BadRequest,
     HTTPException,
     HTTPVersionNotSupported,
     InternalServerError,
@@ -36,7 +37,7 @@ from ._config import server_state_for
 from ._input import EMPTY_INPUT
 from ._errors import HTTPLimitExceeded, error_response, logger, parser_error_to_http
 from ._tasks import continue_in_task
-from ._upgrade import hand_over_h2c, hand_over_tls
+from ._upgrade import UpgradeBody, after_upgrade as _after_upgrade, hand_over_h2c, hand_over_tls
 
 __all__ = ("KyoukaiProtocol", "RequestState", "PROTOCOL_CLASS")
 
@@ -104,6 +105,7 @@ class KyoukaiProtocol(asyncio.Protocol):
         self._continue_pending = False
         self._batching = False      # while set, writes collect in _out for one transport.write
         self._out = None
+        self._upgrade_body = None   # UpgradeBody of an h2c upgrade still receiving its body
 
     # --- asyncio callbacks ------------------------------------------------------------------
 
@@ -145,6 +147,11 @@ class KyoukaiProtocol(asyncio.Protocol):
 
     def data_received(self, data):
         if self._closing or self._parse_failed:
+            if self._upgrade_body is not None and not self._closing:
+                self._last_activity = self._loop.time()
+                self._feed_upgrade_body(data)
+                if not self._busy:
+                    self._run_queue()
             return
         self._last_activity = _monotonic()
         # Everything written while this chunk is handled (several pipelined responses, an
@@ -153,9 +160,9 @@ class KyoukaiProtocol(asyncio.Protocol):
         try:
             try:
                 self.parser.feed_data(data)
-            except httptools.HttpParserUpgrade:
+            except httptools.HttpParserUpgrade as upgrade:
                 self._flush()
-                self._on_upgrade()
+                self._on_upgrade(_after_upgrade(data, upgrade))
             except httptools.HttpParserError as exc:
                 self._parse_failed = True
                 self._enqueue(parser_error_to_http(exc))
@@ -463,22 +470,42 @@ class KyoukaiProtocol(asyncio.Protocol):
 
     # --- upgrades ---------------------------------------------------------------------------
 
-    def _on_upgrade(self):
+    def _on_upgrade(self, rest=b""):
         self._parse_failed = True  # nothing after the upgrade request is HTTP/1.1
         queue = self._queue
         req = queue[-1] if queue else None
-        if isinstance(req, RequestState) and len(queue) == 1 and not self._busy:
+        if isinstance(req, RequestState) and self._current is None:
+            # The upgrading request is complete and last in the queue: it is never handed to
+            # the app as a plain HTTP/1.1 request.
+            queue.pop()
             upgrade = (req.environ.get("HTTP_UPGRADE") or "").strip().lower()
-            if upgrade == "h2c":
-                self._queue = None
-                body = b"".join(req.body) if req.body is not None else b""
-                if hand_over_h2c(self, self.transport, req.environ, body):
-                    self._closing = True  # this object no longer owns the transport
-                    self._server.connections.discard(self)
+            if upgrade == "h2c" and not queue and not self._busy:
+                try:
+                    self._upgrade_body = UpgradeBody(req.environ, self._config.max_body_size)
+                except HTTPException as exc:
+                    self._enqueue(exc)
                     return
-                self._queue = [req]
-        from werkzeug.exceptions import BadRequest
+                self._feed_upgrade_body(rest)
+                return
         self._enqueue(BadRequest("Unsupported protocol upgrade."))
+
+    def _feed_upgrade_body(self, data):
+        pending = self._upgrade_body
+        parts = pending.feed(data)
+        if parts is None:
+            return  # more of the body to come
+        self._upgrade_body = None
+        if hand_over_h2c(self, self.transport, pending.environ, parts[0], parts[1]):
+            self._handed_over()
+        else:
+            self._enqueue(BadRequest("Unsupported protocol upgrade."))
+
+    def _handed_over(self):
+        """The transport now belongs to another protocol object: let go of it."""
+        self._closing = True
+        self._queue = None
+        self._out = None
+        self._server.connections.discard(self)
 
     # --- public API of the stock backend ----------------------------------------------------
 

@@ -5,4 +5,4 @@ cdef void add_header(dict environ, str key, str value) except *
 cdef tuple split_target(str target)
 cdef bytes status_line(str version, str status)
 cdef bytes http_date()
-cdef tuple render_response(object response, dict environ, str version, bint keep_alive)
+cpdef tuple render_response(object response, dict environ, str version, bint keep_alive)

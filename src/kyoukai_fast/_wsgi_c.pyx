@@ -21,6 +21,7 @@ from . import _wsgi_py
 cdef object _BytesIO = io.BytesIO
 cdef object _stderr = sys.stderr
 cdef object _py_split_target = _wsgi_py.split_target
+cdef object _target_from_text = _wsgi_py.target_from_text
 cdef object _py_render = _wsgi_py.render_response
 cdef object _py_get_formatted_response = _wsgi_py.get_formatted_response
 cdef object _py_is_fast_type = _wsgi_py._is_fast_type
@@ -70,18 +71,8 @@ cdef tuple split_target(str target):
     return _py_split_target(target)
 
 
-# The constant part of every environ to_wsgi_environment builds: copied, then completed.
-cdef dict _ENVIRON_BASE = {
-    "SCRIPT_NAME": "",
-    "wsgi.version": (1, 0),
-    "wsgi.url_scheme": "http",
-    "wsgi.errors": _stderr,
-    "wsgi.multithread": False,
-    "wsgi.multiprocess": False,
-    "wsgi.run_once": False,
-    "wsgi.input_terminated": True,
-    "wsgi.async": True,
-}
+# The constant part of every environ to_wsgi_environment builds (one definition, shared).
+cdef dict _ENVIRON_BASE = _wsgi_py.ENVIRON_BASE
 
 
 def to_wsgi_environment(headers, method, path, http_version, body=None):
@@ -89,7 +80,7 @@ def to_wsgi_environment(headers, method, path, http_version, body=None):
 
     Same contract as :func:`kyoukai_fast._wsgi_py.to_wsgi_environment`.
     """
-    cdef tuple split = split_target(path)
+    cdef tuple split = split_target(_target_from_text(path))
     cdef dict environ = PyDict_Copy(_ENVIRON_BASE)
     environ["REQUEST_METHOD"] = method
     environ["PATH_INFO"] = split[0]
@@ -203,7 +194,7 @@ cdef int _header_kind(str name) except -1:
     return kind
 
 
-cdef tuple render_response(object response, dict environ, str version, bint keep_alive):
+cpdef tuple render_response(object response, dict environ, str version, bint keep_alive):
     """``(data, app_iter, keep_alive, chunked)``: see ``_wsgi_py.render_response``.
 
     A plain werkzeug ``Response`` with a buffered body is rendered here in one pass; everything

@@ -19,6 +19,7 @@ __all__ = (
     "get_formatted_response",
     "header_environ_key",
     "split_target",
+    "target_from_text",
     "status_line",
     "format_head",
     "response_parts",
@@ -66,8 +67,34 @@ def split_target(target: str) -> tuple:
         slash = rest.find("/")
         path = rest[slash:] if slash >= 0 else "/"
     if "%" in path:
-        path = unquote_to_bytes(path).decode("latin-1")
+        # bytes in, bytes out: unquote_to_bytes would UTF-8-encode a str's non-ASCII characters,
+        # which here already stand for single bytes.
+        path = unquote_to_bytes(path.encode("latin-1")).decode("latin-1")
     return path, query
+
+
+def target_from_text(target: str) -> str:
+    """A request target given as text, in the byte-per-character (latin-1) form of the wire.
+
+    PEP 3333 carries bytes in ``str``; a target given as text (an IRI) becomes its UTF-8 bytes.
+    """
+    if target.isascii():
+        return target
+    return target.encode("utf-8", "surrogateescape").decode("latin-1")
+
+
+#: The constant part of every environ ``to_wsgi_environment`` builds.
+ENVIRON_BASE = {
+    "SCRIPT_NAME": "",
+    "wsgi.version": (1, 0),
+    "wsgi.url_scheme": "http",
+    "wsgi.errors": sys.stderr,
+    "wsgi.multithread": False,
+    "wsgi.multiprocess": False,
+    "wsgi.run_once": False,
+    "wsgi.input_terminated": True,
+    "wsgi.async": True,
+}
 
 
 def to_wsgi_environment(headers, method, path, http_version, body=None):
@@ -76,29 +103,21 @@ def to_wsgi_environment(headers, method, path, http_version, body=None):
     :param headers: ``(name, value)`` pairs (or a mapping); repeated names are joined with
         ``", "`` (``"; "`` for ``Cookie``), names are case-insensitive.
     :param method: the request method, e.g. ``"GET"``.
-    :param path: the raw request target; it is percent-decoded here.
+    :param path: the request target as text, not yet percent-decoded (it is decoded here).
+        Non-ASCII characters are taken as UTF-8, as Kyoukai's own backend decodes the target
+        and as werkzeug's ``EnvironBuilder`` does (IRI).
     :param http_version: ``"1.0"`` or ``"1.1"``.
     :param body: a file-like object holding the request body, or ``None``.
     """
     if isinstance(headers, dict):
         headers = headers.items()
-    path_info, query = split_target(path)
-    environ = {
-        "REQUEST_METHOD": method,
-        "SCRIPT_NAME": "",
-        "PATH_INFO": path_info,
-        "QUERY_STRING": query,
-        "SERVER_PROTOCOL": "HTTP/" + http_version,
-        "wsgi.version": (1, 0),
-        "wsgi.url_scheme": "http",
-        "wsgi.input": body if body is not None else _BytesIO(),
-        "wsgi.errors": sys.stderr,
-        "wsgi.multithread": False,
-        "wsgi.multiprocess": False,
-        "wsgi.run_once": False,
-        "wsgi.input_terminated": True,
-        "wsgi.async": True,
-    }
+    path_info, query = split_target(target_from_text(path))
+    environ = dict(ENVIRON_BASE)
+    environ["REQUEST_METHOD"] = method
+    environ["PATH_INFO"] = path_info
+    environ["QUERY_STRING"] = query
+    environ["SERVER_PROTOCOL"] = "HTTP/" + http_version
+    environ["wsgi.input"] = body if body is not None else _BytesIO()
     for name, value in headers:
         add_header(environ, header_environ_key(name), value)
     return environ
