@@ -87,8 +87,10 @@ class KyoukaiWorker(Worker):
     def ssl_context(self):
         if not self.cfg.is_ssl:
             return None
-        from gunicorn.sock import ssl_context
-
+        try:
+            from gunicorn.sock import ssl_context  # gunicorn >= 21: honours its TLS settings
+        except ImportError:
+            return _serve.make_ssl_context(self.cfg.certfile, self.cfg.keyfile)
         return _serve.make_ssl_context(None, context=ssl_context(self.cfg))
 
     def run(self):

@@ -1,0 +1,142 @@
+"""
+Real servers in subprocesses for end-to-end tests: start, wait for the line that says where they
+listen, talk HTTP over 127.0.0.1, stop. Every wait has a deadline; every socket a timeout.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = ROOT / "tests"
+VENV_BIN = Path(sys.executable).parent
+TIMEOUT = 10.0
+
+
+def env(pure: bool = False, **extra) -> dict:
+    """The environment of a server subprocess: src and tests importable, an implementation."""
+    result = dict(os.environ)
+    paths = [str(ROOT / "src"), str(TESTS)]
+    if result.get("PYTHONPATH"):
+        paths.append(result["PYTHONPATH"])
+    result["PYTHONPATH"] = os.pathsep.join(paths)
+    result.pop("KYOUKAI_FAST_NO_EXTENSIONS", None)
+    if pure:
+        result["KYOUKAI_FAST_NO_EXTENSIONS"] = "1"
+    result["PYTHONUNBUFFERED"] = "1"
+    result.update(extra)
+    return result
+
+
+class Server:
+    """A subprocess whose stdout and stderr lines are collected by reader threads."""
+
+    def __init__(self, args, *, env, cwd=TESTS):
+        self.args = [str(a) for a in args]
+        self.proc = subprocess.Popen(self.args, env=env, cwd=str(cwd), stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: "queue.Queue[tuple[str, str]]" = queue.Queue()
+        self.output: list[str] = []
+        for name, stream in (("out", self.proc.stdout), ("err", self.proc.stderr)):
+            threading.Thread(target=self._read, args=(name, stream), daemon=True).start()
+
+    def _read(self, name, stream):
+        for line in stream:
+            self.lines.put((name, line.rstrip("\n")))
+        stream.close()
+
+    def wait_for(self, pattern: str, timeout: float = TIMEOUT) -> re.Match:
+        """The first output line (stdout or stderr) matching ``pattern``."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no line matching {pattern!r} within {timeout}s; "
+                                     f"output so far:\n" + "\n".join(self.output))
+            try:
+                _, line = self.lines.get(timeout=min(left, 0.2))
+            except queue.Empty:
+                if self.proc.poll() is not None and self.lines.empty():
+                    time.sleep(0.1)  # let the readers drain
+                    if self.lines.empty():
+                        raise AssertionError(f"exited ({self.proc.returncode}) before a line "
+                                             f"matching {pattern!r}:\n" + "\n".join(self.output))
+                continue
+            self.output.append(line)
+            match = regex.search(line)
+            if match:
+                return match
+
+    def drain(self) -> str:
+        """Everything printed so far (after the process ended: everything)."""
+        while True:
+            try:
+                self.output.append(self.lines.get_nowait()[1])
+            except queue.Empty:
+                return "\n".join(self.output)
+
+    def port(self, pattern=r"(?:http|https)://127\.0\.0\.1:(\d+)") -> int:
+        return int(self.wait_for(pattern).group(1))
+
+    def signal(self, signum) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signum)
+
+    def wait(self, timeout: float = TIMEOUT) -> int:
+        code = self.proc.wait(timeout=timeout)
+        time.sleep(0.05)
+        self.drain()
+        return code
+
+    def stop(self) -> None:
+        """Make sure it is gone: SIGTERM, then SIGKILL (of this process only)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=TIMEOUT)
+        self.drain()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def request(port, method="GET", path="/", body=None, headers=None, timeout=TIMEOUT,
+            close=True, connection_class=http.client.HTTPConnection, **connection_kwargs):
+    """One request on a new connection: ``(status, headers, body)``."""
+    headers = dict(headers or {})
+    if close:
+        headers.setdefault("Connection", "close")
+    conn = connection_class("127.0.0.1", port, timeout=timeout, **connection_kwargs)
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def get_json(port, path, **kwargs):
+    status, _, body = request(port, "GET", path, **kwargs)
+    assert status == 200, (status, body)
+    return json.loads(body)
+
+
+def run(args, *, env, cwd=TESTS, timeout=60.0) -> subprocess.CompletedProcess:
+    return subprocess.run([str(a) for a in args], env=env, cwd=str(cwd), capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
