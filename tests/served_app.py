@@ -45,6 +45,7 @@ async def echo(ctx):
 
 @app.route("/slow")
 async def slow(ctx):
+    print(f"slow request started in {os.getpid()}", flush=True)  # tests wait for this line
     await asyncio.sleep(float(ctx.request.args.get("s", "1")))
     return "slow done"
 
@@ -53,3 +54,8 @@ async def slow(ctx):
 async def block(ctx):
     time.sleep(float(ctx.request.args.get("s", "5")))  # blocks the event loop on purpose
     return "blocked"
+
+
+@app.route("/explode")
+async def explode(ctx):
+    raise RuntimeError("served_app exploded on purpose")

@@ -16,8 +16,11 @@ What the worker honours from gunicorn's settings:
 * ``timeout``: the worker notifies the arbiter every ``min(1, timeout / 2)`` seconds from its
   event loop, so a loop blocked for longer than ``timeout`` gets the worker restarted;
 * ``graceful_timeout``: SIGTERM (gunicorn's graceful stop, reload, scale-down) stops accepting,
-  lets in-flight requests finish for up to that long (:func:`kyoukai_fast.graceful_shutdown`),
-  then exits; SIGQUIT / SIGINT (quick stop) close every connection at once;
+  lets in-flight requests finish (:func:`kyoukai_fast.graceful_shutdown`) until shortly before
+  gunicorn's deadline (``graceful_timeout`` less a quarter of it, at most one second), cuts
+  what is left and exits; SIGQUIT / SIGINT (quick stop) close every connection at once;
+* ``loglevel`` / ``errorlog``: Kyoukai's and kyoukai_fast's loggers (route tracebacks, 500s)
+  write to gunicorn's error log, unless the root logger has handlers of its own;
 * ``max_requests`` (+ ``max_requests_jitter``): after that many requests the worker shuts down
   gracefully and gunicorn starts a fresh one;
 * ``keepalive``, ``limit_request_line``, ``limit_request_fields``, ``limit_request_field_size``
@@ -30,6 +33,7 @@ Kyoukai app is not one; each worker loads the app itself.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import signal
@@ -63,7 +67,19 @@ class KyoukaiWorker(Worker):
         self._quick = False
         super().init_process()  # loads the app (load_wsgi) and calls run()
 
+    def _wire_logging(self):
+        if logging.getLogger().handlers:
+            return  # the application configured logging itself
+        error_log = self.log.error_log
+        for name in ("Kyoukai", "kyoukai_fast"):
+            logger = logging.getLogger(name)
+            if not logger.handlers:
+                for handler in error_log.handlers:
+                    logger.addHandler(handler)
+                logger.setLevel(error_log.level)
+
     def load_wsgi(self):
+        self._wire_logging()
         spec = (getattr(self.app, "kyoukai_fast_target", None)
                 or getattr(self.app, "app_uri", None))
         if not spec:
@@ -118,7 +134,8 @@ class KyoukaiWorker(Worker):
             self.loop.add_signal_handler(signum, handler)
 
     def _count_requests(self, components):
-        """Count requests for max_requests by wrapping each app's ``process_request``."""
+        """Count requests for max_requests by wrapping each app's ``process_request``; the
+        request that reaches the limit stops accepting at once, so no other one slips in."""
         apps = {id(c.app): c.app for c in components}
         for app in apps.values():
             process_request = app.process_request
@@ -126,6 +143,8 @@ class KyoukaiWorker(Worker):
             async def counted(request, parent_context, _process=process_request):
                 self.nr += 1
                 if self.nr >= self.max_requests:
+                    for component in components:
+                        component.server.close()
                     self._wakeup.set()
                 return await _process(request, parent_context)
 
@@ -135,7 +154,9 @@ class KyoukaiWorker(Worker):
         self._wakeup = asyncio.Event()
         self._install_signals()
         settings = self.protocol_settings()
-        self._grace = float(settings["shutdown_grace"])
+        # Finish before the arbiter's own graceful_timeout runs out and it SIGKILLs us.
+        limit = float(self.cfg.graceful_timeout)
+        self._grace = min(float(settings["shutdown_grace"]), limit - min(1.0, limit / 4))
         served = await _serve.start(self.target, [s.sock for s in self.sockets],
                                     ssl_context=self.ssl_context(), settings=settings)
         if self.cfg.max_requests > 0:
@@ -209,8 +230,8 @@ def run_gunicorn(spec: str, sockets: list, *, workers: int, loop: str = "auto",
         "bind": [f"fd://{sock.fileno()}" for sock in sockets],
         "workers": workers,
         "worker_class": f"{worker.__module__}.{worker.__qualname__}",
-        # gunicorn takes whole seconds; the worker drains for the exact shutdown_grace.
-        "graceful_timeout": max(1, math.ceil(settings.get("shutdown_grace", 10.0))),
+        # Whole seconds, with room for the worker to drain for the exact shutdown_grace first.
+        "graceful_timeout": math.ceil(settings.get("shutdown_grace", 10.0)) + 1,
         "timeout": max(1, math.ceil(timeout)),
         "loglevel": log_level,
         "proc_name": f"kyoukai-fast {spec}",
