@@ -140,3 +140,38 @@ def get_json(port, path, **kwargs):
 def run(args, *, env, cwd=TESTS, timeout=60.0) -> subprocess.CompletedProcess:
     return subprocess.run([str(a) for a in args], env=env, cwd=str(cwd), capture_output=True,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class free_port_server:
+    """A server that must be told its port up front (``args + [port] + extra``): a free one is
+    picked, and picked again if it got taken before the server bound it."""
+
+    def __init__(self, args, extra=(), *, ready, env=None, cwd=TESTS, attempts=5):
+        self.args, self.extra, self.ready = list(args), list(extra), ready
+        self.env, self.cwd, self.attempts = env, cwd, attempts
+
+    def __enter__(self):
+        environment = self.env if self.env is not None else env()
+        for attempt in range(self.attempts):
+            port = free_port()
+            self.server = Server([*self.args, port, *self.extra], env=environment, cwd=self.cwd)
+            try:
+                self.server.wait_for(self.ready)
+                return self.server, port
+            except AssertionError:
+                self.server.stop()
+                if "Address already in use" not in self.server.drain() or \
+                        attempt == self.attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def __exit__(self, *exc):
+        self.server.stop()

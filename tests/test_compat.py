@@ -14,7 +14,7 @@ import pytest
 from kyoukai_fast import compat
 from procs import TESTS, env, run
 
-ALL = ("collections_aliases", "form_parser", "error_response")
+ALL = ("collections_aliases", "form_parser", "component_loop", "error_response")
 
 
 def probe(backend: str, *patches: str, pure: bool = False) -> dict:
@@ -49,7 +49,7 @@ def test_all_patches_make_stock_kyoukai_serve(backend, impl):
 
 
 def test_collections_aliases_are_needed_for_every_route(backend):
-    report = probe(backend, "form_parser", "error_response")
+    report = probe(backend, "form_parser", "component_loop", "error_response")
     if sys.version_info < (3, 10):  # the aliases still exist: nothing to restore
         assert report["responses"]["GET /users/5"][0] == 200
         return
@@ -61,7 +61,7 @@ def test_collections_aliases_are_needed_for_every_route(backend):
 def test_form_parser_table_is_needed_to_import_kyoukai(backend):
     from werkzeug.formparser import FormDataParser
 
-    report = probe(backend, "collections_aliases", "error_response")
+    report = probe(backend, "collections_aliases", "component_loop", "error_response")
     has_table = fresh("from werkzeug.formparser import FormDataParser; "
                       "print(hasattr(FormDataParser, 'parse_functions'))")
     if has_table == "True":  # werkzeug 2.x: Kyoukai imports without help
@@ -72,7 +72,7 @@ def test_form_parser_table_is_needed_to_import_kyoukai(backend):
 
 
 def test_error_response_patch_is_needed_for_404_and_405(backend):
-    report = probe(backend, "collections_aliases", "form_parser")
+    report = probe(backend, "collections_aliases", "form_parser", "component_loop")
     responses = report["responses"]
     # Stock Kyoukai turns every plain HTTP error into a 500.
     assert responses["GET /missing"][0] == 500
@@ -87,6 +87,7 @@ def test_patches_report_what_they_change_and_are_idempotent():
     first, second = json.loads(out)
     assert second == {name: False for name in ALL}
     assert first["error_response"] is True  # the bug is in every stock 2.2.1.post1
+    assert first["component_loop"] is True
     assert first["collections_aliases"] is (sys.version_info >= (3, 10))
 
 
@@ -123,3 +124,56 @@ def test_the_probe_sees_the_stock_bug():
                 "compat.patch_form_parser(); from kyoukai.app import Kyoukai; "
                 "print(compat.answers_plain_404(Kyoukai.handle_httpexception))")
     assert out == "False"
+
+
+RUN_APP = """
+import sys
+from kyoukai_fast import compat
+for name in sys.argv[2:]:
+    getattr(compat, "patch_" + name)()
+from kyoukai import Kyoukai, KyoukaiComponent
+app = Kyoukai("run-probe")
+
+@app.route("/")
+async def index(ctx):
+    return "served by Kyoukai.run"
+
+app.run(component=KyoukaiComponent(app, "127.0.0.1", int(sys.argv[1]), backend="kyoukai_fast"))
+"""
+
+
+def kyoukai_run(*patches):
+    """``Kyoukai.run()`` (Asphalt's runner, a loop of its own) in a fresh interpreter."""
+    from procs import free_port_server
+
+    return free_port_server([sys.executable, "-c", RUN_APP], list(patches),
+                            ready=r"Application started")
+
+
+def test_component_loop_patch_is_needed_for_kyoukai_run():
+    from procs import request
+
+    with kyoukai_run("collections_aliases", "form_parser", "error_response") as (server, port):
+        # The server listens (the kernel accepts) but its loop never runs: no answer.
+        with pytest.raises(TimeoutError):
+            request(port, "GET", "/", timeout=1.5)
+    with kyoukai_run(*ALL) as (server, port):
+        assert request(port, "GET", "/")[::2] == (200, b"served by Kyoukai.run")
+
+
+def test_component_loop_patch_leaves_the_running_loop_alone():
+    import asyncio
+
+    from asphalt.core import Context
+    from kyoukai import Kyoukai, KyoukaiComponent
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        app = Kyoukai("same-loop", loop=loop)
+        component = KyoukaiComponent(app, "127.0.0.1", 0, backend="kyoukai_fast",
+                                     run_server=False)
+        async with Context() as ctx:
+            await component.start(ctx)
+        return app.loop is loop
+
+    assert asyncio.run(main())

@@ -9,17 +9,22 @@ worker and ``kyoukai_fast.asphalt`` do it for you)::
 
     from kyoukai import Kyoukai, KyoukaiComponent
 
-Three small patches, each of which checks whether it is needed and otherwise changes nothing
-(each returns ``True`` only when it changed something; :func:`apply` is idempotent):
+Four small patches, each of which changes nothing where it is not needed (each returns ``True``
+only when it changed something on that call; :func:`apply` is idempotent):
 
 * :func:`patch_collections_aliases`: Python 3.10 removed ``collections.Mapping`` & co.;
-  Kyoukai's ``Route.invoke`` checks ``isinstance(params, collections.Mapping)`` on every request
-  with route parameters. The aliases are restored where they are missing.
+  Kyoukai's ``Route.invoke`` checks ``isinstance(params, collections.Mapping)`` on every call of
+  a route, so every request got a 500. The aliases are restored where they are missing.
 * :func:`patch_form_parser`: werkzeug 3 removed ``FormDataParser.parse_functions``; Kyoukai's
   ``__init__`` registers a JSON form parser into it, so ``import kyoukai`` fails. An empty table
   is added where it is missing (werkzeug 3 never reads it: ``request.get_json()`` works as usual,
   ``request.form`` of a JSON body stays empty, as in werkzeug itself). werkzeug 2.x keeps its
   own table and is left alone.
+* :func:`patch_component_loop`: ``KyoukaiComponent.start`` serves on ``app.loop``, the loop that
+  was current when the app object was made. Asphalt 4's runner (so ``Kyoukai.run()`` too) starts
+  components in a loop of its own, so the server was registered on a loop that never runs and
+  every connection hung unanswered. ``start`` now first points ``app.loop`` at the running loop
+  (nothing changes when it already is that loop).
 * :func:`patch_error_response`: Kyoukai's own bug, on every Python and werkzeug:
   ``Kyoukai.handle_httpexception`` returns ``None`` for a plain 404 / 405 (no error handler), so
   the client gets a 500 "critical server error" instead of the error page. Replaced only when
@@ -27,10 +32,13 @@ Three small patches, each of which checks whether it is needed and otherwise cha
 """
 from __future__ import annotations
 
+import asyncio
 import collections
 import collections.abc
+import functools
 
-__all__ = ("apply", "patch_collections_aliases", "patch_form_parser", "patch_error_response")
+__all__ = ("apply", "patch_collections_aliases", "patch_form_parser", "patch_component_loop",
+           "patch_error_response")
 
 _ABC_ALIASES = ("Mapping", "MutableMapping", "Sequence", "MutableSequence", "Iterable",
                 "Iterator", "Callable", "Set", "MutableSet", "Hashable", "Sized", "Container")
@@ -53,6 +61,28 @@ def patch_form_parser() -> bool:
     if hasattr(FormDataParser, "parse_functions"):
         return False
     FormDataParser.parse_functions = {}
+    return True
+
+
+def patch_component_loop() -> bool:
+    """Make ``KyoukaiComponent.start`` serve on the running loop (see the module docstring)."""
+    try:
+        from kyoukai.asphalt import KyoukaiComponent
+    except Exception:  # Kyoukai (or Asphalt) not installed: nothing to patch
+        return False
+    original = KyoukaiComponent.start
+    if getattr(original, "_kyoukai_fast_patched", False):
+        return False
+
+    @functools.wraps(original)
+    async def start(self, ctx):
+        loop = asyncio.get_running_loop()
+        if self.app.loop is not loop:
+            self.app.loop = loop
+        return await original(self, ctx)
+
+    start._kyoukai_fast_patched = True
+    KyoukaiComponent.start = start
     return True
 
 
@@ -143,9 +173,10 @@ def apply() -> dict:
 
     :return: which patches changed something on this call, by name.
     """
-    # In this order: ``patch_error_response`` imports Kyoukai, which needs the other two.
+    # In this order: the last two import Kyoukai, which needs the first two.
     return {
         "collections_aliases": patch_collections_aliases(),
         "form_parser": patch_form_parser(),
+        "component_loop": patch_component_loop(),
         "error_response": patch_error_response(),
     }
