@@ -88,6 +88,12 @@ class Server:
     def port(self, pattern=r"(?:http|https)://127\.0\.0\.1:(\d+)") -> int:
         return int(self.wait_for(pattern).group(1))
 
+    def wait_workers(self, count: int, timeout: float = TIMEOUT) -> list:
+        """Wait until ``count`` kyoukai_fast gunicorn workers serve (their pids). A signal sent
+        to gunicorn while a worker is still booting can be lost by that worker."""
+        return [int(self.wait_for(r"kyoukai_fast worker (\d+) serving", timeout).group(1))
+                for _ in range(count)]
+
     def signal(self, signum) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signum)

@@ -229,6 +229,7 @@ def test_workers_run_under_gunicorn(pure):
     with serve("served_app:app", "--port", "0", "--workers", "2", pure=pure) as server:
         port = server.port()
         assert "kyoukai_fast.workers.Kyoukai" in server.wait_for(r"Using worker:").string
+        server.wait_workers(2)
         pids = {get_json(port, "/info")["pid"] for _ in range(6)}
         assert server.proc.pid not in pids  # gunicorn's workers answer, not the CLI process
         result = {}

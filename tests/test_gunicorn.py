@@ -85,6 +85,7 @@ def test_timeout_restarts_a_worker_whose_loop_is_blocked():
 def test_sigterm_is_graceful_with_a_request_in_flight():
     with gunicorn("served_app:app", "--graceful-timeout", "10") as server:
         port = listening_port(server)
+        server.wait_workers(2)
         result = {}
         slow = threading.Thread(target=lambda: result.update(
             answer=request(port, "GET", "/slow?s=1")))
@@ -103,6 +104,7 @@ def test_sigterm_is_graceful_with_a_request_in_flight():
 def test_graceful_timeout_cuts_what_is_left():
     with gunicorn("served_app:app", "--graceful-timeout", "1") as server:
         port = listening_port(server)
+        server.wait_workers(2)
         result = {}
 
         def slow():

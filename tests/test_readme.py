@@ -117,7 +117,7 @@ def test_server_command(command, shims):
         assert status["backend"].startswith("kyoukai_fast._protocol_")
         assert request(port, "GET", "/missing")[0] == 404
         if how.get("workers"):
-            server.wait_for(r"Booting worker")
+            server.wait_workers(2)
     assert server.proc.returncode in (0, -15)  # stopped by the test's SIGTERM
 
 

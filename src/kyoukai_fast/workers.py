@@ -161,6 +161,10 @@ class KyoukaiWorker(Worker):
                                     ssl_context=self.ssl_context(), settings=settings)
         if self.cfg.max_requests > 0:
             self._count_requests(served.components)
+        from . import IMPLEMENTATION
+
+        self.log.info("kyoukai_fast worker %s serving (%s, %s loop)", self.pid, IMPLEMENTATION,
+                      self.LOOP)
         interval = min(1.0, self.timeout / 2) if self.timeout else 1.0
         while self.alive:
             self.notify()
