@@ -262,3 +262,26 @@ def test_console_script_is_declared():
     assert project["entry-points"]["asphalt.components"]["kyoukai_fast"] == (
         "kyoukai_fast.asphalt:KyoukaiComponent")
     assert kyoukai_fast.__name__ == "kyoukai_fast"
+
+
+def test_tls_under_gunicorn_workers(certificate):
+    cert, key = certificate
+    with serve("served_app:app", "--port", "0", "--workers", "2", "--ssl-certfile", cert,
+               "--ssl-keyfile", key) as server:
+        port = server.port(r"https://127\.0\.0\.1:(\d+)")
+        server.wait_workers(2)
+        assert tls_handshake(port, cert, ["h2", "http/1.1"]) == "h2"
+        import http.client
+
+        context = ssl.create_default_context(cafile=str(cert))
+        info = get_json(port, "/info", connection_class=http.client.HTTPSConnection,
+                        context=context)
+        assert info["scheme"] == "https" and info["pid"] != server.proc.pid
+
+
+def test_alpn_offers_h2_only_when_http2_is_available(monkeypatch):
+    from kyoukai_fast import _serve, _upgrade
+
+    assert _serve.alpn_protocols() == ["h2", "http/1.1"]  # Kyoukai and h2 are installed here
+    monkeypatch.setattr(_upgrade, "h2_protocol_class", lambda: None)
+    assert _serve.alpn_protocols() == ["http/1.1"]

@@ -27,7 +27,7 @@ from ._config import ProtocolConfig
 from ._shutdown import graceful_shutdown
 
 __all__ = ("TargetError", "Target", "Served", "load_target", "bind", "make_ssl_context",
-           "start", "stop", "new_event_loop")
+           "alpn_protocols", "validate_settings", "start", "stop", "new_event_loop")
 
 CONFIG_SUFFIXES = (".yml", ".yaml")
 INSTALL_HINT = ("pip install 'kyoukai-fast[kyoukai]' && "
@@ -246,7 +246,7 @@ class Served:
         return [sock.getsockname()[:2] for c in self.components for sock in c.server.sockets]
 
 
-def _settings(settings: dict | None) -> dict:
+def validate_settings(settings: dict | None) -> dict:
     """Validate ProtocolConfig settings (bad values fail here, not on the first connection)."""
     settings = {k: v for k, v in (settings or {}).items() if v is not None}
     try:
@@ -266,7 +266,7 @@ async def start(target: Target, sockets: list, *, ssl_context=None,
     from asphalt.core import Context
 
     loop = asyncio.get_running_loop()
-    settings = _settings(settings)
+    settings = validate_settings(settings)
     context = Context()
     if target.app is not None:
         from kyoukai.asphalt import KyoukaiComponent

@@ -125,7 +125,7 @@ def _run(args) -> int:
     if args.ssl_keyfile and not args.ssl_certfile:
         raise _serve.TargetError("--ssl-keyfile needs --ssl-certfile")
     settings = protocol_settings(args)
-    _serve._settings(settings)  # validate before binding anything
+    _serve.validate_settings(settings)  # validate before binding anything
     target = _serve.load_target(args.target)
     if args.workers > 1 and len(target.addresses) > 1:
         raise _serve.TargetError("--workers serves one Kyoukai component; the config has "
