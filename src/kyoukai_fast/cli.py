@@ -126,30 +126,33 @@ def _run(args) -> int:
         raise _serve.TargetError("--ssl-keyfile needs --ssl-certfile")
     settings = protocol_settings(args)
     _serve.validate_settings(settings)  # validate before binding anything
-    target = _serve.load_target(args.target)
-    if args.workers > 1 and len(target.addresses) > 1:
-        raise _serve.TargetError("--workers serves one Kyoukai component; the config has "
-                                 f"{len(target.addresses)}")
-    ssl_context = (_serve.make_ssl_context(args.ssl_certfile, args.ssl_keyfile)
-                   if args.ssl_certfile else None)
-    sockets = [_serve.bind(host, port) for host, port in _addresses(args, target)]
-    scheme = "https" if ssl_context else "http"
-    where = ", ".join(_url(scheme, sock) for sock in sockets)
-    if args.workers > 1:
-        from .workers import run_gunicorn
-
-        print(f"{PROG}: serving {args.target} on {where} with {args.workers} gunicorn workers "
-              f"({IMPLEMENTATION})", flush=True)
-        return run_gunicorn(args.target, sockets, workers=args.workers, loop=args.loop,
-                            settings=settings, log_level=args.log_level, timeout=args.timeout,
-                            certfile=args.ssl_certfile, keyfile=args.ssl_keyfile)
-    loop = _serve.new_event_loop(args.loop)
+    # The loop exists before the app is imported: Kyoukai(...) takes the current loop.
+    loop = _serve.new_event_loop(args.loop if args.workers == 1 else "asyncio")
     asyncio.set_event_loop(loop)
     try:
-        return loop.run_until_complete(_serve_here(target, sockets, ssl_context, settings, where,
-                                                   args.target, IMPLEMENTATION))
+        target = _serve.load_target(args.target)
+        if args.workers > 1 and len(target.addresses) > 1:
+            raise _serve.TargetError("--workers serves one Kyoukai component; the config has "
+                                     f"{len(target.addresses)}")
+        ssl_context = (_serve.make_ssl_context(args.ssl_certfile, args.ssl_keyfile)
+                       if args.ssl_certfile else None)
+        sockets = [_serve.bind(host, port) for host, port in _addresses(args, target)]
+        scheme = "https" if ssl_context else "http"
+        where = ", ".join(_url(scheme, sock) for sock in sockets)
+        if args.workers == 1:
+            return loop.run_until_complete(_serve_here(target, sockets, ssl_context, settings,
+                                                       where, args.target, IMPLEMENTATION))
     finally:
         loop.close()
+        asyncio.set_event_loop(None)
+    # Each gunicorn worker makes its own loop (and points the app at it).
+    from .workers import run_gunicorn
+
+    print(f"{PROG}: serving {args.target} on {where} with {args.workers} gunicorn workers "
+          f"({IMPLEMENTATION})", flush=True)
+    return run_gunicorn(args.target, sockets, workers=args.workers, loop=args.loop,
+                        settings=settings, log_level=args.log_level, timeout=args.timeout,
+                        certfile=args.ssl_certfile, keyfile=args.ssl_keyfile)
 
 
 def _url(scheme: str, sock) -> str:
