@@ -90,10 +90,14 @@ def test_every_protocol_setting_has_an_option():
     fields = dataclasses.fields(ProtocolConfig)
     argv = ["run", "served_app:app"]
     for number, field in enumerate(fields, start=1):
-        argv += [f"--{field.name.replace('_', '-')}", str(number)]
+        value = "true" if isinstance(field.default, bool) else str(number)
+        argv += [f"--{field.name.replace('_', '-')}", value]
     args = parser.parse_args(argv)
     settings = cli.protocol_settings(args)
-    assert settings == {f.name: type(f.default)(n) for n, f in enumerate(fields, start=1)}
+    assert set(settings) == {f.name for f in fields}
+    for number, field in enumerate(fields, start=1):
+        expected = True if isinstance(field.default, bool) else type(field.default)(number)
+        assert settings[field.name] == expected, field.name
     # Settings not given stay out, so the component (or config) defaults apply.
     assert cli.protocol_settings(parser.parse_args(["run", "x:y"])) == {}
     # The help of each option is the field's documentation comment.

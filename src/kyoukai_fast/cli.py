@@ -40,7 +40,7 @@ def _field_help() -> dict:
             continue
         match = re.match(r"(\w+)\s*:", stripped)
         if match and comment:
-            helps[match.group(1)] = " ".join(comment)
+            helps[match.group(1)] = " ".join(comment).replace("``", "")
         comment = []
     return helps
 
@@ -76,11 +76,23 @@ def build_parser() -> argparse.ArgumentParser:
     limits = run.add_argument_group("limits and timeouts (kyoukai_fast.ProtocolConfig)")
     helps = _field_help()
     for field in dataclasses.fields(ProtocolConfig):
-        default = field.default
+        default = (field.default_factory() if field.default is dataclasses.MISSING
+                   else field.default)
+        kind = type(default) if default is not None else str
         limits.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name,
-                            type=type(default), metavar=type(default).__name__.upper(),
+                            type=_parse_bool if kind is bool else kind,
+                            metavar=kind.__name__.upper(),
                             help=f"{helps.get(field.name, field.name)} (default {default})")
     return parser
+
+
+def _parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def _fail(message: str) -> "NoReturn":  # noqa: F821
