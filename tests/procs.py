@@ -16,10 +16,20 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
 VENV_BIN = Path(sys.executable).parent
 TIMEOUT = 10.0
+
+#: Set when the suite runs from a copy of tests/ against an installed wheel (CI's wheel check):
+#: there is no README, examples/ or git checkout beside it.
+INSTALLED = bool(os.environ.get("KYOUKAI_FAST_TEST_INSTALLED"))
+#: For tests of the checkout itself (README, examples/, installing it): they run in `make test`.
+source_tree_only = pytest.mark.skipif(INSTALLED, reason="checks the source checkout (make test)")
+#: gunicorn, uvloop and POSIX signals do not exist on Windows.
+posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX only")
 
 
 def env(pure: bool = False, **extra) -> dict:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import signal
 import threading
 
-from procs import ROOT, VENV_BIN, Server, env, get_json, request
+from procs import ROOT, VENV_BIN, Server, env, get_json, posix_only, request, source_tree_only
+
+pytestmark = [source_tree_only, posix_only]
 
 EXAMPLES = ROOT / "examples"
 ASPHALT = [str(VENV_BIN / "asphalt"), "run", "asphalt.yml", "--set", "component.port=0"]

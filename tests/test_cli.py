@@ -17,7 +17,7 @@ import pytest
 import kyoukai_fast
 from kyoukai_fast import cli
 from kyoukai_fast._config import ProtocolConfig
-from procs import ROOT, Server, env, get_json, request, run
+from procs import ROOT, Server, env, get_json, posix_only, request, run, source_tree_only
 
 PY = sys.executable
 RUN = [PY, "-m", "kyoukai_fast", "run"]
@@ -57,6 +57,7 @@ def test_error_pages_through_the_cli(pure):
         assert status == 405 and "GET" in headers["Allow"]
 
 
+@posix_only
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_shuts_down_gracefully(pure, signum):
     with serve("served_app:app", "--port", "0", pure=pure) as server:
@@ -112,6 +113,7 @@ def test_bad_protocol_setting_is_a_clean_error():
     assert "must not be negative" in result.stderr and "Traceback" not in result.stderr
 
 
+@posix_only
 @pytest.mark.parametrize("loop, module", [("asyncio", "asyncio"), ("uvloop", "uvloop")])
 def test_loop_option(loop, module):
     with serve("served_app:app", "--port", "0", "--loop", loop) as server:
@@ -229,6 +231,7 @@ def test_tls_h2_reaches_the_app(certificate):
             raise AssertionError("no end of stream 1")
 
 
+@posix_only
 def test_workers_run_under_gunicorn(pure):
     with serve("served_app:app", "--port", "0", "--workers", "2", pure=pure) as server:
         port = server.port()
@@ -247,16 +250,19 @@ def test_workers_run_under_gunicorn(pure):
         assert server.wait(15) == 0
 
 
-def test_asphalt_config_through_the_cli(pure):
-    config = ROOT / "examples" / "asphalt.yml"
-    with Server([*RUN, config, "--port", "0"], env=env(pure=pure),
-                cwd=ROOT / "examples") as server:
+def test_asphalt_config_through_the_cli(pure, tmp_path):
+    config = tmp_path / "served.yml"
+    config.write_text("component:\n  type: kyoukai_fast.asphalt:KyoukaiComponent\n"
+                      "  app: served_app:app\n  ip: 127.0.0.1\n  port: 4444\n"
+                      "  max_body_size: 10\n")
+    with serve(config, "--port", "0", pure=pure) as server:
         port = server.port()
-        assert request(port, "GET", "/")[::2] == (200, b"Hello, world!")
-        status = get_json(port, "/api/status")
-        assert status["backend"].startswith("kyoukai_fast._protocol_")
+        assert request(port, "GET", "/")[::2] == (200, b"Hello from served_app")
+        assert get_json(port, "/info")["server_port"] == str(port)
+        assert request(port, "POST", "/echo", body=b"x" * 11)[0] == 413  # the config's limit
 
 
+@source_tree_only
 def test_console_script_is_declared():
     """pyproject's ``kyoukai-fast`` script points at cli.main (run installed in test_install)."""
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
@@ -268,6 +274,7 @@ def test_console_script_is_declared():
     assert kyoukai_fast.__name__ == "kyoukai_fast"
 
 
+@posix_only
 def test_tls_under_gunicorn_workers(certificate):
     cert, key = certificate
     with serve("served_app:app", "--port", "0", "--workers", "2", "--ssl-certfile", cert,

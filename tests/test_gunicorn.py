@@ -6,11 +6,14 @@ graceful shutdown with a request in flight.
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 
 import pytest
 
 from procs import VENV_BIN, Server, env, get_json, request
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="gunicorn is POSIX only")
 
 GUNICORN = [str(VENV_BIN / "gunicorn")]
 
@@ -140,13 +143,11 @@ def test_bad_app_halts_gunicorn_with_the_reason():
         server.stop()
 
 
-def test_asphalt_config_under_gunicorn():
-    from procs import ROOT
-
-    config = ROOT / "examples" / "asphalt.yml"
-    server = Server([*GUNICORN, "-k", "kyoukai_fast.workers.KyoukaiWorker", "-b", "127.0.0.1:0",
-                     "-w", "2", *(["--no-control-socket"] if _has_control_socket() else []),
-                     str(config)], env=env(), cwd=ROOT / "examples")
-    with server:
+def test_asphalt_config_under_gunicorn(tmp_path):
+    config = tmp_path / "served.yml"
+    config.write_text("component:\n  type: kyoukai_fast.asphalt:KyoukaiComponent\n"
+                      "  app: served_app:app\n  max_body_size: 10\n")
+    with gunicorn(str(config)) as server:
         port = listening_port(server)
-        assert request(port, "GET", "/")[::2] == (200, b"Hello, world!")
+        assert request(port, "GET", "/")[::2] == (200, b"Hello from served_app")
+        assert request(port, "POST", "/echo", body=b"x" * 11)[0] == 413  # the config's limit

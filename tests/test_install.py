@@ -14,13 +14,13 @@ import sys
 
 import pytest
 
-from procs import ROOT, Server, get_json, request, run
+from procs import ROOT, Server, get_json, posix_only, request, run, source_tree_only
 
 EXTRA_INSTALL = 'pip install "kyoukai-fast[kyoukai]"'
 KYOUKAI_INSTALL = "pip install --no-deps kyoukai==2.2.1.post1"
 INSTALL_TIMEOUT = 600
 # The first test also builds the package (compiles the extension) in its fixture.
-pytestmark = pytest.mark.timeout(2 * INSTALL_TIMEOUT + 120)
+pytestmark = [pytest.mark.timeout(2 * INSTALL_TIMEOUT + 120), source_tree_only, posix_only]
 
 
 def clean_env(**extra) -> dict:
