@@ -147,6 +147,24 @@ def request(port, method="GET", path="/", body=None, headers=None, timeout=TIMEO
         conn.close()
 
 
+def status_of_announced_body(port, path, length, timeout=TIMEOUT) -> int:
+    """The status answered to a POST head announcing ``length`` body bytes, none sent: a body
+    limit answers before the body (sending it could race the server's close)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.settimeout(timeout)
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     f"Content-Length: {length}\r\n\r\n".encode())
+        head = b""
+        while b"\r\n" not in head:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+    return int(head.split(b" ", 2)[1])
+
+
 def get_json(port, path, **kwargs):
     status, _, body = request(port, "GET", path, **kwargs)
     assert status == 200, (status, body)
