@@ -56,9 +56,10 @@ def import_kyoukai():
         import kyoukai
         from kyoukai.asphalt import KyoukaiBaseComponent  # noqa: F401  (Asphalt too)
     except ImportError as exc:
-        missing = getattr(exc, "name", None) or "kyoukai"
-        raise TargetError(f"Kyoukai is not installed (cannot import {missing}); install it with: "
-                          f"{INSTALL_HINT}") from None
+        missing = (getattr(exc, "name", None) or "kyoukai").split(".")[0]
+        what = "Kyoukai is not installed" if missing == "kyoukai" else \
+            f"Kyoukai cannot be imported: {missing} is not installed"
+        raise TargetError(f"{what}; install it with: {INSTALL_HINT}") from None
     return kyoukai
 
 
