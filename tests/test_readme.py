@@ -23,8 +23,24 @@ pytestmark = [source_tree_only, posix_only]
 README = (ROOT / "README.md").read_text(encoding="utf-8") if (ROOT / "README.md").exists() else ""
 
 
+#: The README sections whose examples this file runs (other sections have tests of their own).
+SECTIONS = ("", "Install", "Switch your app", "Run with the CLI", "Run under gunicorn",
+            "Asphalt config", "Which implementation is live")
+
+
+def sections() -> dict:
+    """README text by ``## `` heading ("" for what comes before the first one)."""
+    parts = re.split(r"^## (.+)$", README, flags=re.M)
+    found = {"": parts[0]}
+    found.update(zip(parts[1::2], parts[2::2]))
+    return found
+
+
 def code_blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
+    text = sections()
+    assert set(SECTIONS) <= set(text), set(SECTIONS) - set(text)
+    return [block for name in SECTIONS
+            for block in re.findall(rf"```{language}\n(.*?)```", text[name], flags=re.S)]
 
 
 def readme_commands() -> list[str]:
