@@ -73,9 +73,33 @@ def test_signal_shuts_down_gracefully(pure, signum):
         status, headers, body = result["answer"]
         assert (status, body) == (200, b"slow done")
         assert headers["Connection"] == "close"
-        assert "stopped (0 connection(s) cut" in server.drain()
+        assert "stopped (0 connection(s) cut)" in server.drain()
         with pytest.raises(OSError):
             request(port, "GET", "/", timeout=2)
+
+
+@posix_only
+def test_second_signal_cuts_what_is_in_flight(pure):
+    with serve("served_app:app", "--port", "0", "--shutdown-grace", "30", pure=pure) as server:
+        port = server.port()
+        result = {}
+
+        def slow():
+            try:
+                result["answer"] = request(port, "GET", "/slow?s=30", timeout=20)
+            except Exception as exc:
+                result["error"] = exc
+
+        thread = threading.Thread(target=slow)
+        thread.start()
+        server.wait_for(r"slow request started")
+        server.signal(signal.SIGINT)
+        server.wait_for(r"Shutting down gracefully")
+        server.signal(signal.SIGINT)  # Ctrl-C again: do not wait 30 s
+        assert server.wait(5) == 0
+        thread.join(5)
+        assert "error" in result
+        assert "stopped (1 connection(s) cut)" in server.drain()
 
 
 def test_limits_are_options(pure):

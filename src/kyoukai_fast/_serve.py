@@ -27,7 +27,7 @@ from ._config import ProtocolConfig
 from ._shutdown import graceful_shutdown
 
 __all__ = ("TargetError", "Target", "Served", "load_target", "bind", "make_ssl_context",
-           "alpn_protocols", "validate_settings", "start", "stop", "new_event_loop")
+           "alpn_protocols", "validate_settings", "start", "stop", "stop_now", "new_event_loop")
 
 CONFIG_SUFFIXES = (".yml", ".yaml")
 INSTALL_HINT = ("pip install 'kyoukai-fast[kyoukai]' && "
@@ -347,4 +347,10 @@ async def stop(served: Served, timeout: float | None = None) -> int:
     close the Asphalt context. Returns the number of connections cut at the deadline."""
     cut = await asyncio.gather(*(graceful_shutdown(c, timeout) for c in served.components))
     await served.context.close()
+    return sum(cut)
+
+
+async def stop_now(served: Served) -> int:
+    """Close every connection of a server already stopping (a second Ctrl-C)."""
+    cut = await asyncio.gather(*(graceful_shutdown(c, 0) for c in served.components))
     return sum(cut)

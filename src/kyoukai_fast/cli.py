@@ -177,9 +177,18 @@ async def _serve_here(target, sockets, ssl_context, settings, where, spec, imple
 
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
+    served = None
+    hurried = []  # a second Ctrl-C / SIGTERM cuts what is still in flight
+
+    def on_signal():
+        if stopping.is_set() and served is not None and not hurried:
+            print(f"{PROG}: cutting the requests still in flight", flush=True)
+            hurried.append(asyncio.ensure_future(_serve.stop_now(served)))
+        stopping.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
         try:
-            loop.add_signal_handler(signum, stopping.set)
+            loop.add_signal_handler(signum, on_signal)
         except (NotImplementedError, RuntimeError):  # Windows: Ctrl-C is a KeyboardInterrupt
             pass
     served = await _serve.start(target, sockets, ssl_context=ssl_context, settings=settings)
@@ -188,9 +197,12 @@ async def _serve_here(target, sockets, ssl_context, settings, where, spec, imple
         await stopping.wait()
     except (KeyboardInterrupt, asyncio.CancelledError):
         pass
-    logging.getLogger("kyoukai_fast").info("Shutting down gracefully")
+    logging.getLogger("kyoukai_fast").info("Shutting down gracefully (again to cut in-flight "
+                                           "requests)")
     cut = await _serve.stop(served)
-    print(f"{PROG}: stopped ({cut} connection(s) cut at the grace deadline)", flush=True)
+    for task in hurried:
+        cut += await task
+    print(f"{PROG}: stopped ({cut} connection(s) cut)", flush=True)
     return 0
 
 
