@@ -1,6 +1,7 @@
 """
 A small real Kyoukai app, served by kyoukai_fast.
 
+    cd examples && kyoukai-fast run hello_app:app --port 4444     # the CLI (scripts/serve.sh)
     python examples/hello_app.py [--host 127.0.0.1] [--port 4444] [--backend kyoukai_fast]
 """
 import argparse

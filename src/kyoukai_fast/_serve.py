@@ -1,0 +1,356 @@
+"""
+Loading a Kyoukai app (or an Asphalt config) and serving it on listening sockets.
+
+Shared by the command line (``kyoukai_fast.cli``) and the gunicorn worker
+(``kyoukai_fast.workers``). Serving always goes through Kyoukai's own ``KyoukaiComponent`` with
+``backend="kyoukai_fast"`` (``run_server=False``, so the component does everything it does for a
+user's app except opening the socket): the protocol objects come from the component's own
+``get_protocol``, exactly as when the component serves by itself. Only the listening socket is
+ours, so that it can be bound before the app starts (a clear error for a port in use, port 0 read
+back), handed over by gunicorn, or wrapped in TLS with ALPN offering ``h2`` and ``http/1.1``.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import errno
+import importlib
+import os
+import socket
+import ssl
+import sys
+from functools import partial
+from typing import Any
+
+from . import compat
+from ._config import ProtocolConfig
+from ._shutdown import graceful_shutdown
+
+__all__ = ("TargetError", "Target", "Served", "load_target", "bind", "make_ssl_context",
+           "alpn_protocols", "validate_settings", "start", "stop", "stop_now", "new_event_loop")
+
+CONFIG_SUFFIXES = (".yml", ".yaml")
+INSTALL_HINT = ("pip install 'kyoukai-fast[kyoukai]' && "
+                "pip install --no-deps kyoukai==2.2.1.post1")
+
+
+class TargetError(Exception):
+    """A mistake of the user's (bad ``module:app``, port in use, ...): one line, no traceback."""
+
+
+@dataclasses.dataclass
+class Target:
+    """What to serve: a Kyoukai app object, or the root component of an Asphalt config."""
+
+    spec: str
+    app: Any = None
+    config: dict | None = None  # the ``component`` mapping of an Asphalt config file
+    #: ``(ip, port)`` of each Kyoukai component in the config, in the order they are served.
+    addresses: list = dataclasses.field(default_factory=list)
+
+
+def import_kyoukai():
+    """Apply :mod:`kyoukai_fast.compat`, then import Kyoukai; a missing Kyoukai is a TargetError."""
+    compat.apply()
+    try:
+        import kyoukai
+        from kyoukai.asphalt import KyoukaiBaseComponent  # noqa: F401  (Asphalt too)
+    except ImportError as exc:
+        missing = (getattr(exc, "name", None) or "kyoukai").split(".")[0]
+        what = "Kyoukai is not installed" if missing == "kyoukai" else \
+            f"Kyoukai cannot be imported: {missing} is not installed"
+        raise TargetError(f"{what}; install it with: {INSTALL_HINT}") from None
+    return kyoukai
+
+
+def is_config_spec(spec: str) -> bool:
+    return spec.lower().endswith(CONFIG_SUFFIXES)
+
+
+def load_target(spec: str) -> Target:
+    """Resolve ``module:attr`` to a Kyoukai app, or read an Asphalt YAML config file."""
+    import_kyoukai()
+    if is_config_spec(spec):
+        return _load_config(spec)
+    return Target(spec, app=_load_app(spec))
+
+
+def _load_app(spec: str):
+    from kyoukai import Kyoukai
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise TargetError(f"expected MODULE:APP (e.g. myapp:app) or an Asphalt .yml config, "
+                          f"got {spec!r}")
+    # Like gunicorn and uvicorn: modules in the current directory are importable.
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise TargetError(f"cannot import module {module_name!r} (from {spec!r}): "
+                              f"no module named {exc.name!r}") from None
+        raise  # a module the app itself imports is missing: that traceback is the useful one
+    app = module
+    for part in attr.split("."):
+        try:
+            app = getattr(app, part)
+        except AttributeError:
+            raise TargetError(f"module {module_name!r} has no attribute {attr!r} "
+                              f"(from {spec!r})") from None
+    if not isinstance(app, Kyoukai):
+        raise TargetError(f"{spec!r} is a {type(app).__name__}, not a kyoukai.Kyoukai app")
+    return app
+
+
+def _load_config(path: str) -> Target:
+    """The root component mapping of an Asphalt config file, read as ``asphalt run`` reads it."""
+    from asphalt.core.cli import binary_file_constructor, env_constructor, text_file_constructor
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="safe")
+    yaml.constructor.add_constructor("!Env", env_constructor)
+    yaml.constructor.add_constructor("!TextFile", text_file_constructor)
+    yaml.constructor.add_constructor("!BinaryFile", binary_file_constructor)
+    try:
+        with open(path, encoding="utf-8") as stream:
+            data = yaml.load(stream)
+    except OSError as exc:
+        raise TargetError(f"cannot read Asphalt config {path!r}: {exc.strerror}") from None
+    except Exception as exc:
+        raise TargetError(f"cannot parse Asphalt config {path!r}: {exc}".splitlines()[0]) from None
+    if not isinstance(data, dict):
+        raise TargetError(f"Asphalt config {path!r}: the document root must be a mapping")
+    component = data.get("component")
+    if component is None:
+        services = data.get("services") or {}
+        service = services.get("default") or (next(iter(services.values()))
+                                              if len(services) == 1 else None)
+        component = (service or {}).get("component")
+    if not isinstance(component, dict):
+        raise TargetError(f"Asphalt config {path!r} has no 'component' mapping")
+    addresses = []
+    _mark_kyoukai_components(component, None, addresses)
+    if not addresses:
+        raise TargetError(f"Asphalt config {path!r} has no Kyoukai component")
+    return Target(path, config=component, addresses=addresses)
+
+
+def _mark_kyoukai_components(config: dict, alias: str | None, addresses: list) -> None:
+    """Find the Kyoukai components of a config tree, and make them leave the socket to us."""
+    from asphalt.core.component import component_types
+    from kyoukai.asphalt import KyoukaiBaseComponent
+
+    ref = config.get("type", alias)
+    try:
+        cls = component_types.resolve(ref) if ref is not None else None
+    except LookupError:
+        cls = None  # Asphalt itself reports unknown component types when it starts
+    except Exception as exc:
+        raise TargetError(f"cannot load component type {ref!r}: {exc}") from None
+    if isinstance(cls, type) and issubclass(cls, KyoukaiBaseComponent):
+        config.setdefault("backend", "kyoukai_fast")
+        config["run_server"] = False
+        addresses.append((config.get("ip", "127.0.0.1"), int(config.get("port", 4444))))
+    for name, child in (config.get("components") or {}).items():
+        if isinstance(child, dict):
+            _mark_kyoukai_components(child, name, addresses)
+
+
+def bind(host: str, port: int, backlog: int = 2048) -> socket.socket:
+    """A listening TCP socket; an address in use is a TargetError."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise TargetError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise TargetError(f"cannot listen on {host}:{port}: address already in use") from None
+        raise TargetError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.setblocking(False)
+    return sock
+
+
+def alpn_protocols() -> list:
+    """``h2`` first when Kyoukai's HTTP/2 protocol (and h2) can be loaded, then ``http/1.1``."""
+    from ._upgrade import h2_protocol_class
+
+    return (["h2"] if h2_protocol_class() is not None else []) + ["http/1.1"]
+
+
+def make_ssl_context(certfile: str, keyfile: str | None = None,
+                     context: ssl.SSLContext | None = None) -> ssl.SSLContext:
+    """A server TLS context (or ``context``, e.g. gunicorn's) offering ALPN h2 and http/1.1."""
+    if context is None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(certfile, keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            raise TargetError(f"cannot load TLS certificate {certfile!r}: {exc}") from None
+    context.set_alpn_protocols(alpn_protocols())
+    return context
+
+
+def new_event_loop(kind: str = "auto") -> asyncio.AbstractEventLoop:
+    """``auto``: uvloop when installed, else asyncio; ``uvloop`` fails clearly when missing."""
+    if kind not in ("auto", "asyncio", "uvloop"):
+        raise TargetError(f"unknown event loop {kind!r} (auto, asyncio or uvloop)")
+    if kind != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if kind == "uvloop":
+                raise TargetError("--loop uvloop: uvloop is not installed "
+                                  "(pip install 'kyoukai-fast[uvloop]')") from None
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+class _Listeners:
+    """Several asyncio servers behind the one ``component.server`` graceful_shutdown closes."""
+
+    def __init__(self, servers):
+        self.servers = servers
+        self.sockets = [s for server in servers for s in server.sockets]
+
+    def close(self):
+        for server in self.servers:
+            server.close()
+
+    async def wait_closed(self):
+        for server in self.servers:
+            await server.wait_closed()
+
+
+@dataclasses.dataclass
+class Served:
+    """What :func:`start` started: close it with :func:`stop`."""
+
+    context: Any
+    components: list
+    root: Any = None
+
+    @property
+    def addresses(self) -> list:
+        return [sock.getsockname()[:2] for c in self.components for sock in c.server.sockets]
+
+
+def validate_settings(settings: dict | None) -> dict:
+    """Validate ProtocolConfig settings (bad values fail here, not on the first connection)."""
+    settings = {k: v for k, v in (settings or {}).items() if v is not None}
+    try:
+        ProtocolConfig.from_mapping(settings)
+    except (TypeError, ValueError) as exc:
+        raise TargetError(str(exc)) from None
+    return settings
+
+
+async def start(target: Target, sockets: list, *, ssl_context=None,
+                settings: dict | None = None) -> Served:
+    """Start serving ``target`` on ``sockets`` (bound, listening) in the running loop.
+
+    An app gets one ``KyoukaiComponent`` per socket. A config's Kyoukai components get one socket
+    each, in order; a single Kyoukai component takes every socket (gunicorn with several binds).
+    """
+    from asphalt.core import Context
+
+    loop = asyncio.get_running_loop()
+    settings = validate_settings(settings)
+    context = Context()
+    if target.app is not None:
+        from kyoukai.asphalt import KyoukaiComponent
+
+        target.app.loop = loop  # Kyoukai took get_event_loop() when the app was made
+        components = []
+        for sock in sockets:
+            host, port = sock.getsockname()[:2]
+            component = KyoukaiComponent(target.app, host, port, backend="kyoukai_fast",
+                                         run_server=False, **settings)
+            await component.start(context)
+            components.append(component)
+        groups = [[sock] for sock in sockets]
+        root = None
+    else:
+        root, components = await _start_config(target, context, loop, settings)
+        if len(components) == 1:
+            groups = [list(sockets)]
+        elif len(components) == len(sockets):
+            groups = [[sock] for sock in sockets]
+        else:
+            raise TargetError(f"{target.spec}: {len(components)} Kyoukai components but "
+                              f"{len(sockets)} listening sockets")
+    try:
+        for component, group in zip(components, groups):
+            component.app.finalize()
+            servers = []
+            for sock in group:
+                port = sock.getsockname()[1]
+                factory = partial(component.get_protocol, component.base_context,
+                                  (component.get_server_name(), port))
+                servers.append(await loop.create_server(factory, sock=sock, ssl=ssl_context))
+            component.server = servers[0] if len(servers) == 1 else _Listeners(servers)
+    except BaseException:
+        await context.close()
+        raise
+    return Served(context, components, root)
+
+
+async def _start_config(target: Target, context, loop, settings: dict):
+    from asphalt.core.component import component_types
+    from kyoukai.asphalt import KyoukaiBaseComponent
+
+    config = _with_settings(target.config, settings)
+    # Apps referenced by the config are imported while the component is built: their Kyoukai
+    # objects take the running loop from get_event_loop().
+    asyncio.set_event_loop(loop)
+    root = component_types.create_object(**config)
+    await root.start(context)
+    found = []
+    _collect(root, KyoukaiBaseComponent, found)
+    for component in found:
+        component.app.loop = loop
+    return root, found
+
+
+def _with_settings(config: dict, settings: dict) -> dict:
+    """A copy of the config tree with ``settings`` on every (marked) Kyoukai component."""
+    config = dict(config)
+    if config.get("run_server") is False:
+        config.update(settings)
+    if isinstance(config.get("components"), dict):
+        config["components"] = {name: _with_settings(child, settings) if isinstance(child, dict)
+                                else child for name, child in config["components"].items()}
+    return config
+
+
+def _collect(component, cls, found: list) -> None:
+    if isinstance(component, cls):
+        found.append(component)
+    for child in (getattr(component, "child_components", None) or {}).values():
+        _collect(child, cls, found)
+
+
+async def stop(served: Served, timeout: float | None = None) -> int:
+    """Graceful shutdown of every component (see :func:`kyoukai_fast.graceful_shutdown`), then
+    close the Asphalt context. Returns the number of connections cut at the deadline."""
+    cut = await asyncio.gather(*(graceful_shutdown(c, timeout) for c in served.components))
+    await served.context.close()
+    return sum(cut)
+
+
+async def stop_now(served: Served) -> int:
+    """Close every connection of a server already stopping (a second Ctrl-C)."""
+    cut = await asyncio.gather(*(graceful_shutdown(c, 0) for c in served.components))
+    return sum(cut)

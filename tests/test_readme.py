@@ -1,0 +1,170 @@
+"""
+Every example in README.md runs: each shell command, the Python snippet and the Asphalt config.
+
+Commands run as written, from the directory they ``cd`` into, with ``kyoukai-fast`` and ``python``
+on PATH (shims for the source tree's ``python -m kyoukai_fast`` and this venv's python). The only
+change: a server's fixed port 4444 becomes 0 (a free port, printed or logged by the server), and
+gunicorn runs 2 workers instead of 4 on this small machine. The ``pip install`` lines run in
+tests/test_install.py; ``make test`` is what runs this file.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+
+import pytest
+
+from procs import (ROOT, VENV_BIN, Server, env, free_port_server, get_json, posix_only, request,
+                   run, source_tree_only)
+
+pytestmark = [source_tree_only, posix_only]
+
+README = (ROOT / "README.md").read_text(encoding="utf-8") if (ROOT / "README.md").exists() else ""
+
+
+#: The README sections whose examples this file runs (other sections have tests of their own).
+SECTIONS = ("", "Install", "Switch your app", "Run with the CLI", "Run under gunicorn",
+            "Asphalt config", "Which implementation is live")
+
+
+def sections() -> dict:
+    """README text by ``## `` heading ("" for what comes before the first one)."""
+    parts = re.split(r"^## (.+)$", README, flags=re.M)
+    found = {"": parts[0]}
+    found.update(zip(parts[1::2], parts[2::2]))
+    return found
+
+
+def code_blocks(language: str) -> list[str]:
+    text = sections()
+    assert set(SECTIONS) <= set(text), set(SECTIONS) - set(text)
+    return [block for name in SECTIONS
+            for block in re.findall(rf"```{language}\n(.*?)```", text[name], flags=re.S)]
+
+
+def readme_commands() -> list[str]:
+    commands = []
+    for block in code_blocks("sh"):
+        for line in block.splitlines():
+            command = re.sub(r"\s+#.*$", "", line).strip()
+            if command:
+                commands.append(command)
+    return commands
+
+
+# README command -> how the test runs it.
+HELLO = r"serving hello_app:app on http://127\.0\.0\.1:(\d+)"
+SERVERS = {
+    "bash scripts/serve.sh --port 4444": dict(port=HELLO),
+    "cd examples && kyoukai-fast run hello_app:app --port 4444": dict(port=HELLO),
+    "cd examples && python -m kyoukai_fast run hello_app:app --port 4444 --loop asyncio "
+    "--log-level warning": dict(port=HELLO),
+    "cd examples && kyoukai-fast run hello_app:app --port 4444 --workers 4":
+        dict(port=HELLO, workers=True),
+    "cd examples && kyoukai-fast run asphalt.yml": dict(port=r"on http://127\.0\.0\.1:(\d+)",
+                                                       extra=["--port", "0"]),
+    "cd examples && gunicorn -k kyoukai_fast.workers.KyoukaiWorker hello_app:app -w 4 "
+    "-b 127.0.0.1:4444": dict(port=r"Listening at: http://127\.0\.0\.1:(\d+)", workers=True),
+    "cd examples && PYTHONPATH=. asphalt run asphalt.yml":
+        dict(port=r"kyoukai_fast serving on 127\.0\.0\.1:(\d+)",
+             extra=["--set", "component.port=0"]),
+}
+IMPLEMENTATION = 'python -c "import kyoukai_fast; print(kyoukai_fast.IMPLEMENTATION)"'
+ELSEWHERE = {
+    "make test": "runs this test suite (.ci/run)",
+    'pip install "kyoukai-fast[kyoukai]"': "tests/test_install.py",
+    "pip install --no-deps kyoukai==2.2.1.post1": "tests/test_install.py",
+}
+ONE_SHOT = {IMPLEMENTATION: "cython", f"KYOUKAI_FAST_NO_EXTENSIONS=1 {IMPLEMENTATION}": "python"}
+
+
+def test_every_readme_command_is_tested():
+    known = set(SERVERS) | set(ELSEWHERE) | set(ONE_SHOT)
+    commands = readme_commands()
+    assert set(commands) == known, set(commands) ^ known
+    install = (ROOT / "tests" / "test_install.py").read_text()
+    for command, where in ELSEWHERE.items():
+        if where.endswith(".py"):
+            assert command.split()[-1].strip('"') in install, command
+
+
+@pytest.fixture(scope="module")
+def shims(tmp_path_factory):
+    """``kyoukai-fast`` (as installed: the source tree's CLI) and ``python`` on PATH."""
+    folder = tmp_path_factory.mktemp("bin")
+    for name, body in (("python", f'exec "{sys.executable}" "$@"'),
+                       ("kyoukai-fast", f'exec "{sys.executable}" -m kyoukai_fast "$@"')):
+        script = folder / name
+        script.write_text(f"#!/bin/sh\n{body}\n")
+        script.chmod(0o755)
+    return folder
+
+
+def split(command: str, environment: dict):
+    """``cd DIR && VAR=value program args`` -> (argv, cwd), without a shell in between (so that
+    signals reach the server itself)."""
+    cwd = ROOT
+    match = re.match(r"cd (\S+) && (.*)", command)
+    if match:
+        cwd, command = ROOT / match.group(1), match.group(2)
+    argv = shlex.split(command)
+    while argv and re.match(r"^[A-Z_]+=", argv[0]):
+        name, value = argv.pop(0).split("=", 1)
+        if name == "PYTHONPATH":
+            value = f"{(cwd / value).resolve()}:{environment['PYTHONPATH']}"
+        environment[name] = value
+    return argv, cwd
+
+
+def for_test(command: str) -> str:
+    command = command.replace("--port 4444", "--port 0").replace("127.0.0.1:4444", "127.0.0.1:0")
+    return command.replace("--workers 4", "--workers 2").replace("-w 4", "-w 2")
+
+
+@pytest.mark.parametrize("command", list(SERVERS))
+def test_server_command(command, shims):
+    assert command in README
+    how = SERVERS[command]
+    environment = env(PATH=f"{shims}:{VENV_BIN}:{env()['PATH']}")
+    argv, cwd = split(for_test(command), environment)
+    assert "4444" not in " ".join(argv)
+    with Server([*argv, *how.get("extra", [])], env=environment, cwd=cwd) as server:
+        port = server.port(how["port"])
+        assert request(port, "GET", "/")[::2] == (200, b"Hello, world!")
+        status = get_json(port, "/api/status")
+        assert status["backend"].startswith("kyoukai_fast._protocol_")
+        assert request(port, "GET", "/missing")[0] == 404
+        if how.get("workers"):
+            server.wait_workers(2)
+    assert server.proc.returncode in (0, -15)  # stopped by the test's SIGTERM
+
+
+@pytest.mark.parametrize("command", list(ONE_SHOT))
+def test_implementation_command(command, shims):
+    assert command in README
+    environment = env(PATH=f"{shims}:{env()['PATH']}")
+    argv, cwd = split(command, environment)
+    result = run(argv, env=environment, cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ONE_SHOT[command]
+
+
+def test_switch_your_app_snippet():
+    [snippet] = code_blocks("python")
+    assert 'backend="kyoukai_fast"' in snippet and "4444" in snippet
+    runner = ("import sys; source = sys.argv[1].replace('4444', sys.argv[2]); "
+              "exec(compile(source, 'README.md', 'exec'))")
+    # free_port_server appends the port it picked: sys.argv[2].
+    with free_port_server([sys.executable, "-c", runner, snippet], [],
+                          ready=r"Application started") as (server, port):
+        assert request(port, "GET", "/")[::2] == (200, b"Hello from kyoukai_fast")
+        assert request(port, "GET", "/missing")[0] == 404
+
+
+def test_asphalt_config_block_is_the_example_file():
+    from ruamel.yaml import YAML
+
+    [block] = code_blocks("yaml")
+    yaml = YAML(typ="safe")
+    assert yaml.load(block) == yaml.load((ROOT / "examples" / "asphalt.yml").read_text())
