@@ -32,6 +32,10 @@ class ProtocolConfig:
     max_header_count: int = 100
     #: Largest single header field, name plus value (431 beyond).
     max_header_size: int = 8190
+    #: Largest request head arriving over several reads, counted after the read it began in
+    #: (431 beyond). httptools buffers an incomplete header field whole, so without this a
+    #: client could grow one field for as long as the header timeout lets it.
+    max_head_size: int = 64 * 1024
     #: Seconds an idle keep-alive connection is kept open.
     keepalive_timeout: float = 5.0
     #: Seconds a client has to send a complete request head once it started one (slowloris).

@@ -14,7 +14,7 @@ from werkzeug.exceptions import (
     BadRequest,
     HTTPException,
     InternalServerError,
-    MethodNotAllowed,
+    NotImplemented as HTTPNotImplemented,
 )
 
 from . import _wsgi_py
@@ -43,7 +43,10 @@ def parser_error_to_http(exc: BaseException) -> HTTPException:
     if isinstance(cause, HTTPLimitExceeded):
         return cause.http_error
     if isinstance(exc, httptools.HttpParserInvalidMethodError):
-        return MethodNotAllowed()
+        # RFC 9110 15.6.2: 501 is the answer to a method the server does not recognize for any
+        # resource. (405 is for a method a resource does not allow, and needs an Allow field
+        # naming the methods it does: the app's routing answers those.)
+        return HTTPNotImplemented("Unknown request method.")
     if isinstance(exc, httptools.HttpParserUpgrade):
         return BadRequest("Unsupported protocol upgrade.")
     if isinstance(exc, httptools.HttpParserCallbackError):

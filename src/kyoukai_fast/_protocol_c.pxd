@@ -10,6 +10,7 @@ cdef class RequestState:
     cdef public str method
     cdef public int header_count
     cdef public bint complete
+    cdef public Py_ssize_t head_received  # bytes of an incomplete head after its first read
 
 
 cdef class HTTPProtocolCore:
@@ -58,6 +59,7 @@ cdef class HTTPProtocolCore:
     cdef object _upgrade_body  # UpgradeBody of an h2c upgrade still receiving its body
 
     cdef _enqueue(self, item)
+    cdef _request_incomplete(self, Py_ssize_t size)
     cdef _run_queue(self)
     cdef _drain_queue(self)
     cdef _flush(self)

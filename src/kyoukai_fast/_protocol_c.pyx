@@ -24,7 +24,7 @@ from werkzeug.exceptions import (
     RequestURITooLarge,
 )
 
-from cpython.bytes cimport PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.contextvars cimport PyContext_CopyCurrent, PyContext_Enter, PyContext_Exit
 from cpython.dict cimport PyDict_Copy, PyDict_GetItem
 from cpython.object cimport PyObject
@@ -38,9 +38,11 @@ from ._input import EMPTY_INPUT
 from . import _wsgi_c
 from ._body import decode_body
 from ._config import server_state_for
+from ._conformance import TRAILER_BASE, VALID_HOSTS, check_head, head_too_large, trailer_field
 from ._errors import HTTPLimitExceeded, error_response, logger, parser_error_to_http
 from ._tasks import continue_in_task
-from ._upgrade import UpgradeBody, after_upgrade as _after_upgrade, hand_over_h2c, hand_over_tls
+from ._upgrade import (UpgradeBody, after_upgrade as _after_upgrade, hand_over_h2c, hand_over_tls,
+                       upgrade_refusal)
 
 cdef extern from "Python.h":
     # PYGEN_RETURN = 0, PYGEN_ERROR = -1 (exception set), PYGEN_NEXT = 1
@@ -53,6 +55,7 @@ cdef object _monotonic = time.monotonic
 cdef object _HttpParserUpgrade = httptools.HttpParserUpgrade
 cdef object _HttpParserError = httptools.HttpParserError
 cdef object _HTTPException = HTTPException
+cdef dict _VALID_HOSTS = VALID_HOSTS
 cdef bytes _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 cdef dict _METHODS = {m.encode(): m for m in
                       ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
@@ -158,6 +161,9 @@ cdef class HTTPProtocolCore:
             except _HttpParserError as exc:
                 self._parse_failed = True
                 self._enqueue(parser_error_to_http(exc))
+            if self._current is not None and not self._parse_failed:
+                self._request_incomplete(PyBytes_GET_SIZE(data) if type(data) is bytes
+                                         else len(data))
             if not self._busy:
                 self._run_queue()
         finally:
@@ -200,9 +206,17 @@ cdef class HTTPProtocolCore:
 
     def on_header(self, bytes name, bytes value):
         cdef RequestState req = self._current
+        cdef Py_ssize_t size = PyBytes_GET_SIZE(value)
+        if size and (PyBytes_AS_STRING(value)[size - 1] == b' '
+                     or PyBytes_AS_STRING(value)[size - 1] == b'\t'):
+            # llhttp keeps trailing whitespace; it is not part of the value (RFC 9110 5.5).
+            value = value.rstrip(b" \t")
         req.header_count += 1
         if (req.header_count > self._max_header_count
                 or PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) > self._max_header_size):
+            if trailer_field(req.header_count, PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value),
+                             self._max_header_count, self._max_header_size):
+                return  # a trailer field: never merged into the header fields (RFC 9110 6.5.1)
             raise HTTPLimitExceeded(RequestHeaderFieldsTooLarge())
         add_header(
             req.environ,
@@ -240,6 +254,12 @@ cdef class HTTPProtocolCore:
         environ["REMOTE_PORT"] = str(self.client_port)
         environ["wsgi.url_scheme"] = self._url_scheme
         environ["kyoukai.protocol"] = self
+        found = PyDict_GetItem(environ, "HTTP_HOST")
+        if (found == NULL or PyDict_GetItem(_VALID_HOSTS, <object>found) == NULL
+                or not target.startswith("/")
+                or PyDict_GetItem(environ, "HTTP_TRANSFER_ENCODING") != NULL):
+            if check_head(environ, req.method, req.version, target):
+                req.header_count = TRAILER_BASE  # what the parser reports now is a trailer
         found = PyDict_GetItem(environ, "CONTENT_LENGTH")
         if found != NULL:
             length = <str>found
@@ -268,6 +288,18 @@ cdef class HTTPProtocolCore:
         self._continue_pending = False
         req.complete = True
         self._enqueue(req)
+
+    cdef _request_incomplete(self, Py_ssize_t size):
+        """A read ended inside a request: bound the size of its head across reads."""
+        cdef RequestState req = self._current
+        if req.head_received < 0:
+            return  # reading its body
+        try:
+            req.head_received = head_too_large(req.environ, req.head_received, size,
+                                               self._server.config.max_head_size)
+        except HTTPLimitExceeded as exc:
+            self._parse_failed = True
+            self._enqueue(exc.http_error)
 
     # --- request queue ------------------------------------------------------------------------
 
@@ -495,11 +527,13 @@ cdef class HTTPProtocolCore:
         cdef list queue = self._queue
         cdef RequestState req
         item = queue[len(queue) - 1] if queue else None
+        environ = None
         if type(item) is RequestState and self._current is None:
             # The upgrading request is complete and last in the queue: it is never handed to
             # the app as a plain HTTP/1.1 request.
             queue.pop()
             req = <RequestState>item
+            environ = req.environ
             upgrade = (req.environ.get("HTTP_UPGRADE") or "").strip().lower()
             if upgrade == "h2c" and not queue and not self._busy:
                 try:
@@ -509,7 +543,7 @@ cdef class HTTPProtocolCore:
                     return
                 self._feed_upgrade_body(rest)
                 return
-        self._enqueue(BadRequest("Unsupported protocol upgrade."))
+        self._enqueue(upgrade_refusal(environ))
 
     cdef _feed_upgrade_body(self, data):
         pending = self._upgrade_body

@@ -34,10 +34,12 @@ from werkzeug.exceptions import (
 from . import _wsgi_py
 from ._body import decode_body
 from ._config import server_state_for
+from ._conformance import TRAILER_BASE, VALID_HOSTS, check_head, head_too_large, trailer_field
 from ._input import EMPTY_INPUT
 from ._errors import HTTPLimitExceeded, error_response, logger, parser_error_to_http
 from ._tasks import continue_in_task
-from ._upgrade import UpgradeBody, after_upgrade as _after_upgrade, hand_over_h2c, hand_over_tls
+from ._upgrade import (UpgradeBody, after_upgrade as _after_upgrade, hand_over_h2c, hand_over_tls,
+                       upgrade_refusal)
 
 __all__ = ("KyoukaiProtocol", "RequestState", "PROTOCOL_CLASS")
 
@@ -58,7 +60,7 @@ class RequestState:
     """Everything about one request while it is parsed and waits for its handler."""
 
     __slots__ = ("environ", "url", "body", "body_size", "version", "keep_alive", "method",
-                 "header_count", "complete", "upgrade")
+                 "header_count", "complete", "upgrade", "head_received")
 
     def __init__(self, environ: dict):
         self.environ = environ
@@ -71,6 +73,7 @@ class RequestState:
         self.header_count = 0
         self.complete = False
         self.upgrade = False
+        self.head_received = 0
 
 
 class KyoukaiProtocol(asyncio.Protocol):
@@ -166,6 +169,8 @@ class KyoukaiProtocol(asyncio.Protocol):
             except httptools.HttpParserError as exc:
                 self._parse_failed = True
                 self._enqueue(parser_error_to_http(exc))
+            if self._current is not None and not self._parse_failed:
+                self._request_incomplete(len(data))
             if not self._busy:
                 self._run_queue()
         finally:
@@ -206,9 +211,15 @@ class KyoukaiProtocol(asyncio.Protocol):
 
     def on_header(self, name, value):
         req = self._current
+        if value and value[-1] in (32, 9):
+            # llhttp keeps trailing whitespace; it is not part of the value (RFC 9110 5.5).
+            value = value.rstrip(b" \t")
         req.header_count += 1
         if (req.header_count > self._config.max_header_count
                 or len(name) + len(value) > self._config.max_header_size):
+            if trailer_field(req.header_count, len(name) + len(value),
+                             self._config.max_header_count, self._config.max_header_size):
+                return  # a trailer field: never merged into the header fields (RFC 9110 6.5.1)
             raise HTTPLimitExceeded(RequestHeaderFieldsTooLarge())
         _add_header(req.environ, _header_environ_key(name.decode("latin-1")),
                     value.decode("latin-1"))
@@ -236,6 +247,10 @@ class KyoukaiProtocol(asyncio.Protocol):
         environ["REMOTE_PORT"] = str(self.client_port)
         environ["wsgi.url_scheme"] = self._url_scheme
         environ["kyoukai.protocol"] = self
+        if (environ.get("HTTP_HOST") not in VALID_HOSTS or not target.startswith("/")
+                or "HTTP_TRANSFER_ENCODING" in environ):
+            if check_head(environ, req.method, req.version, target):
+                req.header_count = TRAILER_BASE  # what the parser reports now is a trailer
         length = environ.get("CONTENT_LENGTH")
         if length is not None and length.isdigit() and int(length) > self._config.max_body_size:
             raise HTTPLimitExceeded(RequestEntityTooLarge())
@@ -262,6 +277,18 @@ class KyoukaiProtocol(asyncio.Protocol):
         self._continue_pending = False
         req.complete = True
         self._enqueue(req)
+
+    def _request_incomplete(self, size):
+        """A read ended inside a request: bound the size of its head across reads."""
+        req = self._current
+        if req.head_received < 0:
+            return  # reading its body
+        try:
+            req.head_received = head_too_large(req.environ, req.head_received, size,
+                                               self._config.max_head_size)
+        except HTTPLimitExceeded as exc:
+            self._parse_failed = True
+            self._enqueue(exc.http_error)
 
     # --- request queue ----------------------------------------------------------------------
 
@@ -474,10 +501,12 @@ class KyoukaiProtocol(asyncio.Protocol):
         self._parse_failed = True  # nothing after the upgrade request is HTTP/1.1
         queue = self._queue
         req = queue[-1] if queue else None
+        environ = None
         if isinstance(req, RequestState) and self._current is None:
             # The upgrading request is complete and last in the queue: it is never handed to
             # the app as a plain HTTP/1.1 request.
             queue.pop()
+            environ = req.environ
             upgrade = (req.environ.get("HTTP_UPGRADE") or "").strip().lower()
             if upgrade == "h2c" and not queue and not self._busy:
                 try:
@@ -487,7 +516,7 @@ class KyoukaiProtocol(asyncio.Protocol):
                     return
                 self._feed_upgrade_body(rest)
                 return
-        self._enqueue(BadRequest("Unsupported protocol upgrade."))
+        self._enqueue(upgrade_refusal(environ))
 
     def _feed_upgrade_body(self, data):
         pending = self._upgrade_body
