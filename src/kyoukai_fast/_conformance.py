@@ -17,6 +17,9 @@ bare CR/LF and control characters. What it accepts and a server must still refus
 * the head of a request may not grow without bound across reads (httptools buffers an incomplete
   header field internally, so the per-field limit alone cannot bound it) → 431.
 
+And on the response side: an app's 1xx status is not a final response (500 instead), and a
+streamed body on a kept-alive connection is held to the ``Content-Length`` its app declared.
+
 The protocol's hot path calls :func:`check_head` only when a request is not the common case (a
 ``Host`` value not seen valid before, a target not in origin-form, a ``Transfer-Encoding``).
 """
@@ -30,7 +33,7 @@ from werkzeug.exceptions import RequestHeaderFieldsTooLarge
 from ._errors import HTTPLimitExceeded
 
 __all__ = ("VALID_HOSTS", "TRAILER_BASE", "check_head", "valid_host", "trailer_field",
-           "head_too_large")
+           "head_too_large", "interim_status_error", "hold_to_declared_length", "DeclaredLength")
 
 #: ``Host`` values already found valid: the hot path looks a value up here before calling
 #: :func:`check_head`. Bounded, so that a client sending random hosts cannot grow it.
@@ -144,3 +147,69 @@ def head_too_large(environ: dict, received: int, size: int, limit: int) -> int:
     if received > limit:
         raise HTTPLimitExceeded(RequestHeaderFieldsTooLarge())
     return received
+
+
+# --- responses --------------------------------------------------------------------------------
+
+def interim_status_error(head: bytes):
+    """An error when a rendered response has a 1xx status, else ``None``.
+
+    A 1xx response is interim (RFC 9110 15.2): sent as the app's final answer, the client would
+    wait for another response, or switch protocols on a 101 that the server never made.
+    """
+    return ValueError("an app returned an interim (1xx) status as its response: "
+                      + head.split(b"\r\n", 1)[0].decode("latin-1"))
+
+
+class DeclaredLength:
+    """A streamed body held to the ``Content-Length`` its app declared.
+
+    On a kept-alive connection the client takes exactly that many bytes as the body: more would
+    be read as the start of the next response, fewer would swallow part of it. Extra bytes are
+    cut off; a body that ends short raises, and the protocol then closes the connection (the
+    client sees a truncated response instead of a desynchronised one).
+    """
+
+    __slots__ = ("app_iter", "left")
+
+    def __init__(self, app_iter, length: int):
+        self.app_iter = app_iter
+        self.left = length
+
+    def __iter__(self):
+        for chunk in self.app_iter:
+            if isinstance(chunk, str):
+                chunk = chunk.encode()
+            if len(chunk) >= self.left:
+                chunk, self.left = chunk[:self.left], 0
+                if chunk:
+                    yield chunk
+                return
+            self.left -= len(chunk)
+            yield chunk
+        if self.left:
+            raise ValueError(f"streamed body ended {self.left} bytes short of its Content-Length")
+
+    def close(self):
+        close = getattr(self.app_iter, "close", None)
+        if close is not None:
+            close()
+
+
+def declared_length(head: bytes):
+    """The ``Content-Length`` a rendered response head declares, or ``None``."""
+    lower = head.lower()
+    start = lower.find(b"\r\ncontent-length:")
+    if start < 0:
+        return None
+    end = lower.find(b"\r\n", start + 2)
+    try:
+        return int(head[start + 17:end])
+    except ValueError:
+        return None
+
+
+def hold_to_declared_length(app_iter, head: bytes):
+    """``app_iter`` of a kept-alive streamed response, held to its declared length if any."""
+    length = declared_length(head)
+    return app_iter if length is None else DeclaredLength(app_iter, length)

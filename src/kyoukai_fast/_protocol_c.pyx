@@ -38,7 +38,8 @@ from ._input import EMPTY_INPUT
 from . import _wsgi_c
 from ._body import decode_body
 from ._config import server_state_for
-from ._conformance import TRAILER_BASE, VALID_HOSTS, check_head, head_too_large, trailer_field
+from ._conformance import (TRAILER_BASE, VALID_HOSTS, check_head, head_too_large,
+                           hold_to_declared_length, interim_status_error, trailer_field)
 from ._errors import HTTPLimitExceeded, error_response, logger, parser_error_to_http
 from ._tasks import continue_in_task
 from ._upgrade import (UpgradeBody, after_upgrade as _after_upgrade, hand_over_h2c, hand_over_tls,
@@ -440,10 +441,18 @@ cdef class HTTPProtocolCore:
         except Exception as exc:
             self._handler_failed(req, exc)
             return
-        self._write(<bytes>rendered[0])
-        keep_alive = rendered[2]
+        data = <bytes>rendered[0]
         app_iter = rendered[1]
+        if PyBytes_AS_STRING(data)[9] == b'1':  # "HTTP/1.x 1..": not a final response
+            if app_iter is not None and hasattr(app_iter, "close"):
+                app_iter.close()
+            self._handler_failed(req, interim_status_error(data))
+            return
+        self._write(data)
+        keep_alive = rendered[2]
         if app_iter is not None:
+            if keep_alive and not rendered[3]:
+                app_iter = hold_to_declared_length(app_iter, data)
             self._busy = True
             task = self._loop.create_task(self._stream(req, app_iter, keep_alive, rendered[3]))
             self._handler = task

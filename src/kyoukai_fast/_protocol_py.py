@@ -34,7 +34,8 @@ from werkzeug.exceptions import (
 from . import _wsgi_py
 from ._body import decode_body
 from ._config import server_state_for
-from ._conformance import TRAILER_BASE, VALID_HOSTS, check_head, head_too_large, trailer_field
+from ._conformance import (TRAILER_BASE, VALID_HOSTS, check_head, head_too_large,
+                           hold_to_declared_length, interim_status_error, trailer_field)
 from ._input import EMPTY_INPUT
 from ._errors import HTTPLimitExceeded, error_response, logger, parser_error_to_http
 from ._tasks import continue_in_task
@@ -411,8 +412,15 @@ class KyoukaiProtocol(asyncio.Protocol):
         except Exception as exc:
             self._handler_failed(req, exc)
             return
+        if data[9] == 49:  # "HTTP/1.x 1..": not a final response
+            if app_iter is not None and hasattr(app_iter, "close"):
+                app_iter.close()
+            self._handler_failed(req, interim_status_error(data))
+            return
         self._raw_write(data)
         if app_iter is not None:
+            if keep_alive and not chunked:
+                app_iter = hold_to_declared_length(app_iter, data)
             self._busy = True
             task = self._loop.create_task(self._stream(req, app_iter, keep_alive, chunked))
             self._handler = task
