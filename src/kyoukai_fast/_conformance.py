@@ -90,9 +90,14 @@ def check_head(environ: dict, method: str, version: str, target: str) -> bool:
     if version == "1.0":
         # RFC 9112 6.1: the framing of an HTTP/1.0 message with Transfer-Encoding is faulty.
         raise _bad("Transfer-Encoding is not allowed in an HTTP/1.0 request.")
-    # llhttp has made sure that "chunked" is the final coding, once.
     codings = [c.strip().lower() for c in coding.split(",")]
-    other = [c for c in codings if c != "chunked"]
+    if codings[-1] != "chunked":
+        # RFC 9112 6.3: the body length cannot be determined (llhttp would refuse it too, but
+        # only after the head, and this check comes first).
+        raise _bad("Transfer-Encoding must end with chunked.")
+    other = codings[:-1]
+    if "chunked" in other:
+        raise _bad("chunked applied more than once.")  # RFC 9112 7
     if other:
         raise HTTPLimitExceeded(HTTPNotImplemented(
             "Transfer coding not implemented: " + ", ".join(other)))
