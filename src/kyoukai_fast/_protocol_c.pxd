@@ -46,6 +46,8 @@ cdef class HTTPProtocolCore:
     cdef object _handler
     cdef object _drain_waiter
     cdef object _out                 # writes held back while batching: None, bytes or list
+    cdef Py_ssize_t _out_size        # bytes in _out once it holds more than one write
+    cdef Py_ssize_t _write_high_water
     cdef double _last_activity
     cdef double _message_started
     cdef bint _busy

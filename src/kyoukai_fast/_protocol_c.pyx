@@ -100,6 +100,7 @@ cdef class HTTPProtocolCore:
         self._max_pipelined = config.max_pipelined_requests
         self._keepalive_timeout = config.keepalive_timeout
         self._header_timeout = config.header_timeout
+        self._write_high_water = config.write_high_water
         self._url_scheme = "http"
 
     # --- asyncio callbacks --------------------------------------------------------------------
@@ -603,8 +604,14 @@ cdef class HTTPProtocolCore:
                 self._out = data
             elif type(pending) is list:
                 (<list>pending).append(data)
+                self._out_size += PyBytes_GET_SIZE(data)
             else:
                 self._out = [pending, data]
+                self._out_size = PyBytes_GET_SIZE(<bytes>pending) + PyBytes_GET_SIZE(data)
+            if pending is not None and self._out_size > self._write_high_water:
+                # Many pipelined responses in one batch: hand them to the transport now, so
+                # that pause_writing can stop the next ones (memory stays bounded).
+                self._flush()
             return
         if self.transport.is_closing():  # lost, and connection_lost not yet called
             return

@@ -109,6 +109,7 @@ class KyoukaiProtocol(asyncio.Protocol):
         self._continue_pending = False
         self._batching = False      # while set, writes collect in _out for one transport.write
         self._out = None
+        self._out_size = 0          # bytes in _out once it holds more than one write
         self._upgrade_body = None   # UpgradeBody of an h2c upgrade still receiving its body
 
     # --- asyncio callbacks ------------------------------------------------------------------
@@ -568,10 +569,16 @@ class KyoukaiProtocol(asyncio.Protocol):
         if transport is None or self._closing:
             return
         if self._batching:
-            if self._out is None:
+            out = self._out
+            if out is None:
                 self._out = [data]
             else:
-                self._out.append(data)
+                out.append(data)
+                self._out_size = (len(out[0]) if len(out) == 2 else self._out_size) + len(data)
+                if self._out_size > self._config.write_high_water:
+                    # Many pipelined responses in one batch: hand them to the transport now,
+                    # so that pause_writing can stop the next ones (memory stays bounded).
+                    self._flush()
             return
         if transport.is_closing():  # lost, and connection_lost not yet called
             return
