@@ -483,3 +483,54 @@ def test_http10_keep_alive_and_close(impl):
     assert responses[0].header("Connection") == "keep-alive"
     assert responses[1].header("Connection") in (None, "close")
     assert [r.path for r in requests] == ["/a", "/b"]
+
+
+@pytest.mark.parametrize("make", [
+    lambda: Response([b"ab", b"cd"], headers={"Transfer-Encoding": "chunked"}),
+    lambda: Response(iter([b"ab", b"cd"]), headers={"Transfer-Encoding": "chunked"}),
+    lambda: Response(iter([b"ab", b"cd"]), headers={"transfer-encoding": "gzip"}),
+], ids=["buffered", "streamed", "streamed-other-coding"])
+def test_framing_is_the_servers_even_if_the_app_sets_transfer_encoding(impl, make):
+    async def main():
+        protocol, transport, _ = await open_connection(impl, lambda request: make())
+        protocol.data_received(get("/a") + get("/b"))
+        first, second = await wait_for_responses(transport, 2)
+        for response in (first, second):
+            assert response.body == b"abcd"
+            codings = [v for k, v in response.headers if k.lower() == "transfer-encoding"]
+            lengths = [v for k, v in response.headers if k.lower() == "content-length"]
+            # exactly one framing: a Content-Length, or the server's own chunked coding
+            assert (codings, lengths) in (([], ["4"]), (["chunked"], []))
+        assert not transport.closed
+
+    run(main())
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+def test_every_setting_is_configurable_and_documented():
+    import dataclasses
+    import pathlib
+
+    from kyoukai_fast import ProtocolConfig
+
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Limits and timeouts", 1)[1]
+    for field in dataclasses.fields(ProtocolConfig):
+        default = getattr(ProtocolConfig, field.name)
+        assert f"| `{field.name}` |" in section, field.name
+        changed = ProtocolConfig.from_mapping({field.name: default * 2 + 1})
+        assert getattr(changed, field.name) == default * 2 + 1
+    with pytest.raises(ValueError):
+        ProtocolConfig.from_mapping({"header_timeout": -1})
+
+
+def test_settings_reach_the_protocol_from_the_component(impl):
+    # each limit is set through the component's configuration, as KyoukaiComponent(**cfg) does
+    for cfg, data, status in [
+        ({"max_url_size": 5}, get("/abcdef"), 414),
+        ({"max_header_count": 1}, get("/", [("X-A", "1")]), 431),
+        ({"max_header_size": 10}, get("/", [("X-A", "0123456789")]), 431),
+        ({"max_body_size": 3}, get("/", method="POST", body=b"abcd"), 413),
+    ]:
+        refused(impl, data, status, **cfg)
