@@ -534,3 +534,92 @@ def test_settings_reach_the_protocol_from_the_component(impl):
         ({"max_body_size": 3}, get("/", method="POST", body=b"abcd"), 413),
     ]:
         refused(impl, data, status, **cfg)
+
+
+# --- the pipeline backlog ---------------------------------------------------------------------
+
+def _live_request_states(impl):
+    import gc
+
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if type(o) is impl.protocol_module.RequestState)
+
+
+def test_one_huge_read_of_tiny_requests_is_parsed_only_up_to_the_bound(impl):
+    from kyoukai_fast._config import FEED_SLICE
+
+    gate = asyncio.Event()
+
+    async def handler(request):
+        await gate.wait()
+        return Response(request.path)
+
+    async def main():
+        protocol, transport, component = await open_connection(
+            impl, handler, max_pipelined_requests=4)
+        requests = [get(f"/r{i}") for i in range(2000)]
+        data = b"".join(requests)
+        assert len(data) > 8 * FEED_SLICE
+        before = _live_request_states(impl)
+        protocol.data_received(data)
+        await settle()
+        assert transport.reading_paused
+        parsed = _live_request_states(impl) - before
+        # not 2000: parsing stopped within a slice of reaching the bound
+        assert parsed <= 4 + FEED_SLICE // len(requests[0]) + 2, parsed
+        gate.set()
+        responses = await wait_for_responses(transport, 2000, timeout=20)
+        assert [r.body for r in responses] == [f"/r{i}".encode() for i in range(2000)]
+        await settle()
+        assert not transport.reading_paused and not transport.closed
+
+    run(main())
+
+
+def test_h2c_upgrade_found_in_a_later_slice_of_a_read(impl):
+    from kyoukai_fast._config import FEED_SLICE
+    from test_upgrade import collect_stream, h2_client, split_101, upgrade_request
+
+    async def main():
+        protocol, transport, component = await open_connection(impl, echo)
+        client = h2_client()
+        settings = client.initiate_upgrade_connection()
+        pad = b"X-Pad-1: " + b"p" * 5000 + b"\r\nX-Pad-2: " + b"q" * 5000 + b"\r\n"
+        data = upgrade_request(settings, path="/big-up", extra=pad) + client.data_to_send()
+        assert len(data) > FEED_SLICE
+        protocol.data_received(data)
+        head, rest = split_101(transport.take())
+        assert head.startswith(b"HTTP/1.1 101 ")
+        pending = [rest]
+
+        async def read():
+            if pending:
+                return pending.pop()
+            await asyncio.sleep(0.001)
+            return transport.take()
+
+        headers, body, _ = await collect_stream(client, read)
+        assert headers[":status"] == "200" and json.loads(body)["path"] == "/big-up"
+
+    run(main())
+
+
+def test_keep_alive_idleness_starts_after_a_slow_response(impl):
+    async def handler(request):
+        await asyncio.sleep(0.4)  # longer than the keep-alive timeout
+        return Response(request.path)
+
+    async def main():
+        protocol, transport, component = await open_connection(
+            impl, handler, keepalive_timeout=0.2)
+        protocol.data_received(get("/slow"))
+        [first] = await wait_for_responses(transport, 1)
+        await asyncio.sleep(0.1)  # idle for less than the timeout
+        assert not transport.closed
+        protocol.data_received(get("/again"))
+        first, second = await wait_for_responses(transport, 2)
+        assert second.body == b"/again"
+        await asyncio.sleep(0.6)  # now idle for longer than it
+        assert transport.closed
+
+    run(main())

@@ -17,7 +17,13 @@ import time
 import weakref
 from typing import Any
 
-__all__ = ("ProtocolConfig", "ServerState", "server_state_for")
+__all__ = ("ProtocolConfig", "ServerState", "server_state_for", "FEED_SLICE")
+
+#: A read larger than this is given to the parser in pieces of this size, so that parsing can
+#: stop once ``max_pipelined_requests`` wait: a client pipelining thousands of tiny requests in
+#: one read cannot make the server hold thousands of parsed requests. The rest of the read waits,
+#: unparsed, with reading paused.
+FEED_SLICE = 8 * 1024
 
 
 @dataclasses.dataclass

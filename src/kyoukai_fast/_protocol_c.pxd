@@ -59,9 +59,12 @@ cdef class HTTPProtocolCore:
     cdef bint _continue_pending
     cdef bint _batching
     cdef object _upgrade_body  # UpgradeBody of an h2c upgrade still receiving its body
+    cdef object _backlog       # bytes read but not parsed while the pipeline was full
+    cdef bint _backlog_scheduled
 
     cdef _enqueue(self, item)
     cdef _request_incomplete(self, Py_ssize_t size)
+    cdef _feed_in_slices(self, data)
     cdef _run_queue(self)
     cdef _drain_queue(self)
     cdef _flush(self)

@@ -37,7 +37,7 @@ from ._input import EMPTY_INPUT
 
 from . import _wsgi_c
 from ._body import decode_body
-from ._config import server_state_for
+from ._config import FEED_SLICE, server_state_for
 from ._conformance import (TRAILER_BASE, VALID_HOSTS, check_head, head_too_large,
                            hold_to_declared_length, interim_status_error, trailer_field)
 from ._errors import HTTPLimitExceeded, error_response, logger, parser_error_to_http
@@ -140,6 +140,7 @@ cdef class HTTPProtocolCore:
             waiter.exception()  # retrieved: nobody may be waiting any more
         self._drain_waiter = None
         self._queue = None
+        self._backlog = None
         self.component.connection_lost.dispatch(protocol=self)
 
     def data_received(self, data):
@@ -156,7 +157,10 @@ cdef class HTTPProtocolCore:
         self._batching = True
         try:
             try:
-                self.parser.feed_data(data)
+                if len(data) > FEED_SLICE:
+                    self._feed_in_slices(data)
+                else:
+                    self.parser.feed_data(data)
             except _HttpParserUpgrade as upgrade:
                 self._flush()
                 self._on_upgrade(_after_upgrade(data, upgrade))
@@ -164,13 +168,45 @@ cdef class HTTPProtocolCore:
                 self._parse_failed = True
                 self._enqueue(parser_error_to_http(exc))
             if self._current is not None and not self._parse_failed:
-                self._request_incomplete(PyBytes_GET_SIZE(data) if type(data) is bytes
-                                         else len(data))
+                # the bytes parsed in this read (a backlog waits unparsed)
+                self._request_incomplete(len(data) - (len(self._backlog)
+                                                      if self._backlog is not None else 0))
             if not self._busy:
                 self._run_queue()
         finally:
             self._batching = False
             self._flush()
+
+    cdef _feed_in_slices(self, data):
+        """Parse a large read piece by piece; stop once the pipeline backlog is full.
+
+        The unparsed rest waits in ``_backlog`` (reading is paused) until the queue drains.
+        """
+        view = memoryview(data)
+        cdef Py_ssize_t size = len(view)
+        cdef Py_ssize_t start = 0
+        cdef Py_ssize_t piece = FEED_SLICE
+        while start < size:
+            try:
+                self.parser.feed_data(view[start:start + piece])
+            except _HttpParserUpgrade as upgrade:
+                # the offset of the upgrade, in ``data`` rather than in this piece
+                raise _HttpParserUpgrade(start + upgrade.args[0]) from None
+            start += piece
+            queue = self._queue
+            if queue is not None and len(queue) >= self._max_pipelined and start < size:
+                self._backlog = bytes(view[start:])
+                if not self._reading_paused:
+                    self._reading_paused = True
+                    self.transport.pause_reading()
+                return
+
+    def _feed_backlog(self):
+        self._backlog_scheduled = False
+        data = self._backlog
+        self._backlog = None
+        if data is not None and not self._closing:
+            self.data_received(data)
 
     def eof_received(self):
         if self._busy or self._queue:
@@ -343,8 +379,14 @@ cdef class HTTPProtocolCore:
         if not self._queue:
             self._queue = None  # an idle connection keeps no list
         if self._reading_paused and not self._busy and not self._queue:
-            self._reading_paused = False
-            self.transport.resume_reading()
+            if self._backlog is not None:
+                # What was read but not parsed comes first; reading resumes after it.
+                if not self._backlog_scheduled:
+                    self._backlog_scheduled = True
+                    self._loop.call_soon(self._feed_backlog)
+            else:
+                self._reading_paused = False
+                self.transport.resume_reading()
         if not self._busy and not self._queue:
             if self._eof:
                 self.close()
@@ -398,6 +440,7 @@ cdef class HTTPProtocolCore:
     def _handler_done(self, task, RequestState req):
         self._handler = None
         self._busy = False
+        self._last_activity = _monotonic()  # keep-alive idleness starts after the response
         if task.cancelled():
             if self._closing:
                 return  # cancelled by connection_lost or shutdown: nobody to answer
@@ -495,6 +538,7 @@ cdef class HTTPProtocolCore:
     def _stream_done(self, task):
         self._handler = None
         self._busy = False
+        self._last_activity = _monotonic()
         if not task.cancelled():
             exc = task.exception()
             if exc is not None and not isinstance(exc, ConnectionError):
@@ -519,7 +563,7 @@ cdef class HTTPProtocolCore:
         Called by the server's timeout check (``ServerState``) with ``time.monotonic()``.
         """
         cdef RequestState req = self._current
-        if self._closing or self._busy or self._queue:
+        if self._closing or self._busy or self._queue or self._backlog is not None:
             return
         if req is not None and not req.complete:
             if "REQUEST_METHOD" not in req.environ:  # still reading the head

@@ -33,7 +33,7 @@ from werkzeug.exceptions import (
 
 from . import _wsgi_py
 from ._body import decode_body
-from ._config import server_state_for
+from ._config import FEED_SLICE, server_state_for
 from ._conformance import (TRAILER_BASE, VALID_HOSTS, check_head, head_too_large,
                            hold_to_declared_length, interim_status_error, trailer_field)
 from ._input import EMPTY_INPUT
@@ -111,6 +111,8 @@ class KyoukaiProtocol(asyncio.Protocol):
         self._out = None
         self._out_size = 0          # bytes in _out once it holds more than one write
         self._upgrade_body = None   # UpgradeBody of an h2c upgrade still receiving its body
+        self._backlog = None        # bytes read but not parsed while the pipeline was full
+        self._backlog_scheduled = False
 
     # --- asyncio callbacks ------------------------------------------------------------------
 
@@ -148,6 +150,7 @@ class KyoukaiProtocol(asyncio.Protocol):
             waiter.exception()  # retrieved: nobody may be waiting any more
         self._drain_waiter = None
         self._queue = None
+        self._backlog = None
         self.component.connection_lost.dispatch(protocol=self)
 
     def data_received(self, data):
@@ -164,7 +167,10 @@ class KyoukaiProtocol(asyncio.Protocol):
         self._batching = True
         try:
             try:
-                self.parser.feed_data(data)
+                if len(data) > FEED_SLICE:
+                    self._feed_in_slices(data)
+                else:
+                    self.parser.feed_data(data)
             except httptools.HttpParserUpgrade as upgrade:
                 self._flush()
                 self._on_upgrade(_after_upgrade(data, upgrade))
@@ -172,12 +178,44 @@ class KyoukaiProtocol(asyncio.Protocol):
                 self._parse_failed = True
                 self._enqueue(parser_error_to_http(exc))
             if self._current is not None and not self._parse_failed:
-                self._request_incomplete(len(data))
+                backlog = self._backlog
+                self._request_incomplete(len(data) - (len(backlog) if backlog is not None else 0))
             if not self._busy:
                 self._run_queue()
         finally:
             self._batching = False
             self._flush()
+
+    def _feed_in_slices(self, data):
+        """Parse a large read piece by piece; stop once the pipeline backlog is full.
+
+        The unparsed rest waits in ``_backlog`` (reading is paused) until the queue drains.
+        """
+        view = memoryview(data)
+        size = len(view)
+        start = 0
+        limit = self._config.max_pipelined_requests
+        while start < size:
+            try:
+                self.parser.feed_data(view[start:start + FEED_SLICE])
+            except httptools.HttpParserUpgrade as upgrade:
+                # the offset of the upgrade, in ``data`` rather than in this piece
+                raise httptools.HttpParserUpgrade(start + upgrade.args[0]) from None
+            start += FEED_SLICE
+            queue = self._queue
+            if queue is not None and len(queue) >= limit and start < size:
+                self._backlog = bytes(view[start:])
+                if not self._reading_paused:
+                    self._reading_paused = True
+                    self.transport.pause_reading()
+                return
+
+    def _feed_backlog(self):
+        self._backlog_scheduled = False
+        data = self._backlog
+        self._backlog = None
+        if data is not None and not self._closing:
+            self.data_received(data)
 
     def eof_received(self):
         if self._busy or self._queue:
@@ -328,8 +366,14 @@ class KyoukaiProtocol(asyncio.Protocol):
         if not self._queue:
             self._queue = None  # an idle connection keeps no list
         if self._reading_paused and not self._busy and not self._queue:
-            self._reading_paused = False
-            self.transport.resume_reading()
+            if self._backlog is not None:
+                # What was read but not parsed comes first; reading resumes after it.
+                if not self._backlog_scheduled:
+                    self._backlog_scheduled = True
+                    self._loop.call_soon(self._feed_backlog)
+            else:
+                self._reading_paused = False
+                self.transport.resume_reading()
         if not self._busy and not self._queue:
             if self._eof:
                 self.close()
@@ -368,6 +412,7 @@ class KyoukaiProtocol(asyncio.Protocol):
     def _handler_done(self, task, req):
         self._handler = None
         self._busy = False
+        self._last_activity = _monotonic()  # keep-alive idleness starts after the response
         if task.cancelled():
             if self._closing:
                 return  # cancelled by connection_lost or shutdown: nobody to answer
@@ -465,6 +510,7 @@ class KyoukaiProtocol(asyncio.Protocol):
     def _stream_done(self, task):
         self._handler = None
         self._busy = False
+        self._last_activity = _monotonic()
         if not task.cancelled():
             exc = task.exception()
             if exc is not None and not isinstance(exc, ConnectionError):
@@ -489,7 +535,7 @@ class KyoukaiProtocol(asyncio.Protocol):
         Called by the server's timeout check (``ServerState``) with ``time.monotonic()``: one
         timer per server instead of one per connection.
         """
-        if self._closing or self._busy or self._queue:
+        if self._closing or self._busy or self._queue or self._backlog is not None:
             return
         config = self._config
         req = self._current
