@@ -623,3 +623,25 @@ def test_keep_alive_idleness_starts_after_a_slow_response(impl):
         assert transport.closed
 
     run(main())
+
+
+def test_large_reads_mixing_bodies_and_pipelined_requests(impl):
+    big = bytes(range(256)) * 400  # 100 KiB, with CRLFs inside
+    chunked = b"".join(b"3e8\r\n" + b"c" * 1000 + b"\r\n" for _ in range(20)) + b"0\r\n\r\n"
+    data = (get("/a") + get("/up", method="POST", body=big) + get("/b")
+            + b"POST /chunked HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + chunked + get("/c"))
+
+    async def main():
+        protocol, transport, component = await open_connection(
+            impl, echo, max_pipelined_requests=2)
+        for start in range(0, len(data), 70_000):  # three large reads
+            protocol.data_received(data[start:start + 70_000])
+        responses = await wait_for_responses(transport, 5)
+        seen = [json.loads(r.body) for r in responses]
+        assert [s["path"] for s in seen] == ["/a", "/up", "/b", "/chunked", "/c"]
+        assert seen[1]["body"].encode("latin-1") == big
+        assert seen[3]["body"] == "c" * 20000
+        assert not transport.closed
+
+    run(main())

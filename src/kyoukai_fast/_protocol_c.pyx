@@ -37,7 +37,7 @@ from ._input import EMPTY_INPUT
 
 from . import _wsgi_c
 from ._body import decode_body
-from ._config import FEED_SLICE, server_state_for
+from ._config import FEED_SLICE, server_state_for, slice_end
 from ._conformance import (TRAILER_BASE, VALID_HOSTS, check_head, head_too_large,
                            hold_to_declared_length, interim_status_error, trailer_field)
 from ._errors import HTTPLimitExceeded, error_response, logger, parser_error_to_http
@@ -182,17 +182,20 @@ cdef class HTTPProtocolCore:
 
         The unparsed rest waits in ``_backlog`` (reading is paused) until the queue drains.
         """
+        if type(data) is not bytes:
+            data = bytes(data)
         view = memoryview(data)
         cdef Py_ssize_t size = len(view)
         cdef Py_ssize_t start = 0
-        cdef Py_ssize_t piece = FEED_SLICE
+        cdef Py_ssize_t end
         while start < size:
+            end = slice_end(data, start, self._current)
             try:
-                self.parser.feed_data(view[start:start + piece])
+                self.parser.feed_data(view[start:end])
             except _HttpParserUpgrade as upgrade:
                 # the offset of the upgrade, in ``data`` rather than in this piece
                 raise _HttpParserUpgrade(start + upgrade.args[0]) from None
-            start += piece
+            start = end
             queue = self._queue
             if queue is not None and len(queue) >= self._max_pipelined and start < size:
                 self._backlog = bytes(view[start:])

@@ -33,7 +33,7 @@ from werkzeug.exceptions import (
 
 from . import _wsgi_py
 from ._body import decode_body
-from ._config import FEED_SLICE, server_state_for
+from ._config import FEED_SLICE, server_state_for, slice_end
 from ._conformance import (TRAILER_BASE, VALID_HOSTS, check_head, head_too_large,
                            hold_to_declared_length, interim_status_error, trailer_field)
 from ._input import EMPTY_INPUT
@@ -191,17 +191,20 @@ class KyoukaiProtocol(asyncio.Protocol):
 
         The unparsed rest waits in ``_backlog`` (reading is paused) until the queue drains.
         """
+        if type(data) is not bytes:
+            data = bytes(data)
         view = memoryview(data)
         size = len(view)
         start = 0
         limit = self._config.max_pipelined_requests
         while start < size:
+            end = slice_end(data, start, self._current)
             try:
-                self.parser.feed_data(view[start:start + FEED_SLICE])
+                self.parser.feed_data(view[start:end])
             except httptools.HttpParserUpgrade as upgrade:
                 # the offset of the upgrade, in ``data`` rather than in this piece
                 raise httptools.HttpParserUpgrade(start + upgrade.args[0]) from None
-            start += FEED_SLICE
+            start = end
             queue = self._queue
             if queue is not None and len(queue) >= limit and start < size:
                 self._backlog = bytes(view[start:])
