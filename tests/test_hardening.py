@@ -645,3 +645,38 @@ def test_large_reads_mixing_bodies_and_pipelined_requests(impl):
         assert not transport.closed
 
     run(main())
+
+
+def test_empty_lines_do_not_keep_an_idle_connection_open(impl):
+    async def main():
+        protocol, transport, component = await open_connection(impl, echo, keepalive_timeout=0.3)
+        protocol.data_received(get("/"))
+        await wait_for_responses(transport, 1)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for _ in range(30):  # an empty line every 50 ms, for up to 1.5 s
+            if transport.closed:
+                break
+            protocol.data_received(b"\r\n")
+            await asyncio.sleep(0.05)
+        assert transport.closed
+        assert 0.25 <= loop.time() - start < 1.0
+
+    run(main())
+
+
+def test_slow_upload_keeps_its_connection_after_the_response(impl):
+    async def main():
+        protocol, transport, component = await open_connection(impl, echo, keepalive_timeout=0.2,
+                                                               header_timeout=5)
+        data = get("/up", method="POST", body=b"x" * 40)
+        for i in range(0, len(data), 10):  # the upload takes longer than the keep-alive timeout
+            protocol.data_received(data[i:i + 10])
+            await asyncio.sleep(0.05)
+        [response] = await wait_for_responses(transport, 1)
+        await asyncio.sleep(0.05)
+        assert not transport.closed  # idle only since the response
+        protocol.data_received(get("/next"))
+        await wait_for_responses(transport, 2)
+
+    run(main())

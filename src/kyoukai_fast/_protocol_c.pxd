@@ -49,7 +49,7 @@ cdef class HTTPProtocolCore:
     cdef Py_ssize_t _out_size        # bytes in _out once it holds more than one write
     cdef Py_ssize_t _write_high_water
     cdef double _last_activity
-    cdef double _message_started
+    cdef double _message_started     # read time at the last message boundary (begin or end)
     cdef bint _busy
     cdef bint _closing
     cdef bint _eof

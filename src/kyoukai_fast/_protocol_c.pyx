@@ -124,7 +124,7 @@ cdef class HTTPProtocolCore:
             transport.set_write_buffer_limits(high=self._server.config.write_high_water)
         except (AttributeError, NotImplementedError):
             pass
-        self._last_activity = _monotonic()
+        self._last_activity = self._message_started = _monotonic()
         self._server.add_connection(self, self._loop)
         self.component.connection_made.dispatch(protocol=self)
 
@@ -325,6 +325,7 @@ cdef class HTTPProtocolCore:
 
     def on_message_complete(self):
         cdef RequestState req = self._current
+        self._message_started = self._last_activity
         self._current = None
         self._continue_pending = False
         req.complete = True
@@ -443,7 +444,8 @@ cdef class HTTPProtocolCore:
     def _handler_done(self, task, RequestState req):
         self._handler = None
         self._busy = False
-        self._last_activity = _monotonic()  # keep-alive idleness starts after the response
+        # keep-alive idleness starts after the response
+        self._last_activity = self._message_started = _monotonic()
         if task.cancelled():
             if self._closing:
                 return  # cancelled by connection_lost or shutdown: nobody to answer
@@ -541,7 +543,7 @@ cdef class HTTPProtocolCore:
     def _stream_done(self, task):
         self._handler = None
         self._busy = False
-        self._last_activity = _monotonic()
+        self._last_activity = self._message_started = _monotonic()
         if not task.cancelled():
             exc = task.exception()
             if exc is not None and not isinstance(exc, ConnectionError):
@@ -574,8 +576,12 @@ cdef class HTTPProtocolCore:
                     self._refuse(RequestTimeout())
             elif now >= self._last_activity + self._header_timeout:
                 self._refuse(RequestTimeout())
-        elif now >= self._last_activity + self._keepalive_timeout:
-            self.close()
+        else:
+            # Idle since the last message or response: bytes that start no request (a trickle
+            # of empty lines, which llhttp skips) do not keep a connection open.
+            if now >= (self._last_activity if self._upgrade_body is not None
+                       else self._message_started) + self._keepalive_timeout:
+                self.close()
 
     # --- upgrades -----------------------------------------------------------------------------
 

@@ -105,7 +105,7 @@ class KyoukaiProtocol(asyncio.Protocol):
         self._writing_paused = False
         self._drain_waiter = None
         self._last_activity = 0.0
-        self._message_started = 0.0
+        self._message_started = 0.0  # read time at the last message boundary (begin or end)
         self._continue_pending = False
         self._batching = False      # while set, writes collect in _out for one transport.write
         self._out = None
@@ -134,7 +134,7 @@ class KyoukaiProtocol(asyncio.Protocol):
             transport.set_write_buffer_limits(high=self._config.write_high_water)
         except (AttributeError, NotImplementedError):
             pass
-        self._last_activity = _monotonic()
+        self._last_activity = self._message_started = _monotonic()
         self._server.add_connection(self, self._loop)
         self.component.connection_made.dispatch(protocol=self)
 
@@ -316,6 +316,7 @@ class KyoukaiProtocol(asyncio.Protocol):
 
     def on_message_complete(self):
         req = self._current
+        self._message_started = self._last_activity
         self._current = None
         self._continue_pending = False
         req.complete = True
@@ -415,7 +416,8 @@ class KyoukaiProtocol(asyncio.Protocol):
     def _handler_done(self, task, req):
         self._handler = None
         self._busy = False
-        self._last_activity = _monotonic()  # keep-alive idleness starts after the response
+        # keep-alive idleness starts after the response
+        self._last_activity = self._message_started = _monotonic()
         if task.cancelled():
             if self._closing:
                 return  # cancelled by connection_lost or shutdown: nobody to answer
@@ -513,7 +515,7 @@ class KyoukaiProtocol(asyncio.Protocol):
     def _stream_done(self, task):
         self._handler = None
         self._busy = False
-        self._last_activity = _monotonic()
+        self._last_activity = self._message_started = _monotonic()
         if not task.cancelled():
             exc = task.exception()
             if exc is not None and not isinstance(exc, ConnectionError):
@@ -550,8 +552,13 @@ class KyoukaiProtocol(asyncio.Protocol):
             if now >= started + config.header_timeout:
                 from werkzeug.exceptions import RequestTimeout
                 self._refuse(RequestTimeout())
-        elif now >= self._last_activity + config.keepalive_timeout:
-            self.close()
+        else:
+            # Idle since the last message or response: bytes that start no request (a trickle
+            # of empty lines, which llhttp skips) do not keep a connection open.
+            idle_since = (self._last_activity if self._upgrade_body is not None
+                          else self._message_started)
+            if now >= idle_since + config.keepalive_timeout:
+                self.close()
 
     # --- upgrades ---------------------------------------------------------------------------
 
