@@ -16,7 +16,7 @@ import logging
 import pytest
 from werkzeug.wrappers import Response
 
-from helpers import parse_responses
+from helpers import FakeTransport, parse_responses
 from test_protocol import echo, get, open_connection, run, settle, wait_for_responses
 
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n"
@@ -678,5 +678,76 @@ def test_slow_upload_keeps_its_connection_after_the_response(impl):
         assert not transport.closed  # idle only since the response
         protocol.data_received(get("/next"))
         await wait_for_responses(transport, 2)
+
+    run(main())
+
+
+# --- closing after a refusal ------------------------------------------------------------------
+
+class HalfClosingTransport(FakeTransport):
+    """A transport that can half-close, like a TCP socket transport."""
+
+    def __init__(self):
+        super().__init__()
+        self.eof_written = False
+
+    def can_write_eof(self):
+        return True
+
+    def write_eof(self):
+        self.eof_written = True
+
+    def write(self, data):
+        assert not self.eof_written, "write after write_eof"
+        super().write(data)
+
+
+def test_refusal_half_closes_and_discards_what_follows(impl, no_errors_logged):
+    async def main():
+        transport = HalfClosingTransport()
+        protocol, _, component = await open_connection(
+            impl, echo, transport=transport, max_body_size=10, linger_timeout=0.3)
+        protocol.data_received(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1000\r\n\r\n")
+        await settle()
+        [response] = parse_responses(transport.take())
+        assert response.status == 413 and response.header("Connection") == "close"
+        assert transport.eof_written and not transport.closed  # still reading
+        protocol.data_received(b"x" * 1000 + SMUGGLED)  # the rest of the body, and more
+        await settle()
+        assert transport.written == b"" and component.app.requests == []
+        assert protocol.eof_received() is None  # the client is done: asyncio closes
+        # a client that never stops is cut off after linger_timeout
+        for _ in range(150):
+            if transport.closed:
+                break
+            await asyncio.sleep(0.01)
+        assert transport.closed
+
+    run(main())
+
+
+def test_app_errors_and_timeouts_close_at_once(impl, caplog):
+    def explode(request):
+        raise RuntimeError("boom")
+
+    async def main():
+        transport = HalfClosingTransport()
+        protocol, _, _ = await open_connection(impl, explode, transport=transport)
+        protocol.data_received(get("/"))
+        await settle()
+        [response] = parse_responses(transport.take())
+        assert response.status == 500 and transport.closed and not transport.eof_written
+
+    run(main())
+
+
+def test_linger_timeout_zero_closes_at_once(impl):
+    async def main():
+        transport = HalfClosingTransport()
+        protocol, _, _ = await open_connection(impl, transport=transport, linger_timeout=0)
+        protocol.data_received(b"GET / HTTP/1.1\r\n\r\n")
+        await settle()
+        [response] = parse_responses(transport.take())
+        assert response.status == 400 and transport.closed and not transport.eof_written
 
     run(main())

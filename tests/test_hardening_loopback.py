@@ -444,3 +444,21 @@ def test_graceful_shutdown_cancels_what_outlives_the_grace(backend):
                 assert await in_thread(read_until_closed, sock) == b""  # no response
 
     asyncio.run(main())
+
+
+def test_refused_client_can_finish_sending_and_read_the_refusal(impl):
+    def client(port):
+        with connect(port) as sock:
+            sock.sendall(b"POST /up HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4000000\r\n\r\n")
+            for _ in range(64):  # 4 MB of body after the refusal: no reset while sending
+                sock.sendall(b"z" * 62500)
+            sock.shutdown(socket.SHUT_WR)
+            return read_until_closed(sock)
+
+    async def main():
+        async with serving(impl, echo_path, max_body_size=1024 * 1024) as (port, component):
+            [response] = parse_responses(await in_thread(client, port))
+            assert response.status == 413 and response.header("Connection") == "close"
+            assert component.app.requests == []
+
+    asyncio.run(main())

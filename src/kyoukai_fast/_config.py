@@ -79,6 +79,9 @@ class ProtocolConfig:
     write_high_water: int = 64 * 1024
     #: Seconds in-flight requests get to finish on graceful shutdown before being cancelled.
     shutdown_grace: float = 10.0
+    #: Seconds a refused client may go on sending (read and discarded, the connection half
+    #: closed) before the connection is closed; 0 closes at once.
+    linger_timeout: float = 2.0
 
     @classmethod
     def from_mapping(cls, cfg: dict[str, Any] | None) -> "ProtocolConfig":
@@ -132,7 +135,9 @@ class ServerState:
     @property
     def reap_interval(self) -> float:
         """Seconds between timeout checks: a quarter of the shortest timeout, 10 ms to 1 s."""
-        shortest = min(self.config.keepalive_timeout, self.config.header_timeout)
+        config = self.config
+        shortest = min(config.keepalive_timeout, config.header_timeout,
+                       config.linger_timeout or config.header_timeout)
         return min(1.0, max(0.01, shortest / 4))
 
     def add_connection(self, connection, loop) -> None:

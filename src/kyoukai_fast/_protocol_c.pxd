@@ -50,6 +50,7 @@ cdef class HTTPProtocolCore:
     cdef Py_ssize_t _write_high_water
     cdef double _last_activity
     cdef double _message_started     # read time at the last message boundary (begin or end)
+    cdef double _linger_until        # set while a refused client's connection is half closed
     cdef bint _busy
     cdef bint _closing
     cdef bint _eof
@@ -70,7 +71,8 @@ cdef class HTTPProtocolCore:
     cdef _flush(self)
     cdef _start_request(self, RequestState req)
     cdef _handler_failed(self, RequestState req, exc)
-    cdef _refuse(self, error, RequestState req=*)
+    cdef _refuse(self, error, RequestState req=*, bint linger=*)
+    cdef _linger(self)
     cdef _write_result(self, RequestState req, response)
     cdef _write(self, bytes data)
     cdef _on_upgrade(self, bytes rest)

@@ -40,7 +40,7 @@ from ._body import decode_body
 from ._config import FEED_SLICE, server_state_for, slice_end
 from ._conformance import (TRAILER_BASE, VALID_HOSTS, check_head, head_too_large,
                            hold_to_declared_length, interim_status_error, trailer_field)
-from ._errors import HTTPLimitExceeded, error_response, logger, parser_error_to_http
+from ._errors import HTTPLimitExceeded, error_response, half_close, logger, parser_error_to_http
 from ._tasks import continue_in_task
 from ._upgrade import (UpgradeBody, after_upgrade as _after_upgrade, hand_over_h2c, hand_over_tls,
                        upgrade_refusal)
@@ -376,7 +376,7 @@ cdef class HTTPProtocolCore:
             if type(item) is RequestState:
                 self._start_request(<RequestState>item)
             else:
-                self._refuse(item)
+                self._refuse(item, None, True)
                 return
         if self._closing:
             return
@@ -414,7 +414,7 @@ cdef class HTTPProtocolCore:
             try:
                 body = decode_body(body, <str>found, self._max_body_size)
             except _HTTPException as exc:
-                self._refuse(exc, req)
+                self._refuse(exc, req, True)
                 return
             environ["CONTENT_LENGTH"] = str(len(body))
         environ["wsgi.input"] = _BytesIO(body) if PyBytes_GET_SIZE(body) else EMPTY_INPUT
@@ -466,12 +466,33 @@ cdef class HTTPProtocolCore:
                      exc_info=exc)
         self._refuse(InternalServerError(), req)
 
-    cdef _refuse(self, error, RequestState req=None):
+    cdef _refuse(self, error, RequestState req=None, bint linger=False):
+        """Answer ``error`` and close; ``linger``: half-close instead (see ``_linger``)."""
         version = req.version if req is not None else "1.1"
         method = req.method if req is not None else "GET"
         if not self._closing:
             self._write(error_response(error, version, method))
+            if linger:
+                self._linger()
+                return
         self.close()
+
+    cdef _linger(self):
+        """Close after a refusal without a TCP reset: half-close, discard what still comes.
+
+        The connection closes when the client does, or ``linger_timeout`` seconds later.
+        """
+        self._closing = True
+        self._queue = None
+        self._flush()
+        timeout = self._server.config.linger_timeout
+        if timeout > 0 and self.transport is not None and half_close(self.transport):
+            self._linger_until = _monotonic() + timeout
+            if self._reading_paused:
+                self._reading_paused = False
+                self.transport.resume_reading()
+        elif self.transport is not None:
+            self.transport.close()
 
     # --- responses ----------------------------------------------------------------------------
 
@@ -569,6 +590,9 @@ cdef class HTTPProtocolCore:
         """
         cdef RequestState req = self._current
         if self._closing or self._busy or self._queue or self._backlog is not None:
+            if self._linger_until and now >= self._linger_until:
+                self._linger_until = 0.0
+                self.transport.close()
             return
         if req is not None and not req.complete:
             if "REQUEST_METHOD" not in req.environ:  # still reading the head

@@ -37,7 +37,7 @@ from ._config import FEED_SLICE, server_state_for, slice_end
 from ._conformance import (TRAILER_BASE, VALID_HOSTS, check_head, head_too_large,
                            hold_to_declared_length, interim_status_error, trailer_field)
 from ._input import EMPTY_INPUT
-from ._errors import HTTPLimitExceeded, error_response, logger, parser_error_to_http
+from ._errors import HTTPLimitExceeded, error_response, half_close, logger, parser_error_to_http
 from ._tasks import continue_in_task
 from ._upgrade import (UpgradeBody, after_upgrade as _after_upgrade, hand_over_h2c, hand_over_tls,
                        upgrade_refusal)
@@ -106,6 +106,7 @@ class KyoukaiProtocol(asyncio.Protocol):
         self._drain_waiter = None
         self._last_activity = 0.0
         self._message_started = 0.0  # read time at the last message boundary (begin or end)
+        self._linger_until = 0.0    # set while a refused client's connection is half closed
         self._continue_pending = False
         self._batching = False      # while set, writes collect in _out for one transport.write
         self._out = None
@@ -362,7 +363,7 @@ class KyoukaiProtocol(asyncio.Protocol):
         while self._queue and not self._busy and not self._closing and not self._writing_paused:
             item = self._queue.pop(0)
             if isinstance(item, HTTPException):
-                self._refuse(item)
+                self._refuse(item, linger=True)
                 return
             self._start_request(item)
         if self._closing:
@@ -393,7 +394,7 @@ class KyoukaiProtocol(asyncio.Protocol):
             try:
                 body = decode_body(body, encoding, self._config.max_body_size)
             except HTTPException as exc:
-                self._refuse(exc, req)
+                self._refuse(exc, req, linger=True)
                 return
             environ["CONTENT_LENGTH"] = str(len(body))
         environ["wsgi.input"] = _BytesIO(body) if body else EMPTY_INPUT
@@ -438,13 +439,36 @@ class KyoukaiProtocol(asyncio.Protocol):
                      exc_info=exc)
         self._refuse(InternalServerError(), req)
 
-    def _refuse(self, error, req=None):
-        """Answer ``error`` (a werkzeug HTTPException) and close the connection."""
+    def _refuse(self, error, req=None, linger=False):
+        """Answer ``error`` (a werkzeug HTTPException) and close the connection.
+
+        ``linger``: the client may still be sending; half-close instead (see ``_linger``).
+        """
         version = req.version if req is not None else "1.1"
         method = req.method if req is not None else "GET"
         if not self._closing:
             self._raw_write(error_response(error, version, method))
+            if linger:
+                self._linger()
+                return
         self.close()
+
+    def _linger(self):
+        """Close after a refusal without a TCP reset: half-close, discard what still comes.
+
+        The connection closes when the client does, or ``linger_timeout`` seconds later.
+        """
+        self._closing = True
+        self._queue = None
+        self._flush()
+        timeout = self._config.linger_timeout
+        if timeout > 0 and self.transport is not None and half_close(self.transport):
+            self._linger_until = _monotonic() + timeout
+            if self._reading_paused:
+                self._reading_paused = False
+                self.transport.resume_reading()
+        elif self.transport is not None:
+            self.transport.close()
 
     # --- responses --------------------------------------------------------------------------
 
@@ -541,6 +565,9 @@ class KyoukaiProtocol(asyncio.Protocol):
         timer per server instead of one per connection.
         """
         if self._closing or self._busy or self._queue or self._backlog is not None:
+            if self._linger_until and now >= self._linger_until:
+                self._linger_until = 0.0
+                self.transport.close()
             return
         config = self._config
         req = self._current
