@@ -57,6 +57,7 @@ cdef object _HttpParserUpgrade = httptools.HttpParserUpgrade
 cdef object _HttpParserError = httptools.HttpParserError
 cdef object _HTTPException = HTTPException
 cdef dict _VALID_HOSTS = VALID_HOSTS
+cdef Py_ssize_t _FEED_SLICE = FEED_SLICE
 cdef bytes _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 cdef dict _METHODS = {m.encode(): m for m in
                       ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
@@ -157,7 +158,7 @@ cdef class HTTPProtocolCore:
         self._batching = True
         try:
             try:
-                if len(data) > FEED_SLICE:
+                if len(data) > _FEED_SLICE:
                     self._feed_in_slices(data)
                 else:
                     self.parser.feed_data(data)
