@@ -317,7 +317,7 @@ def test_http10_stream_is_close_delimited_over_a_socket(impl):
 # --- a real Kyoukai server: 405/501, graceful shutdown ----------------------------------------
 
 @contextlib.asynccontextmanager
-async def kyoukai_server(backend):
+async def kyoukai_server(backend, **cfg):
     loop = asyncio.get_running_loop()
     app = Kyoukai("hardening", loop=loop)
     events = {"slow": asyncio.Event(), "forever": asyncio.Event(), "cancelled": []}
@@ -348,7 +348,7 @@ async def kyoukai_server(backend):
                 probe.bind(("127.0.0.1", 0))
                 port = probe.getsockname()[1]
             component = KyoukaiComponent(app, "127.0.0.1", port, backend=backend,
-                                         keepalive_timeout=30)
+                                         **{"keepalive_timeout": 30, **cfg})
             try:
                 await component.start(ctx)
                 break
@@ -462,3 +462,27 @@ def test_refused_client_can_finish_sending_and_read_the_refusal(impl):
             assert component.app.requests == []
 
     asyncio.run(main())
+
+
+def test_kyoukai_component_settings_and_conformance_over_a_socket(backend):
+    def client(port):
+        answers = []
+        for data in (b"GET /" + b"a" * 100 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+                     b"GET / HTTP/1.1\r\n\r\n",
+                     b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2000\r\n\r\n",
+                     b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"):
+            with connect(port) as sock:
+                sock.sendall(data)
+                answers.append(recv_responses(sock, 1)[0])
+        return answers
+
+    async def main():
+        # settings given to KyoukaiComponent reach the protocol
+        async with kyoukai_server(backend, max_url_size=50, max_body_size=1000) as (port, _, _):
+            return await in_thread(client, port)
+
+    too_long, no_host, too_large, ok = asyncio.run(main())
+    assert too_long.status == 414 and no_host.status == 400 and too_large.status == 413
+    assert all(r.header("Connection") == "close" and r.header("Date") for r in
+               (too_long, no_host, too_large))
+    assert (ok.status, ok.body) == (200, b"hi")
