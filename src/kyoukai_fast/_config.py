@@ -17,7 +17,40 @@ import time
 import weakref
 from typing import Any
 
-__all__ = ("ProtocolConfig", "ServerState", "server_state_for")
+__all__ = ("ProtocolConfig", "ServerState", "server_state_for", "FEED_SLICE", "slice_end")
+
+#: A read larger than this is given to the parser in pieces of this size, so that parsing can
+#: stop once ``max_pipelined_requests`` wait: a client pipelining thousands of tiny requests in
+#: one read cannot make the server hold thousands of parsed requests. The rest of the read waits,
+#: unparsed, with reading paused.
+FEED_SLICE = 8 * 1024
+
+
+def slice_end(data: bytes, start: int, req) -> int:
+    """Where the slice of ``data`` fed to the parser from ``start`` ends.
+
+    The rest of a body of known length goes in one piece: no request can hide in it, and an
+    upload stays one piece. A head that announces a body ends its slice, so that its body starts
+    one of its own. Otherwise a slice is at most :data:`FEED_SLICE` bytes, ending after the last
+    complete head in them.
+    """
+    if req is not None:
+        environ = req.environ
+        if "REQUEST_METHOD" in environ:  # reading its body
+            length = environ.get("CONTENT_LENGTH")
+            if length is not None and length.isdigit():
+                left = int(length) - req.body_size
+                if left > 0:
+                    return start + left
+    end = start + FEED_SLICE
+    first = data.find(b"\r\n\r\n", start, end)
+    if first < 0:
+        return end
+    head = data[start:first].lower()
+    if b"content-length:" in head or b"transfer-encoding:" in head:
+        return first + 4
+    last = data.rfind(b"\r\n\r\n", first + 4, end)
+    return (last if last >= 0 else first) + 4
 
 
 @dataclasses.dataclass
@@ -32,6 +65,10 @@ class ProtocolConfig:
     max_header_count: int = 100
     #: Largest single header field, name plus value (431 beyond).
     max_header_size: int = 8190
+    #: Largest request head arriving over several reads, counted after the read it began in
+    #: (431 beyond). httptools buffers an incomplete header field whole, so without this a
+    #: client could grow one field for as long as the header timeout lets it.
+    max_head_size: int = 64 * 1024
     #: Seconds an idle keep-alive connection is kept open.
     keepalive_timeout: float = 5.0
     #: Seconds a client has to send a complete request head once it started one (slowloris).
@@ -42,6 +79,9 @@ class ProtocolConfig:
     write_high_water: int = 64 * 1024
     #: Seconds in-flight requests get to finish on graceful shutdown before being cancelled.
     shutdown_grace: float = 10.0
+    #: Seconds a refused client may go on sending (read and discarded, the connection half
+    #: closed) before the connection is closed; 0 closes at once.
+    linger_timeout: float = 2.0
 
     @classmethod
     def from_mapping(cls, cfg: dict[str, Any] | None) -> "ProtocolConfig":
@@ -95,7 +135,9 @@ class ServerState:
     @property
     def reap_interval(self) -> float:
         """Seconds between timeout checks: a quarter of the shortest timeout, 10 ms to 1 s."""
-        shortest = min(self.config.keepalive_timeout, self.config.header_timeout)
+        config = self.config
+        shortest = min(config.keepalive_timeout, config.header_timeout,
+                       config.linger_timeout or config.header_timeout)
         return min(1.0, max(0.01, shortest / 4))
 
     def add_connection(self, connection, loop) -> None:

@@ -14,13 +14,14 @@ from werkzeug.exceptions import (
     BadRequest,
     HTTPException,
     InternalServerError,
-    MethodNotAllowed,
+    NotImplemented as HTTPNotImplemented,
 )
 
 from . import _wsgi_py
 
 __all__ = (
     "HTTPLimitExceeded",
+    "half_close",
     "error_response",
     "parser_error_to_http",
     "logger",
@@ -43,7 +44,10 @@ def parser_error_to_http(exc: BaseException) -> HTTPException:
     if isinstance(cause, HTTPLimitExceeded):
         return cause.http_error
     if isinstance(exc, httptools.HttpParserInvalidMethodError):
-        return MethodNotAllowed()
+        # RFC 9110 15.6.2: 501 is the answer to a method the server does not recognize for any
+        # resource. (405 is for a method a resource does not allow, and needs an Allow field
+        # naming the methods it does: the app's routing answers those.)
+        return HTTPNotImplemented("Unknown request method.")
     if isinstance(exc, httptools.HttpParserUpgrade):
         return BadRequest("Unsupported protocol upgrade.")
     if isinstance(exc, httptools.HttpParserCallbackError):
@@ -59,6 +63,23 @@ def _describe(exc: BaseException) -> str:
     # llhttp's messages ("Invalid header value char") are useful to a client developer and
     # carry no request data.
     return "Malformed HTTP request: " + text if text else "Malformed HTTP request."
+
+
+def half_close(transport) -> bool:
+    """Stop writing to the client (once the buffer is sent) but keep reading. False if impossible.
+
+    After a refusal the client may still be sending (a body, pipelined requests). Closing a
+    socket with unread data makes the kernel send a TCP reset, which can destroy the refusal
+    before the client has read it; a half-close lets the client finish, read the answer and see
+    the end of the connection.
+    """
+    try:
+        if not transport.can_write_eof():
+            return False
+        transport.write_eof()
+    except (AttributeError, NotImplementedError, OSError, RuntimeError):
+        return False
+    return True
 
 
 def error_response(error: HTTPException, version: str = "1.1", method: str = "GET",

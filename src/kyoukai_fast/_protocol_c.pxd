@@ -10,6 +10,7 @@ cdef class RequestState:
     cdef public str method
     cdef public int header_count
     cdef public bint complete
+    cdef public Py_ssize_t head_received  # bytes of an incomplete head after its first read
 
 
 cdef class HTTPProtocolCore:
@@ -45,8 +46,11 @@ cdef class HTTPProtocolCore:
     cdef object _handler
     cdef object _drain_waiter
     cdef object _out                 # writes held back while batching: None, bytes or list
+    cdef Py_ssize_t _out_size        # bytes in _out once it holds more than one write
+    cdef Py_ssize_t _write_high_water
     cdef double _last_activity
-    cdef double _message_started
+    cdef double _message_started     # read time at the last message boundary (begin or end)
+    cdef double _linger_until        # set while a refused client's connection is half closed
     cdef bint _busy
     cdef bint _closing
     cdef bint _eof
@@ -56,14 +60,19 @@ cdef class HTTPProtocolCore:
     cdef bint _continue_pending
     cdef bint _batching
     cdef object _upgrade_body  # UpgradeBody of an h2c upgrade still receiving its body
+    cdef object _backlog       # bytes read but not parsed while the pipeline was full
+    cdef bint _backlog_scheduled
 
     cdef _enqueue(self, item)
+    cdef _request_incomplete(self, Py_ssize_t size)
+    cdef _feed_in_slices(self, data)
     cdef _run_queue(self)
     cdef _drain_queue(self)
     cdef _flush(self)
     cdef _start_request(self, RequestState req)
     cdef _handler_failed(self, RequestState req, exc)
-    cdef _refuse(self, error, RequestState req=*)
+    cdef _refuse(self, error, RequestState req=*, bint linger=*)
+    cdef _linger(self)
     cdef _write_result(self, RequestState req, response)
     cdef _write(self, bytes data)
     cdef _on_upgrade(self, bytes rest)

@@ -24,7 +24,7 @@ from werkzeug.exceptions import (
     RequestURITooLarge,
 )
 
-from cpython.bytes cimport PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.contextvars cimport PyContext_CopyCurrent, PyContext_Enter, PyContext_Exit
 from cpython.dict cimport PyDict_Copy, PyDict_GetItem
 from cpython.object cimport PyObject
@@ -37,10 +37,13 @@ from ._input import EMPTY_INPUT
 
 from . import _wsgi_c
 from ._body import decode_body
-from ._config import server_state_for
-from ._errors import HTTPLimitExceeded, error_response, logger, parser_error_to_http
+from ._config import FEED_SLICE, server_state_for, slice_end
+from ._conformance import (TRAILER_BASE, VALID_HOSTS, check_head, head_too_large,
+                           hold_to_declared_length, interim_status_error, trailer_field)
+from ._errors import HTTPLimitExceeded, error_response, half_close, logger, parser_error_to_http
 from ._tasks import continue_in_task
-from ._upgrade import UpgradeBody, after_upgrade as _after_upgrade, hand_over_h2c, hand_over_tls
+from ._upgrade import (UpgradeBody, after_upgrade as _after_upgrade, hand_over_h2c, hand_over_tls,
+                       upgrade_refusal)
 
 cdef extern from "Python.h":
     # PYGEN_RETURN = 0, PYGEN_ERROR = -1 (exception set), PYGEN_NEXT = 1
@@ -53,6 +56,8 @@ cdef object _monotonic = time.monotonic
 cdef object _HttpParserUpgrade = httptools.HttpParserUpgrade
 cdef object _HttpParserError = httptools.HttpParserError
 cdef object _HTTPException = HTTPException
+cdef dict _VALID_HOSTS = VALID_HOSTS
+cdef Py_ssize_t _FEED_SLICE = FEED_SLICE
 cdef bytes _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 cdef dict _METHODS = {m.encode(): m for m in
                       ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
@@ -96,6 +101,7 @@ cdef class HTTPProtocolCore:
         self._max_pipelined = config.max_pipelined_requests
         self._keepalive_timeout = config.keepalive_timeout
         self._header_timeout = config.header_timeout
+        self._write_high_water = config.write_high_water
         self._url_scheme = "http"
 
     # --- asyncio callbacks --------------------------------------------------------------------
@@ -119,7 +125,7 @@ cdef class HTTPProtocolCore:
             transport.set_write_buffer_limits(high=self._server.config.write_high_water)
         except (AttributeError, NotImplementedError):
             pass
-        self._last_activity = _monotonic()
+        self._last_activity = self._message_started = _monotonic()
         self._server.add_connection(self, self._loop)
         self.component.connection_made.dispatch(protocol=self)
 
@@ -135,6 +141,7 @@ cdef class HTTPProtocolCore:
             waiter.exception()  # retrieved: nobody may be waiting any more
         self._drain_waiter = None
         self._queue = None
+        self._backlog = None
         self.component.connection_lost.dispatch(protocol=self)
 
     def data_received(self, data):
@@ -151,18 +158,59 @@ cdef class HTTPProtocolCore:
         self._batching = True
         try:
             try:
-                self.parser.feed_data(data)
+                if len(data) > _FEED_SLICE:
+                    self._feed_in_slices(data)
+                else:
+                    self.parser.feed_data(data)
             except _HttpParserUpgrade as upgrade:
                 self._flush()
                 self._on_upgrade(_after_upgrade(data, upgrade))
             except _HttpParserError as exc:
                 self._parse_failed = True
                 self._enqueue(parser_error_to_http(exc))
+            if self._current is not None and not self._parse_failed:
+                # the bytes parsed in this read (a backlog waits unparsed)
+                self._request_incomplete(len(data) - (len(self._backlog)
+                                                      if self._backlog is not None else 0))
             if not self._busy:
                 self._run_queue()
         finally:
             self._batching = False
             self._flush()
+
+    cdef _feed_in_slices(self, data):
+        """Parse a large read piece by piece; stop once the pipeline backlog is full.
+
+        The unparsed rest waits in ``_backlog`` (reading is paused) until the queue drains.
+        """
+        if type(data) is not bytes:
+            data = bytes(data)
+        view = memoryview(data)
+        cdef Py_ssize_t size = len(view)
+        cdef Py_ssize_t start = 0
+        cdef Py_ssize_t end
+        while start < size:
+            end = slice_end(data, start, self._current)
+            try:
+                self.parser.feed_data(view[start:end])
+            except _HttpParserUpgrade as upgrade:
+                # the offset of the upgrade, in ``data`` rather than in this piece
+                raise _HttpParserUpgrade(start + upgrade.args[0]) from None
+            start = end
+            queue = self._queue
+            if queue is not None and len(queue) >= self._max_pipelined and start < size:
+                self._backlog = bytes(view[start:])
+                if not self._reading_paused:
+                    self._reading_paused = True
+                    self.transport.pause_reading()
+                return
+
+    def _feed_backlog(self):
+        self._backlog_scheduled = False
+        data = self._backlog
+        self._backlog = None
+        if data is not None and not self._closing:
+            self.data_received(data)
 
     def eof_received(self):
         if self._busy or self._queue:
@@ -200,9 +248,17 @@ cdef class HTTPProtocolCore:
 
     def on_header(self, bytes name, bytes value):
         cdef RequestState req = self._current
+        cdef Py_ssize_t size = PyBytes_GET_SIZE(value)
+        if size and (PyBytes_AS_STRING(value)[size - 1] == b' '
+                     or PyBytes_AS_STRING(value)[size - 1] == b'\t'):
+            # llhttp keeps trailing whitespace; it is not part of the value (RFC 9110 5.5).
+            value = value.rstrip(b" \t")
         req.header_count += 1
         if (req.header_count > self._max_header_count
                 or PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) > self._max_header_size):
+            if trailer_field(req.header_count, PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value),
+                             self._max_header_count, self._max_header_size):
+                return  # a trailer field: never merged into the header fields (RFC 9110 6.5.1)
             raise HTTPLimitExceeded(RequestHeaderFieldsTooLarge())
         add_header(
             req.environ,
@@ -240,6 +296,12 @@ cdef class HTTPProtocolCore:
         environ["REMOTE_PORT"] = str(self.client_port)
         environ["wsgi.url_scheme"] = self._url_scheme
         environ["kyoukai.protocol"] = self
+        found = PyDict_GetItem(environ, "HTTP_HOST")
+        if (found == NULL or PyDict_GetItem(_VALID_HOSTS, <object>found) == NULL
+                or not target.startswith("/")
+                or PyDict_GetItem(environ, "HTTP_TRANSFER_ENCODING") != NULL):
+            if check_head(environ, req.method, req.version, target):
+                req.header_count = TRAILER_BASE  # what the parser reports now is a trailer
         found = PyDict_GetItem(environ, "CONTENT_LENGTH")
         if found != NULL:
             length = <str>found
@@ -264,10 +326,23 @@ cdef class HTTPProtocolCore:
 
     def on_message_complete(self):
         cdef RequestState req = self._current
+        self._message_started = self._last_activity
         self._current = None
         self._continue_pending = False
         req.complete = True
         self._enqueue(req)
+
+    cdef _request_incomplete(self, Py_ssize_t size):
+        """A read ended inside a request: bound the size of its head across reads."""
+        cdef RequestState req = self._current
+        if req.head_received < 0:
+            return  # reading its body
+        try:
+            req.head_received = head_too_large(req.environ, req.head_received, size,
+                                               self._server.config.max_head_size)
+        except HTTPLimitExceeded as exc:
+            self._parse_failed = True
+            self._enqueue(exc.http_error)
 
     # --- request queue ------------------------------------------------------------------------
 
@@ -302,15 +377,21 @@ cdef class HTTPProtocolCore:
             if type(item) is RequestState:
                 self._start_request(<RequestState>item)
             else:
-                self._refuse(item)
+                self._refuse(item, None, True)
                 return
         if self._closing:
             return
         if not self._queue:
             self._queue = None  # an idle connection keeps no list
         if self._reading_paused and not self._busy and not self._queue:
-            self._reading_paused = False
-            self.transport.resume_reading()
+            if self._backlog is not None:
+                # What was read but not parsed comes first; reading resumes after it.
+                if not self._backlog_scheduled:
+                    self._backlog_scheduled = True
+                    self._loop.call_soon(self._feed_backlog)
+            else:
+                self._reading_paused = False
+                self.transport.resume_reading()
         if not self._busy and not self._queue:
             if self._eof:
                 self.close()
@@ -334,7 +415,7 @@ cdef class HTTPProtocolCore:
             try:
                 body = decode_body(body, <str>found, self._max_body_size)
             except _HTTPException as exc:
-                self._refuse(exc, req)
+                self._refuse(exc, req, True)
                 return
             environ["CONTENT_LENGTH"] = str(len(body))
         environ["wsgi.input"] = _BytesIO(body) if PyBytes_GET_SIZE(body) else EMPTY_INPUT
@@ -364,6 +445,8 @@ cdef class HTTPProtocolCore:
     def _handler_done(self, task, RequestState req):
         self._handler = None
         self._busy = False
+        # keep-alive idleness starts after the response
+        self._last_activity = self._message_started = _monotonic()
         if task.cancelled():
             if self._closing:
                 return  # cancelled by connection_lost or shutdown: nobody to answer
@@ -384,12 +467,33 @@ cdef class HTTPProtocolCore:
                      exc_info=exc)
         self._refuse(InternalServerError(), req)
 
-    cdef _refuse(self, error, RequestState req=None):
+    cdef _refuse(self, error, RequestState req=None, bint linger=False):
+        """Answer ``error`` and close; ``linger``: half-close instead (see ``_linger``)."""
         version = req.version if req is not None else "1.1"
         method = req.method if req is not None else "GET"
         if not self._closing:
             self._write(error_response(error, version, method))
+            if linger:
+                self._linger()
+                return
         self.close()
+
+    cdef _linger(self):
+        """Close after a refusal without a TCP reset: half-close, discard what still comes.
+
+        The connection closes when the client does, or ``linger_timeout`` seconds later.
+        """
+        self._closing = True
+        self._queue = None
+        self._flush()
+        timeout = self._server.config.linger_timeout
+        if timeout > 0 and self.transport is not None and half_close(self.transport):
+            self._linger_until = _monotonic() + timeout
+            if self._reading_paused:
+                self._reading_paused = False
+                self.transport.resume_reading()
+        elif self.transport is not None:
+            self.transport.close()
 
     # --- responses ----------------------------------------------------------------------------
 
@@ -408,10 +512,18 @@ cdef class HTTPProtocolCore:
         except Exception as exc:
             self._handler_failed(req, exc)
             return
-        self._write(<bytes>rendered[0])
-        keep_alive = rendered[2]
+        data = <bytes>rendered[0]
         app_iter = rendered[1]
+        if PyBytes_AS_STRING(data)[9] == b'1':  # "HTTP/1.x 1..": not a final response
+            if app_iter is not None and hasattr(app_iter, "close"):
+                app_iter.close()
+            self._handler_failed(req, interim_status_error(data))
+            return
+        self._write(data)
+        keep_alive = rendered[2]
         if app_iter is not None:
+            if keep_alive and not rendered[3]:
+                app_iter = hold_to_declared_length(app_iter, data)
             self._busy = True
             task = self._loop.create_task(self._stream(req, app_iter, keep_alive, rendered[3]))
             self._handler = task
@@ -453,6 +565,7 @@ cdef class HTTPProtocolCore:
     def _stream_done(self, task):
         self._handler = None
         self._busy = False
+        self._last_activity = self._message_started = _monotonic()
         if not task.cancelled():
             exc = task.exception()
             if exc is not None and not isinstance(exc, ConnectionError):
@@ -477,7 +590,10 @@ cdef class HTTPProtocolCore:
         Called by the server's timeout check (``ServerState``) with ``time.monotonic()``.
         """
         cdef RequestState req = self._current
-        if self._closing or self._busy or self._queue:
+        if self._closing or self._busy or self._queue or self._backlog is not None:
+            if self._linger_until and now >= self._linger_until:
+                self._linger_until = 0.0
+                self.transport.close()
             return
         if req is not None and not req.complete:
             if "REQUEST_METHOD" not in req.environ:  # still reading the head
@@ -485,8 +601,12 @@ cdef class HTTPProtocolCore:
                     self._refuse(RequestTimeout())
             elif now >= self._last_activity + self._header_timeout:
                 self._refuse(RequestTimeout())
-        elif now >= self._last_activity + self._keepalive_timeout:
-            self.close()
+        else:
+            # Idle since the last message or response: bytes that start no request (a trickle
+            # of empty lines, which llhttp skips) do not keep a connection open.
+            if now >= (self._last_activity if self._upgrade_body is not None
+                       else self._message_started) + self._keepalive_timeout:
+                self.close()
 
     # --- upgrades -----------------------------------------------------------------------------
 
@@ -495,11 +615,13 @@ cdef class HTTPProtocolCore:
         cdef list queue = self._queue
         cdef RequestState req
         item = queue[len(queue) - 1] if queue else None
+        environ = None
         if type(item) is RequestState and self._current is None:
             # The upgrading request is complete and last in the queue: it is never handed to
             # the app as a plain HTTP/1.1 request.
             queue.pop()
             req = <RequestState>item
+            environ = req.environ
             upgrade = (req.environ.get("HTTP_UPGRADE") or "").strip().lower()
             if upgrade == "h2c" and not queue and not self._busy:
                 try:
@@ -509,7 +631,7 @@ cdef class HTTPProtocolCore:
                     return
                 self._feed_upgrade_body(rest)
                 return
-        self._enqueue(BadRequest("Unsupported protocol upgrade."))
+        self._enqueue(upgrade_refusal(environ))
 
     cdef _feed_upgrade_body(self, data):
         pending = self._upgrade_body
@@ -560,8 +682,14 @@ cdef class HTTPProtocolCore:
                 self._out = data
             elif type(pending) is list:
                 (<list>pending).append(data)
+                self._out_size += PyBytes_GET_SIZE(data)
             else:
                 self._out = [pending, data]
+                self._out_size = PyBytes_GET_SIZE(<bytes>pending) + PyBytes_GET_SIZE(data)
+            if pending is not None and self._out_size > self._write_high_water:
+                # Many pipelined responses in one batch: hand them to the transport now, so
+                # that pause_writing can stop the next ones (memory stays bounded).
+                self._flush()
             return
         if self.transport.is_closing():  # lost, and connection_lost not yet called
             return

@@ -33,11 +33,14 @@ from werkzeug.exceptions import (
 
 from . import _wsgi_py
 from ._body import decode_body
-from ._config import server_state_for
+from ._config import FEED_SLICE, server_state_for, slice_end
+from ._conformance import (TRAILER_BASE, VALID_HOSTS, check_head, head_too_large,
+                           hold_to_declared_length, interim_status_error, trailer_field)
 from ._input import EMPTY_INPUT
-from ._errors import HTTPLimitExceeded, error_response, logger, parser_error_to_http
+from ._errors import HTTPLimitExceeded, error_response, half_close, logger, parser_error_to_http
 from ._tasks import continue_in_task
-from ._upgrade import UpgradeBody, after_upgrade as _after_upgrade, hand_over_h2c, hand_over_tls
+from ._upgrade import (UpgradeBody, after_upgrade as _after_upgrade, hand_over_h2c, hand_over_tls,
+                       upgrade_refusal)
 
 __all__ = ("KyoukaiProtocol", "RequestState", "PROTOCOL_CLASS")
 
@@ -58,7 +61,7 @@ class RequestState:
     """Everything about one request while it is parsed and waits for its handler."""
 
     __slots__ = ("environ", "url", "body", "body_size", "version", "keep_alive", "method",
-                 "header_count", "complete", "upgrade")
+                 "header_count", "complete", "upgrade", "head_received")
 
     def __init__(self, environ: dict):
         self.environ = environ
@@ -71,6 +74,7 @@ class RequestState:
         self.header_count = 0
         self.complete = False
         self.upgrade = False
+        self.head_received = 0
 
 
 class KyoukaiProtocol(asyncio.Protocol):
@@ -101,11 +105,15 @@ class KyoukaiProtocol(asyncio.Protocol):
         self._writing_paused = False
         self._drain_waiter = None
         self._last_activity = 0.0
-        self._message_started = 0.0
+        self._message_started = 0.0  # read time at the last message boundary (begin or end)
+        self._linger_until = 0.0    # set while a refused client's connection is half closed
         self._continue_pending = False
         self._batching = False      # while set, writes collect in _out for one transport.write
         self._out = None
+        self._out_size = 0          # bytes in _out once it holds more than one write
         self._upgrade_body = None   # UpgradeBody of an h2c upgrade still receiving its body
+        self._backlog = None        # bytes read but not parsed while the pipeline was full
+        self._backlog_scheduled = False
 
     # --- asyncio callbacks ------------------------------------------------------------------
 
@@ -127,7 +135,7 @@ class KyoukaiProtocol(asyncio.Protocol):
             transport.set_write_buffer_limits(high=self._config.write_high_water)
         except (AttributeError, NotImplementedError):
             pass
-        self._last_activity = _monotonic()
+        self._last_activity = self._message_started = _monotonic()
         self._server.add_connection(self, self._loop)
         self.component.connection_made.dispatch(protocol=self)
 
@@ -143,6 +151,7 @@ class KyoukaiProtocol(asyncio.Protocol):
             waiter.exception()  # retrieved: nobody may be waiting any more
         self._drain_waiter = None
         self._queue = None
+        self._backlog = None
         self.component.connection_lost.dispatch(protocol=self)
 
     def data_received(self, data):
@@ -159,18 +168,58 @@ class KyoukaiProtocol(asyncio.Protocol):
         self._batching = True
         try:
             try:
-                self.parser.feed_data(data)
+                if len(data) > FEED_SLICE:
+                    self._feed_in_slices(data)
+                else:
+                    self.parser.feed_data(data)
             except httptools.HttpParserUpgrade as upgrade:
                 self._flush()
                 self._on_upgrade(_after_upgrade(data, upgrade))
             except httptools.HttpParserError as exc:
                 self._parse_failed = True
                 self._enqueue(parser_error_to_http(exc))
+            if self._current is not None and not self._parse_failed:
+                backlog = self._backlog
+                self._request_incomplete(len(data) - (len(backlog) if backlog is not None else 0))
             if not self._busy:
                 self._run_queue()
         finally:
             self._batching = False
             self._flush()
+
+    def _feed_in_slices(self, data):
+        """Parse a large read piece by piece; stop once the pipeline backlog is full.
+
+        The unparsed rest waits in ``_backlog`` (reading is paused) until the queue drains.
+        """
+        if type(data) is not bytes:
+            data = bytes(data)
+        view = memoryview(data)
+        size = len(view)
+        start = 0
+        limit = self._config.max_pipelined_requests
+        while start < size:
+            end = slice_end(data, start, self._current)
+            try:
+                self.parser.feed_data(view[start:end])
+            except httptools.HttpParserUpgrade as upgrade:
+                # the offset of the upgrade, in ``data`` rather than in this piece
+                raise httptools.HttpParserUpgrade(start + upgrade.args[0]) from None
+            start = end
+            queue = self._queue
+            if queue is not None and len(queue) >= limit and start < size:
+                self._backlog = bytes(view[start:])
+                if not self._reading_paused:
+                    self._reading_paused = True
+                    self.transport.pause_reading()
+                return
+
+    def _feed_backlog(self):
+        self._backlog_scheduled = False
+        data = self._backlog
+        self._backlog = None
+        if data is not None and not self._closing:
+            self.data_received(data)
 
     def eof_received(self):
         if self._busy or self._queue:
@@ -206,9 +255,15 @@ class KyoukaiProtocol(asyncio.Protocol):
 
     def on_header(self, name, value):
         req = self._current
+        if value and value[-1] in (32, 9):
+            # llhttp keeps trailing whitespace; it is not part of the value (RFC 9110 5.5).
+            value = value.rstrip(b" \t")
         req.header_count += 1
         if (req.header_count > self._config.max_header_count
                 or len(name) + len(value) > self._config.max_header_size):
+            if trailer_field(req.header_count, len(name) + len(value),
+                             self._config.max_header_count, self._config.max_header_size):
+                return  # a trailer field: never merged into the header fields (RFC 9110 6.5.1)
             raise HTTPLimitExceeded(RequestHeaderFieldsTooLarge())
         _add_header(req.environ, _header_environ_key(name.decode("latin-1")),
                     value.decode("latin-1"))
@@ -236,6 +291,10 @@ class KyoukaiProtocol(asyncio.Protocol):
         environ["REMOTE_PORT"] = str(self.client_port)
         environ["wsgi.url_scheme"] = self._url_scheme
         environ["kyoukai.protocol"] = self
+        if (environ.get("HTTP_HOST") not in VALID_HOSTS or not target.startswith("/")
+                or "HTTP_TRANSFER_ENCODING" in environ):
+            if check_head(environ, req.method, req.version, target):
+                req.header_count = TRAILER_BASE  # what the parser reports now is a trailer
         length = environ.get("CONTENT_LENGTH")
         if length is not None and length.isdigit() and int(length) > self._config.max_body_size:
             raise HTTPLimitExceeded(RequestEntityTooLarge())
@@ -258,10 +317,23 @@ class KyoukaiProtocol(asyncio.Protocol):
 
     def on_message_complete(self):
         req = self._current
+        self._message_started = self._last_activity
         self._current = None
         self._continue_pending = False
         req.complete = True
         self._enqueue(req)
+
+    def _request_incomplete(self, size):
+        """A read ended inside a request: bound the size of its head across reads."""
+        req = self._current
+        if req.head_received < 0:
+            return  # reading its body
+        try:
+            req.head_received = head_too_large(req.environ, req.head_received, size,
+                                               self._config.max_head_size)
+        except HTTPLimitExceeded as exc:
+            self._parse_failed = True
+            self._enqueue(exc.http_error)
 
     # --- request queue ----------------------------------------------------------------------
 
@@ -291,7 +363,7 @@ class KyoukaiProtocol(asyncio.Protocol):
         while self._queue and not self._busy and not self._closing and not self._writing_paused:
             item = self._queue.pop(0)
             if isinstance(item, HTTPException):
-                self._refuse(item)
+                self._refuse(item, linger=True)
                 return
             self._start_request(item)
         if self._closing:
@@ -299,8 +371,14 @@ class KyoukaiProtocol(asyncio.Protocol):
         if not self._queue:
             self._queue = None  # an idle connection keeps no list
         if self._reading_paused and not self._busy and not self._queue:
-            self._reading_paused = False
-            self.transport.resume_reading()
+            if self._backlog is not None:
+                # What was read but not parsed comes first; reading resumes after it.
+                if not self._backlog_scheduled:
+                    self._backlog_scheduled = True
+                    self._loop.call_soon(self._feed_backlog)
+            else:
+                self._reading_paused = False
+                self.transport.resume_reading()
         if not self._busy and not self._queue:
             if self._eof:
                 self.close()
@@ -316,7 +394,7 @@ class KyoukaiProtocol(asyncio.Protocol):
             try:
                 body = decode_body(body, encoding, self._config.max_body_size)
             except HTTPException as exc:
-                self._refuse(exc, req)
+                self._refuse(exc, req, linger=True)
                 return
             environ["CONTENT_LENGTH"] = str(len(body))
         environ["wsgi.input"] = _BytesIO(body) if body else EMPTY_INPUT
@@ -339,6 +417,8 @@ class KyoukaiProtocol(asyncio.Protocol):
     def _handler_done(self, task, req):
         self._handler = None
         self._busy = False
+        # keep-alive idleness starts after the response
+        self._last_activity = self._message_started = _monotonic()
         if task.cancelled():
             if self._closing:
                 return  # cancelled by connection_lost or shutdown: nobody to answer
@@ -359,13 +439,36 @@ class KyoukaiProtocol(asyncio.Protocol):
                      exc_info=exc)
         self._refuse(InternalServerError(), req)
 
-    def _refuse(self, error, req=None):
-        """Answer ``error`` (a werkzeug HTTPException) and close the connection."""
+    def _refuse(self, error, req=None, linger=False):
+        """Answer ``error`` (a werkzeug HTTPException) and close the connection.
+
+        ``linger``: the client may still be sending; half-close instead (see ``_linger``).
+        """
         version = req.version if req is not None else "1.1"
         method = req.method if req is not None else "GET"
         if not self._closing:
             self._raw_write(error_response(error, version, method))
+            if linger:
+                self._linger()
+                return
         self.close()
+
+    def _linger(self):
+        """Close after a refusal without a TCP reset: half-close, discard what still comes.
+
+        The connection closes when the client does, or ``linger_timeout`` seconds later.
+        """
+        self._closing = True
+        self._queue = None
+        self._flush()
+        timeout = self._config.linger_timeout
+        if timeout > 0 and self.transport is not None and half_close(self.transport):
+            self._linger_until = _monotonic() + timeout
+            if self._reading_paused:
+                self._reading_paused = False
+                self.transport.resume_reading()
+        elif self.transport is not None:
+            self.transport.close()
 
     # --- responses --------------------------------------------------------------------------
 
@@ -384,8 +487,15 @@ class KyoukaiProtocol(asyncio.Protocol):
         except Exception as exc:
             self._handler_failed(req, exc)
             return
+        if data[9] == 49:  # "HTTP/1.x 1..": not a final response
+            if app_iter is not None and hasattr(app_iter, "close"):
+                app_iter.close()
+            self._handler_failed(req, interim_status_error(data))
+            return
         self._raw_write(data)
         if app_iter is not None:
+            if keep_alive and not chunked:
+                app_iter = hold_to_declared_length(app_iter, data)
             self._busy = True
             task = self._loop.create_task(self._stream(req, app_iter, keep_alive, chunked))
             self._handler = task
@@ -429,6 +539,7 @@ class KyoukaiProtocol(asyncio.Protocol):
     def _stream_done(self, task):
         self._handler = None
         self._busy = False
+        self._last_activity = self._message_started = _monotonic()
         if not task.cancelled():
             exc = task.exception()
             if exc is not None and not isinstance(exc, ConnectionError):
@@ -453,7 +564,10 @@ class KyoukaiProtocol(asyncio.Protocol):
         Called by the server's timeout check (``ServerState``) with ``time.monotonic()``: one
         timer per server instead of one per connection.
         """
-        if self._closing or self._busy or self._queue:
+        if self._closing or self._busy or self._queue or self._backlog is not None:
+            if self._linger_until and now >= self._linger_until:
+                self._linger_until = 0.0
+                self.transport.close()
             return
         config = self._config
         req = self._current
@@ -465,8 +579,13 @@ class KyoukaiProtocol(asyncio.Protocol):
             if now >= started + config.header_timeout:
                 from werkzeug.exceptions import RequestTimeout
                 self._refuse(RequestTimeout())
-        elif now >= self._last_activity + config.keepalive_timeout:
-            self.close()
+        else:
+            # Idle since the last message or response: bytes that start no request (a trickle
+            # of empty lines, which llhttp skips) do not keep a connection open.
+            idle_since = (self._last_activity if self._upgrade_body is not None
+                          else self._message_started)
+            if now >= idle_since + config.keepalive_timeout:
+                self.close()
 
     # --- upgrades ---------------------------------------------------------------------------
 
@@ -474,10 +593,12 @@ class KyoukaiProtocol(asyncio.Protocol):
         self._parse_failed = True  # nothing after the upgrade request is HTTP/1.1
         queue = self._queue
         req = queue[-1] if queue else None
+        environ = None
         if isinstance(req, RequestState) and self._current is None:
             # The upgrading request is complete and last in the queue: it is never handed to
             # the app as a plain HTTP/1.1 request.
             queue.pop()
+            environ = req.environ
             upgrade = (req.environ.get("HTTP_UPGRADE") or "").strip().lower()
             if upgrade == "h2c" and not queue and not self._busy:
                 try:
@@ -487,7 +608,7 @@ class KyoukaiProtocol(asyncio.Protocol):
                     return
                 self._feed_upgrade_body(rest)
                 return
-        self._enqueue(BadRequest("Unsupported protocol upgrade."))
+        self._enqueue(upgrade_refusal(environ))
 
     def _feed_upgrade_body(self, data):
         pending = self._upgrade_body
@@ -531,10 +652,16 @@ class KyoukaiProtocol(asyncio.Protocol):
         if transport is None or self._closing:
             return
         if self._batching:
-            if self._out is None:
+            out = self._out
+            if out is None:
                 self._out = [data]
             else:
-                self._out.append(data)
+                out.append(data)
+                self._out_size = (len(out[0]) if len(out) == 2 else self._out_size) + len(data)
+                if self._out_size > self._config.write_high_water:
+                    # Many pipelined responses in one batch: hand them to the transport now,
+                    # so that pause_writing can stop the next ones (memory stays bounded).
+                    self._flush()
             return
         if transport.is_closing():  # lost, and connection_lost not yet called
             return

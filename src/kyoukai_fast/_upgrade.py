@@ -13,7 +13,7 @@ import binascii
 from ._errors import logger
 
 __all__ = ("after_upgrade", "h2_protocol_class", "hand_over_tls", "hand_over_h2c",
-           "UpgradeBody", "SWITCHING_PROTOCOLS")
+           "UpgradeBody", "SWITCHING_PROTOCOLS", "upgrade_refusal")
 
 SWITCHING_PROTOCOLS = (b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
                        b"Upgrade: h2c\r\n\r\n")
@@ -39,6 +39,20 @@ def after_upgrade(data, upgrade: BaseException) -> bytes:
     """The bytes of ``data`` after the request that ``httptools.HttpParserUpgrade`` stopped at."""
     offset = upgrade.args[0] if upgrade.args and isinstance(upgrade.args[0], int) else len(data)
     return bytes(data[offset:])
+
+
+def upgrade_refusal(environ: dict | None):
+    """The HTTP error for a request llhttp stopped at as an upgrade that is not taken.
+
+    ``CONNECT`` (which llhttp reports as an upgrade) asks for a tunnel: this is an origin server,
+    not a proxy, so that is not implemented (501). Any other upgrade (websocket, or an h2c one
+    that cannot be done) is refused with 400.
+    """
+    from werkzeug.exceptions import BadRequest, NotImplemented as HTTPNotImplemented
+
+    if environ is not None and environ.get("REQUEST_METHOD") == "CONNECT":
+        return HTTPNotImplemented("CONNECT is not supported: this server is not a proxy.")
+    return BadRequest("Unsupported protocol upgrade.")
 
 
 class UpgradeBody:

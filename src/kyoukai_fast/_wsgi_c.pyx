@@ -162,7 +162,7 @@ cdef enum HeaderKind:
     CONTENT_LENGTH = 1
     CONNECTION = 2
     DATE = 3
-    NEEDS_WERKZEUG = 4   # Location / Content-Location: IRI handling stays werkzeug's
+    NEEDS_WERKZEUG = 4   # Location / Content-Location: IRI handling; Transfer-Encoding
 
 cdef dict _header_kinds = {
     "Content-Type": ORDINARY,
@@ -171,6 +171,7 @@ cdef dict _header_kinds = {
     "Date": DATE,
     "Location": NEEDS_WERKZEUG,
     "Content-Location": NEEDS_WERKZEUG,
+    "Transfer-Encoding": NEEDS_WERKZEUG,  # the server's own framing: see _wsgi_py
 }
 cdef Py_ssize_t _HEADER_KINDS_MAX = 4096
 
@@ -187,7 +188,7 @@ cdef int _header_kind(str name) except -1:
         kind = CONNECTION
     elif lower == "date":
         kind = DATE
-    elif lower == "location" or lower == "content-location":
+    elif lower == "location" or lower == "content-location" or lower == "transfer-encoding":
         kind = NEEDS_WERKZEUG
     if len(_header_kinds) < _HEADER_KINDS_MAX:
         _header_kinds[name] = kind

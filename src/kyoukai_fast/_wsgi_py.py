@@ -279,7 +279,7 @@ def render_response(response, environ: dict, version: str, keep_alive: bool):
     after it). Adds ``Date`` and the ``Connection`` header the keep-alive decision needs.
     """
     status, headers, body = response_parts(response, environ)
-    have_date = False
+    have_date = app_coding = False
     connection = None
     for name, value in headers:
         lower = name.lower()
@@ -287,6 +287,12 @@ def render_response(response, environ: dict, version: str, keep_alive: bool):
             have_date = True
         elif lower == "connection":
             connection = value.lower()
+        elif lower == "transfer-encoding":
+            app_coding = True
+    if app_coding:
+        # Framing is the server's: an app's own Transfer-Encoding would go out beside the
+        # server's Content-Length or chunked coding, and the client would misread the body.
+        headers = [pair for pair in headers if pair[0].lower() != "transfer-encoding"]
     extra = b"" if have_date else http_date()
     chunked = False
     if isinstance(body, bytes):
