@@ -121,8 +121,8 @@ def identifiers(platform: str) -> set[str]:
     return set(out.split())
 
 
-def test_cibuildwheel_builds_cpython_3_9_to_3_13_on_linux_macos_and_windows():
-    versions = {f"cp3{minor}" for minor in range(9, 14)}
+def test_cibuildwheel_builds_cpython_3_10_to_3_13_on_linux_macos_and_windows():
+    versions = {f"cp3{minor}" for minor in range(10, 14)}
     expected = {
         "linux": {f"{v}-{libc}_{arch}" for v in versions
                   for libc in ("manylinux", "musllinux") for arch in ("x86_64", "aarch64")},
