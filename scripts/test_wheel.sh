@@ -5,8 +5,9 @@
 #      the sdist with extensions switched off, with no C compiler (pure fallback, installed and
 #      tested), and with no compiler while extensions are required (must fail); the cibuildwheel
 #      matrix;
-#   3. the repaired wheel installed into a fresh virtualenv, and the whole suite run against it
-#      from a copy of tests/ in a temporary directory, where src/ cannot be imported.
+#   3. the repaired wheel installed into a fresh virtualenv as cibuildwheel installs it (the
+#      test extras, Kyoukai --no-deps), and the whole suite run against it from a copy of tests/
+#      in a temporary directory, where src/ cannot be imported.
 # Run by scripts/test.sh after the in-tree suite; `make test-wheel` runs it alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,8 +51,20 @@ pip_install() {
         | { grep -v "is ignored: it is neither a file nor a directory" || true; }
     return "${PIPESTATUS[0]}"
 }
-# The wheel with its extras, then everything the suite needs, then Kyoukai without its pins.
-pip_install "$wheel[test,kyoukai]" -r requirements-dev.txt
+# Exactly what cibuildwheel installs before its test-command: the wheel with the extras named by
+# [tool.cibuildwheel] test-extras, then Kyoukai without its pins (before-test). So a test that
+# needs a package missing from those extras fails here, not first in the release CI.
+extras=$("$venv_python" - <<'PY'
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    from pip._vendor import tomli as tomllib
+with open("pyproject.toml", "rb") as f:
+    print(",".join(tomllib.load(f)["tool"]["cibuildwheel"]["test-extras"]))
+PY
+)
+echo "$(basename "$wheel")[$extras]"
+pip_install "$wheel[$extras]"
 pip_install --no-deps "kyoukai==2.2.1.post1"
 
 step "the suite against the installed wheel"
