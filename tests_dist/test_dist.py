@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, clean_env, run, wheel_from_sdist
+from dist_helpers import ROOT, clean_env, run, wheel_from_sdist
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -39,7 +39,8 @@ def test_sdist_ships_the_cython_sources_and_no_generated_files(dist):
     for module in COMPILED:
         assert f"src/kyoukai_fast/{module}.pyx" in names
         assert f"src/kyoukai_fast/{module}.pxd" in names
-    assert {"setup.py", "pyproject.toml", "MANIFEST.in", "README.md", "tests/conftest.py"} <= set(names)
+    top_level = {"setup.py", "pyproject.toml", "MANIFEST.in", "README.md", "tests/conftest.py"}
+    assert top_level <= set(names)
     assert not [n for n in names if n.endswith(GENERATED)]
 
 
