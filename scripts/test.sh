@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: both implementations (compiled and pure-Python) in one run, then the
-# import-time switch, then the benchmarks once in quick mode so they cannot rot.
+# import-time switch, then the benchmarks once in quick mode so they cannot rot, then the
+# release artefacts: sdist and wheel checks and the suite against the installed wheel
+# (scripts/test_wheel.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
@@ -13,3 +15,5 @@ KYOUKAI_FAST_NO_EXTENSIONS=1 KYOUKAI_FAST_EXPECT_COMPILED= \
 if [ -d bench ] && ls bench/test_*.py >/dev/null 2>&1; then
     .venv/bin/python -m pytest -q bench --benchmark-disable
 fi
+# Last: the sdist, the wheel, and the suite run against the wheel installed in a fresh venv.
+bash scripts/test_wheel.sh

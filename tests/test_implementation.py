@@ -2,6 +2,8 @@
 import os
 import subprocess
 import sys
+import sysconfig
+from pathlib import Path
 
 import kyoukai_fast
 
@@ -34,3 +36,23 @@ def test_environment_variable_selects_pure_python():
 def test_protocol_class_name_is_what_kyoukai_looks_up():
     assert kyoukai_fast.PROTOCOL_CLASS == "KyoukaiProtocol"
     assert getattr(kyoukai_fast, kyoukai_fast.PROTOCOL_CLASS) is kyoukai_fast.KyoukaiProtocol
+
+
+def test_the_suite_exercises_the_intended_install():
+    # KYOUKAI_FAST_TEST_INSTALLED is set when the suite runs against an installed wheel (CI's
+    # wheel check, cibuildwheel): then the package, compiled modules included, must come from
+    # site-packages and not from a source tree. Otherwise it must be this checkout's src/.
+    package_dir = Path(kyoukai_fast.__file__).resolve().parent
+    loaded = [Path(kyoukai_fast.__file__)]
+    if kyoukai_fast.IMPLEMENTATION == "cython":
+        from kyoukai_fast import _protocol_c, _wsgi_c
+
+        loaded += [Path(_protocol_c.__file__), Path(_wsgi_c.__file__)]
+        assert all(p.suffix in (".so", ".pyd") for p in loaded[1:])
+    assert all(p.resolve().parent == package_dir for p in loaded)
+    if os.environ.get("KYOUKAI_FAST_TEST_INSTALLED"):
+        site_dirs = {Path(sysconfig.get_paths()[key]).resolve() for key in ("purelib", "platlib")}
+        assert package_dir.parent in site_dirs, (package_dir, site_dirs)
+        assert not (package_dir.parent.parent / "setup.py").exists()
+    else:
+        assert package_dir == Path(__file__).resolve().parents[1] / "src" / "kyoukai_fast"

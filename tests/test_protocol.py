@@ -7,6 +7,7 @@ checks the exact bytes it writes (split strictly by :func:`parse_responses`).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import gzip
 import json
@@ -176,6 +177,29 @@ def test_suspending_handler_keeps_order(impl):
         assert [r.body.decode() for r in responses] == paths
         # one handler at a time: each ends before the next starts
         assert events == [(kind, p) for p in paths for kind in ("start", "end")]
+
+    run(main())
+
+
+def test_suspending_handler_keeps_its_context_variables(impl):
+    # A handler that suspends is continued in a task; it must still run in the context it
+    # started in, so a token it set before suspending can be reset after (Asphalt's Context
+    # does this for every request). Python 3.10 needs _tasks' own context handling for it.
+    request_id = contextvars.ContextVar("request_id")
+
+    async def handler(request):
+        token = request_id.set(request.path)
+        await asyncio.sleep(0.01)
+        seen = request_id.get()
+        request_id.reset(token)
+        return Response(seen)
+
+    async def main():
+        protocol, transport, _ = await open_connection(impl, handler)
+        protocol.data_received(get("/one") + get("/two"))
+        responses = await wait_for_responses(transport, 2)
+        assert [(r.status, r.body) for r in responses] == [(200, b"/one"), (200, b"/two")]
+        assert request_id.get(None) is None
 
     run(main())
 
