@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The suite against werkzeug 2.x (pyproject allows werkzeug>=2.2), in a throwaway virtualenv so
+# The suite against werkzeug 2.x (pyproject allows werkzeug>=2.3), in a throwaway virtualenv so
 # that .venv keeps werkzeug 3. Not part of `make test` (it installs a second set of packages).
 #   bash scripts/test-werkzeug2.sh [2.3.*]
 set -euo pipefail
