@@ -18,6 +18,7 @@ from cpython.unicode cimport (
     PyUnicode_AsLatin1String,
     PyUnicode_DATA,
     PyUnicode_GET_LENGTH,
+    PyUnicode_DecodeLatin1,
     PyUnicode_KIND,
 )
 from libc.string cimport memcpy
@@ -62,6 +63,20 @@ cdef str header_environ_key(str name):
         key = "HTTP_" + key
     if len(_environ_keys) < _ENVIRON_KEYS_MAX:
         _environ_keys[name] = key
+    return key
+
+
+cdef dict _environ_keys_of_bytes = {}
+
+
+cdef str header_environ_key_of_bytes(bytes name):
+    """``header_environ_key`` of a raw (latin-1) header name, without decoding a known one."""
+    cdef PyObject* cached = PyDict_GetItem(_environ_keys_of_bytes, name)
+    if cached != NULL:
+        return <str>cached
+    cdef str key = header_environ_key(PyUnicode_DecodeLatin1(name, PyBytes_GET_SIZE(name), NULL))
+    if len(_environ_keys_of_bytes) < _ENVIRON_KEYS_MAX:
+        _environ_keys_of_bytes[name] = key
     return key
 
 
