@@ -498,9 +498,11 @@ def markdown_table(rows: list) -> str:
             correct = f"yes ({row['checked_ok']:,})"
         else:
             correct = f"NO: {row['checked_bad']:,} bad of {row['checked_ok'] + row['checked_bad']:,}"
+        # wrk records no latency for pipelined requests.
+        p99 = "n/a" if row["pipeline"] > 1 and not row["p99_ms"] else f"{row['p99_ms']:.2f}"
         lines.append(
             f"| {row['loop']} | {'16-deep' if row['pipeline'] > 1 else 'none'} | {row['server']} "
-            f"| {row['rps']:,.0f} | {row['p99_ms']:.2f} | {_fmt_ratio(row['x_floor'])} "
+            f"| {row['rps']:,.0f} | {p99} | {_fmt_ratio(row['x_floor'])} "
             f"| {_fmt_ratio(row['x_stock'])} | {correct} |")
     return "\n".join(lines)
 
@@ -695,7 +697,8 @@ def main(argv=None) -> int:
         md += [markdown_table(rows), "",
                "× stock: against stock Kyoukai with the same app (`stock-kyoukai` for the real "
                "Kyoukai app, `stock-minimal` otherwise). correct: a separate 1 s wrk pass that "
-               "checks every response's status and body.", ""]
+               "checks every response's status and body. p99: wrk's latency percentile (none "
+               "with pipelining).", ""]
     if memory:
         md += ["| loop | server | RSS growth per idle keep-alive connection |", "|---|---|---:|"]
         for loop_name, by_kind in memory.items():
