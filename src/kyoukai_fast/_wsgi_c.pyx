@@ -204,13 +204,41 @@ cdef str http_date_str():
     return _date_line
 
 
+# The last class found fast: nearly every response of a server has the same class.
+cdef type _last_fast_type = None
+
+
 cdef inline bint _is_fast_type(type cls) except -1:
+    global _last_fast_type
+    if cls is _last_fast_type:
+        return True
     cdef PyObject* cached = PyDict_GetItem(_fast_types, cls)
     if cached != NULL:
-        return <object>cached is True
+        if <object>cached is True:
+            _last_fast_type = cls
+            return True
+        return False
     fast = bool(_py_is_fast_type(cls))
     _fast_types[cls] = fast
+    if fast:
+        _last_fast_type = cls
     return fast
+
+
+cdef inline bint _has_newline(str text):
+    """``"\\n" in text or "\\r" in text``, in one scan for one-byte-per-character text."""
+    cdef Py_ssize_t i, n
+    cdef const unsigned char* data
+    cdef unsigned char c
+    if PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND:
+        return "\n" in text or "\r" in text
+    n = PyUnicode_GET_LENGTH(text)
+    data = <const unsigned char*>PyUnicode_DATA(text)
+    for i in range(n):
+        c = data[i]
+        if c == 10 or c == 13:
+            return True
+    return False
 
 
 cdef inline bytes _body_bytes(list chunks):
@@ -244,7 +272,33 @@ cdef dict _header_kinds = {
 cdef Py_ssize_t _HEADER_KINDS_MAX = 4096
 
 
+# The header name objects seen last, by identity: a response class sets its headers from the
+# same string constants every time ("Content-Type" in werkzeug), so a pointer comparison finds
+# them before any hashing. _recent_refs keeps each remembered name alive while its slot holds it.
+cdef enum:
+    RECENT_NAMES = 8
+cdef PyObject* _recent_names[RECENT_NAMES]
+cdef int _recent_kinds[RECENT_NAMES]
+cdef list _recent_refs = [None] * RECENT_NAMES
+cdef int _recent_next = 0
+
+
 cdef int _header_kind(str name) except -1:
+    global _recent_next
+    cdef int i
+    for i in range(RECENT_NAMES):
+        if _recent_names[i] == <PyObject*>name:
+            return _recent_kinds[i]
+    cdef int kind = _classify_header(name)
+    i = _recent_next
+    _recent_next = (i + 1) % RECENT_NAMES
+    _recent_refs[i] = name
+    _recent_names[i] = <PyObject*>name
+    _recent_kinds[i] = kind
+    return kind
+
+
+cdef int _classify_header(str name) except -1:
     cdef PyObject* cached = PyDict_GetItem(_header_kinds, name)
     if cached != NULL:
         return <int><object>cached
@@ -325,7 +379,7 @@ cdef tuple _render_fast(object response, dict environ, str version, bint keep_al
     if code < 200 or code == 204 or code == 304:
         return None
     status = response._status
-    if "\n" in status or "\r" in status:
+    if _has_newline(status):
         raise ValueError("status must not contain newline characters")
     line = "HTTP/1.1 " if version == "1.1" else "HTTP/" + version + " "
     pieces = [line, status, "\r\n"]
@@ -343,7 +397,7 @@ cdef tuple _render_fast(object response, dict environ, str version, bint keep_al
                 have_date = True
             else:
                 return None
-        if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
+        if _has_newline(value) or _has_newline(name):
             raise ValueError("header names and values must not contain newline characters")
         pieces.append(name)
         pieces.append(": ")
