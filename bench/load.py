@@ -270,6 +270,12 @@ class Server:
                     return int(line.split()[1]) * 1024
         raise RuntimeError("no VmRSS")
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used so far."""
+        with open(f"/proc/{self.proc.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -465,6 +471,8 @@ def summarize(rounds: dict, correctness: dict) -> list:
     rows = []
     for (loop_name, depth), by_server in rounds.items():
         medians = {kind: median([r["rps"] for r in runs]) for kind, runs in by_server.items()}
+        cpu = {kind: median([r.get("cpu_us", float("nan")) for r in runs])
+               for kind, runs in by_server.items()}
         for kind, runs in by_server.items():
             rps = medians[kind]
             stock = medians.get(STOCK_OF.get(kind, "stock-minimal"))
@@ -474,6 +482,10 @@ def summarize(rounds: dict, correctness: dict) -> list:
                 "p99_ms": median([r["p99_us"] for r in runs]) / 1000,
                 "x_floor": rps / medians["floor"] if medians.get("floor") else None,
                 "x_stock": rps / stock if stock else None,
+                "cpu_us": cpu[kind],
+                "cpu_x_floor": (cpu["floor"] / cpu[kind]) if "floor" in cpu else None,
+                "cpu_x_stock": (cpu[STOCK_OF.get(kind, "stock-minimal")] / cpu[kind]
+                                if STOCK_OF.get(kind, "stock-minimal") in cpu else None),
                 "errors": sum(r["status_errors"] + r["read_errors"] + r["write_errors"]
                               + r["connect_errors"] + r["timeouts"] for r in runs),
                 "rounds": [r["rps"] for r in runs],
@@ -489,8 +501,8 @@ def _fmt_ratio(value):
 
 def markdown_table(rows: list) -> str:
     lines = ["| loop | pipelining | server | req/s (median) | p99 ms | × floor | × stock "
-             "| correct |",
-             "|---|---|---|---:|---:|---:|---:|---|"]
+             "| server CPU µs/req | CPU: × floor | CPU: × stock | correct |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for row in rows:
         if row["checked_ok"] is None:
             correct = "not checked"
@@ -503,7 +515,9 @@ def markdown_table(rows: list) -> str:
         lines.append(
             f"| {row['loop']} | {'16-deep' if row['pipeline'] > 1 else 'none'} | {row['server']} "
             f"| {row['rps']:,.0f} | {p99} | {_fmt_ratio(row['x_floor'])} "
-            f"| {_fmt_ratio(row['x_stock'])} | {correct} |")
+            f"| {_fmt_ratio(row['x_stock'])} | {row['cpu_us']:.1f} "
+            f"| {_fmt_ratio(row['cpu_x_floor'])} | {_fmt_ratio(row['cpu_x_stock'])} "
+            f"| {correct} |")
     return "\n".join(lines)
 
 
@@ -523,7 +537,19 @@ def check_targets(rows: list, memory: dict, micro: dict) -> list:
         value = a / b
         targets.append((description, f"{value:.2f}× (need ≥ {minimum}×)", value >= minimum))
 
+    def cpu_ratio(description, kind, other, minimum):
+        mine, theirs = get(kind, 1, "cpu_us"), get(other, 1, "cpu_us")
+        if mine and theirs and mine == mine and theirs == theirs:  # present and not NaN
+            value = theirs / mine
+            targets.append((description + " (server CPU per request)",
+                            f"{value:.2f}× (need ≥ {minimum}×)", value >= minimum))
+
     ratio("compiled minimal app vs floor", get("fast-c-minimal"), get("floor"), 0.5)
+    cpu_ratio("compiled minimal app vs floor", "fast-c-minimal", "floor", 0.5)
+    cpu_ratio("compiled minimal app vs stock", "fast-c-minimal", "stock-minimal", 5)
+    cpu_ratio("compiled minimal app vs uvicorn", "fast-c-minimal", "uvicorn", 2)
+    cpu_ratio("pure-Python minimal app vs stock", "fast-py-minimal", "stock-minimal", 2)
+    cpu_ratio("real Kyoukai hello-world vs stock", "fast-kyoukai", "stock-kyoukai", 2)
     ratio("compiled minimal app vs stock", get("fast-c-minimal"), get("stock-minimal"), 5)
     ratio("compiled minimal app vs uvicorn", get("fast-c-minimal"), get("uvicorn"), 2)
     ratio("pure-Python minimal app vs stock", get("fast-py-minimal"), get("stock-minimal"), 2)
@@ -666,13 +692,19 @@ def main(argv=None) -> int:
                         for round_index in range(args.rounds):
                             for kind, server in running.items():
                                 step += 1
+                                cpu_before = server.cpu_seconds()
                                 result = load(server.port, depth, args.duration)
+                                # CPU time per request: steadier than req/s on a shared machine,
+                                # where a server gets only part of a core.
+                                result["cpu_us"] = ((server.cpu_seconds() - cpu_before)
+                                                    / max(1, result["requests"]) * 1e6)
                                 rounds.setdefault((loop_name, depth), {}).setdefault(
                                     kind, []).append(result)
                                 log(f"[{step:3}/{total}] {loop_name:8} pipeline={depth:<2} "
                                     f"round {round_index + 1} {kind:16} "
                                     f"{result['rps']:10,.0f} req/s  p99 "
-                                    f"{result['p99_us'] / 1000:7.2f} ms")
+                                    f"{result['p99_us'] / 1000:7.2f} ms  server CPU "
+                                    f"{result['cpu_us']:6.1f} µs/request")
                 finally:
                     for server in running.values():
                         server.stop()
@@ -698,7 +730,10 @@ def main(argv=None) -> int:
                "× stock: against stock Kyoukai with the same app (`stock-kyoukai` for the real "
                "Kyoukai app, `stock-minimal` otherwise). correct: a separate 1 s wrk pass that "
                "checks every response's status and body. p99: wrk's latency percentile (none "
-               "with pipelining).", ""]
+               "with pipelining). server CPU µs/req: user+system CPU time of the server process "
+               "per request (median of rounds), steadier than req/s on a shared machine where "
+               "a server gets only part of a core; CPU ratios compare those costs (higher is "
+               "cheaper).", ""]
     if memory:
         md += ["| loop | server | RSS growth per idle keep-alive connection |", "|---|---|---:|"]
         for loop_name, by_kind in memory.items():

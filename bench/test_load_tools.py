@@ -31,8 +31,8 @@ def test_server_answers_correctly(kind, depth, tmp_path):
     assert result["bad"] == 0
 
 
-def _run(rps, p99_us=1000.0):
-    return {"rps": rps, "p99_us": p99_us, "status_errors": 0, "read_errors": 0,
+def _run(rps, p99_us=1000.0, cpu_us=None):
+    return {"rps": rps, "p99_us": p99_us, "cpu_us": cpu_us or 1e6 / rps, "status_errors": 0, "read_errors": 0,
             "write_errors": 0, "connect_errors": 0, "timeouts": 0}
 
 
@@ -73,6 +73,9 @@ def test_summary_ratios_and_targets():
     assert targets["p99 latency, compiled vs stock (minimal app)"] is True
     assert targets["micro environ: compiled vs stock"] is False    # 9x
     assert targets["idle keep-alive connection, compiled above floor"] is False  # 600 B
+    # CPU per request defaults to 1 / rps here, so the CPU ratios follow the throughput ones
+    assert targets["compiled minimal app vs stock (server CPU per request)"] is True
+    assert targets["real Kyoukai hello-world vs stock (server CPU per request)"] is False
 
 
 def test_lua_scripts_count_responses():
