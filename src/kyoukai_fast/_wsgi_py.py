@@ -18,6 +18,7 @@ __all__ = (
     "to_wsgi_environment",
     "get_formatted_response",
     "header_environ_key",
+    "header_environ_key_of_bytes",
     "split_target",
     "target_from_text",
     "status_line",
@@ -47,6 +48,20 @@ def header_environ_key(name: str) -> str:
             key = "HTTP_" + key
         if len(_environ_keys) < _ENVIRON_KEYS_MAX:
             _environ_keys[name] = key
+    return key
+
+
+#: Raw (latin-1 bytes) header name -> environ key: a known name needs no decoding. Bounded.
+environ_keys_of_bytes: dict = {}
+
+
+def header_environ_key_of_bytes(name: bytes) -> str:
+    """:func:`header_environ_key` of a raw header name (the protocols look the cache up first)."""
+    key = environ_keys_of_bytes.get(name)
+    if key is None:
+        key = header_environ_key(name.decode("latin-1"))
+        if len(environ_keys_of_bytes) < _ENVIRON_KEYS_MAX:
+            environ_keys_of_bytes[name] = key
     return key
 
 
@@ -228,6 +243,117 @@ def response_parts(response, environ: dict):
     return status, headers, app_iter
 
 
+# What the fast path must notice about a response header, by exact name (the twin of the
+# compiled HeaderKind enum); other spellings are classified once with lower() and remembered.
+_ORDINARY, _CONTENT_LENGTH, _CONNECTION, _DATE, _NEEDS_WERKZEUG = range(5)
+_header_kinds: dict = {
+    "Content-Type": _ORDINARY,
+    "Content-Length": _CONTENT_LENGTH,
+    "Connection": _CONNECTION,
+    "Date": _DATE,
+    "Location": _NEEDS_WERKZEUG,  # IRI handling stays werkzeug's
+    "Content-Location": _NEEDS_WERKZEUG,
+}
+_HEADER_KINDS_MAX = 4096
+
+
+def _header_kind(name: str) -> int:
+    kind = _header_kinds.get(name)
+    if kind is None:
+        lower = name.lower()
+        if lower == "content-length":
+            kind = _CONTENT_LENGTH
+        elif lower == "connection":
+            kind = _CONNECTION
+        elif lower == "date":
+            kind = _DATE
+        elif lower == "location" or lower == "content-location":
+            kind = _NEEDS_WERKZEUG
+        else:
+            kind = _ORDINARY
+        if len(_header_kinds) < _HEADER_KINDS_MAX:
+            _header_kinds[name] = kind
+    return kind
+
+
+_date_str_second = -1
+_date_str = ""
+
+
+def _http_date_str() -> str:
+    global _date_str_second, _date_str
+    now = int(time.time())
+    if now != _date_str_second:
+        _date_str = "Date: " + formatdate(now, usegmt=True) + "\r\n"
+        _date_str_second = now
+    return _date_str
+
+
+def _render_fast(response, environ: dict, version: str, keep_alive: bool, server_headers: bool):
+    """The one-pass rendering of a plain werkzeug response with a buffered body, or ``None``.
+
+    The twin of the compiled ``_render_fast``: same cases, same bytes (the general path below
+    gives them too, in several passes). With ``server_headers`` it adds ``Date`` and
+    ``Connection`` as a server does.
+    """
+    if not _is_fast_type(type(response)) or response.direct_passthrough:
+        return None
+    chunks = response.response
+    if type(chunks) is not list:
+        return None
+    code = response._status_code
+    if code < 200 or code == 204 or code == 304:
+        return None
+    status = response._status
+    if "\n" in status or "\r" in status:
+        raise ValueError("status must not contain newline characters")
+    pieces = ["HTTP/1.1 " if version == "1.1" else "HTTP/" + version + " ", status, "\r\n"]
+    have_length = have_date = False
+    connection = None
+    kinds = _header_kinds
+    for name, value in response.headers._list:
+        kind = kinds.get(name)
+        if kind is None:
+            kind = _header_kind(name)
+        if kind:
+            if kind == _CONTENT_LENGTH:
+                have_length = True
+            elif kind == _CONNECTION:
+                connection = value.lower()
+            elif kind == _DATE:
+                have_date = True
+            else:
+                return None
+        if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
+            raise ValueError("header names and values must not contain newline characters")
+        pieces += (name, ": ", value, "\r\n")
+    if len(chunks) == 1 and type(chunks[0]) is bytes:
+        body = chunks[0]
+    elif not chunks:
+        body = b""
+    else:
+        body = b"".join([c.encode() if isinstance(c, str) else c for c in chunks])
+    if not have_length and response.automatically_set_content_length:
+        pieces += ("Content-Length: ", str(len(body)), "\r\n")
+    if response._on_close:
+        response.close()
+    if server_headers:
+        if not have_date:
+            pieces.append(_http_date_str())
+        if connection is not None:
+            keep_alive = keep_alive and "close" not in connection
+        elif version == "1.1":
+            if not keep_alive:
+                pieces.append("Connection: close\r\n")
+        elif keep_alive:
+            pieces.append("Connection: keep-alive\r\n")
+    pieces.append("\r\n")
+    head = "".join(pieces).encode("latin-1")
+    if body and environ.get("REQUEST_METHOD") != "HEAD":
+        return head + body, None, keep_alive, False
+    return head, None, keep_alive, False
+
+
 def _version_of(environ: dict) -> str:
     protocol = environ.get("SERVER_PROTOCOL", "HTTP/1.1")
     return "1.0" if protocol == "HTTP/1.0" else "1.1"
@@ -239,6 +365,11 @@ def get_formatted_response(response, environment) -> bytes:
     The status line answers in the request's HTTP version (``SERVER_PROTOCOL``). Status, headers
     and body are werkzeug's WSGI output; a body without a known length gets ``Content-Length``.
     """
+    environ = environment if type(environment) is dict else dict(environment)
+    version = "1.0" if environ.get("SERVER_PROTOCOL") == "HTTP/1.0" else "1.1"
+    rendered = _render_fast(response, environ, version, False, False)
+    if rendered is not None:
+        return rendered[0]
     status, headers, body = response_parts(response, environment)
     if not isinstance(body, bytes):
         app_iter = body
@@ -278,6 +409,9 @@ def render_response(response, environ: dict, version: str, keep_alive: bool):
     transfer coding when ``chunked``, else as is (its length is known, or the connection closes
     after it). Adds ``Date`` and the ``Connection`` header the keep-alive decision needs.
     """
+    rendered = _render_fast(response, environ, version, keep_alive, True)
+    if rendered is not None:
+        return rendered
     status, headers, body = response_parts(response, environ)
     have_date = app_coding = False
     connection = None

@@ -1,0 +1,144 @@
+"""
+What the micro benchmarks and the load benchmark share: the three implementations under one name
+each, a minimal app and component (duck-typed as Kyoukai uses them), and an in-memory transport.
+
+Importing this module applies :mod:`kyoukai_fast.compat`, so stock Kyoukai imports on modern
+Python and werkzeug.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib
+
+import kyoukai_fast.compat
+
+kyoukai_fast.compat.apply()
+
+from werkzeug.wrappers import Request, Response  # noqa: E402
+
+#: ``name -> (protocol module, wsgi module)``; the compiled entry is ``None`` when not built.
+IMPLEMENTATIONS: dict = {}
+
+
+def _load(name, protocol, wsgi):
+    try:
+        IMPLEMENTATIONS[name] = (importlib.import_module(protocol), importlib.import_module(wsgi))
+    except ImportError:
+        IMPLEMENTATIONS[name] = None
+
+
+_load("cython", "kyoukai_fast._protocol_c", "kyoukai_fast._wsgi_c")
+_load("python", "kyoukai_fast._protocol_py", "kyoukai_fast._wsgi_py")
+_load("stock", "kyoukai.backends.httptools_", "kyoukai.wsgi")
+
+IMPLEMENTATION_NAMES = ("cython", "python", "stock")
+
+HELLO = b"Hello, world!"
+
+#: A typical browser-ish GET: the input every micro benchmark uses.
+REQUEST_TARGET = "/hello/world?name=kyoukai&page=2"
+REQUEST_HEADERS = [
+    ("Host", "127.0.0.1:8080"),
+    ("User-Agent", "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0"),
+    ("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+    ("Accept-Language", "en-US,en;q=0.5"),
+    ("Accept-Encoding", "gzip, deflate, br"),
+    ("Cookie", "session=abc123; theme=dark"),
+    ("Cache-Control", "max-age=0"),
+]
+REQUEST_BYTES = (
+    f"GET {REQUEST_TARGET} HTTP/1.1\r\n"
+    + "".join(f"{name}: {value}\r\n" for name, value in REQUEST_HEADERS)
+    + "\r\n"
+).encode("latin-1")
+
+
+class Signal:
+    """Kyoukai's component signals, as the protocols use them (``dispatch(protocol=...)``)."""
+
+    def dispatch(self, **kwargs):
+        return None
+
+
+class MinimalApp:
+    """The minimal app of issue 3: ``process_request`` returns ``Response("Hello, world!")``."""
+
+    request_class = Request
+
+    def __init__(self, loop=None):
+        self.loop = loop
+        self.server_name = None
+
+    async def process_request(self, request, parent_context):
+        return Response("Hello, world!")
+
+
+class MinimalComponent:
+    """What a backend uses of ``kyoukai.asphalt.KyoukaiComponent``."""
+
+    def __init__(self, app):
+        self.app = app
+        self.connection_made = Signal()
+        self.connection_lost = Signal()
+
+    def get_server_name(self):
+        return "127.0.0.1"
+
+
+class MemoryTransport(asyncio.Transport):
+    """An in-memory transport: collects what is written."""
+
+    def __init__(self):
+        super().__init__()
+        self.written = bytearray()
+        self.closed = False
+        self._extra = {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8080)}
+
+    def get_extra_info(self, name, default=None):
+        return self._extra.get(name, default)
+
+    def write(self, data):
+        self.written += data
+
+    def is_closing(self):
+        return self.closed
+
+    def close(self):
+        self.closed = True
+
+    def pause_reading(self):
+        pass
+
+    def resume_reading(self):
+        pass
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        pass
+
+    def take(self) -> bytes:
+        data = bytes(self.written)
+        self.written.clear()
+        return data
+
+
+def split_response(data: bytes):
+    """``(status line, {lower-case header: value}, body)`` of one Content-Length framed response."""
+    head, sep, rest = data.partition(b"\r\n\r\n")
+    assert sep, f"no end of head in {data[:200]!r}"
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers["content-length"])
+    assert len(rest) >= length, "body shorter than Content-Length"
+    return lines[0], headers, rest[:length], rest[length:]
+
+
+def split_responses(data: bytes) -> list:
+    """Every response in ``data`` (Content-Length framed), as ``split_response`` tuples."""
+    out = []
+    while data:
+        status, headers, body, data = split_response(data)
+        out.append((status, headers, body))
+    return out

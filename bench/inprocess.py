@@ -1,0 +1,118 @@
+#!/usr/bin/env python
+"""
+Requests through a protocol in-process (in-memory transport, no sockets): the steady workload to
+profile and to count instructions of, since wall-clock timings on a shared machine are noisy.
+
+    python bench/inprocess.py --impl cython --app minimal --requests 20000
+    valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out \\
+        python bench/inprocess.py --impl cython --requests 2000
+    python bench/inprocess.py --impl cython --profile    # cProfile, top functions
+
+``--app kyoukai`` serves a real Kyoukai hello-world app (its ``process_request``) instead of the
+minimal app. Each response is checked. Instructions per request under callgrind: run with two
+request counts and divide the difference of the totals by the difference of the counts.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _support import (  # noqa: E402
+    HELLO,
+    IMPLEMENTATIONS,
+    REQUEST_BYTES,
+    MemoryTransport,
+    MinimalApp,
+    MinimalComponent,
+    split_responses,
+)
+
+
+def kyoukai_app(loop):
+    import warnings
+
+    warnings.simplefilter("ignore")
+    from kyoukai import Kyoukai
+
+    app = Kyoukai("hello", loop=loop)
+
+    @app.route("/hello/world")
+    async def index(ctx):
+        return "Hello, world!"
+
+    app.finalize()
+    return app
+
+
+def run(impl: str, app_kind: str, count: int, check: bool = True) -> float:
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        app = kyoukai_app(loop) if app_kind == "kyoukai" else MinimalApp(loop)
+        parent_context = None
+        if app_kind == "kyoukai":
+            from asphalt.core import Context
+
+            parent_context = Context()
+        component = MinimalComponent(app)
+        protocol = IMPLEMENTATIONS[impl][0].KyoukaiProtocol(component, parent_context,
+                                                            "127.0.0.1", 8080)
+        transport = MemoryTransport()
+        protocol.connection_made(transport)
+        data_received = protocol.data_received
+
+        stock = impl == "stock"
+
+        async def requests(n):
+            for _ in range(n):
+                data_received(REQUEST_BYTES)
+                if stock:
+                    # The loop turn that runs the stock backend's request task (kyoukai_fast
+                    # answers a handler that does not suspend inside data_received).
+                    await asyncio.sleep(0)
+
+        start = time.perf_counter()
+        done = 0
+        while done < count:
+            batch = min(256, count - done)
+            loop.run_until_complete(requests(batch))
+            data = transport.take()
+            if check:
+                responses = split_responses(data)
+                assert len(responses) == batch, (len(responses), batch)
+                assert all(s.endswith(" 200 OK") and b == HELLO for s, _, b in responses)
+            done += batch
+        return time.perf_counter() - start
+    finally:
+        loop.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--impl", choices=("cython", "python", "stock"), default="cython")
+    parser.add_argument("--app", choices=("minimal", "kyoukai"), default="minimal")
+    parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--profile", action="store_true", help="cProfile, top 25 by own time")
+    parser.add_argument("--no-check", action="store_true",
+                        help="do not parse and check the responses (for instruction counts)")
+    args = parser.parse_args()
+    if args.profile:
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.runcall(run, args.impl, args.app, args.requests, False)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+        return
+    elapsed = run(args.impl, args.app, args.requests, not args.no_check)
+    print(f"{args.impl} {args.app}: {args.requests} requests, "
+          f"{elapsed / args.requests * 1e6:.2f} µs/request")
+
+
+if __name__ == "__main__":
+    main()

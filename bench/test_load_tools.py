@@ -1,0 +1,86 @@
+"""
+The load benchmark's own machinery, run once so it cannot rot: its servers answer correctly
+(pipelined too, where the server supports it) under the Python load generator, and its summary
+computes the ratios and targets from the rounds it is given.
+"""
+from __future__ import annotations
+
+import pytest
+
+import load
+from _support import IMPLEMENTATIONS
+from conftest import EXPECT_COMPILED
+
+
+@pytest.mark.parametrize("kind, depth", [
+    ("floor", 4),
+    ("fast-c-minimal", 4),
+    ("fast-py-minimal", 4),
+    ("stock-minimal", 1),  # the stock backend loses pipelined responses
+    ("uvicorn", 1),
+])
+def test_server_answers_correctly(kind, depth, tmp_path):
+    if kind == "fast-c-minimal" and IMPLEMENTATIONS["cython"] is None and not EXPECT_COMPILED:
+        pytest.skip("compiled implementation not built")
+    server = load.Server(kind, "asyncio", str(tmp_path))
+    try:
+        result = load.python_load(server.port, connections=2, duration=0.3, depth=depth)
+    finally:
+        server.stop()
+    assert result["ok"] > 0
+    assert result["bad"] == 0
+
+
+def _run(rps, p99_us=1000.0, cpu_us=None):
+    return {"rps": rps, "p99_us": p99_us, "cpu_us": cpu_us or 1e6 / rps, "status_errors": 0, "read_errors": 0,
+            "write_errors": 0, "connect_errors": 0, "timeouts": 0}
+
+
+def test_summary_ratios_and_targets():
+    rounds = {
+        ("asyncio", 1): {
+            "floor": [_run(100.0), _run(120.0), _run(110.0)],
+            "stock-minimal": [_run(10.0, 5000.0)],
+            "fast-c-minimal": [_run(60.0, 2000.0)],
+            "fast-py-minimal": [_run(25.0)],
+            "stock-kyoukai": [_run(5.0)],
+            "fast-kyoukai": [_run(9.0)],
+            "uvicorn": [_run(20.0)],
+        },
+        ("asyncio", 16): {"fast-c-minimal": [_run(100.0)], "floor": [_run(200.0)]},
+    }
+    correctness = {("asyncio", 16, "fast-c-minimal"): {"ok": 10, "bad": 0}}
+    rows = load.summarize(rounds, correctness)
+    row = next(r for r in rows if r["server"] == "fast-c-minimal" and r["pipeline"] == 1)
+    assert row["rps"] == 60.0
+    assert row["x_floor"] == pytest.approx(60 / 110)
+    assert row["x_stock"] == pytest.approx(6.0)
+    kyoukai = next(r for r in rows if r["server"] == "fast-kyoukai")
+    assert kyoukai["x_stock"] == pytest.approx(9 / 5)  # against the stock Kyoukai app
+    table = load.markdown_table(rows)
+    assert "| asyncio | 16-deep | fast-c-minimal | 100 |" in table
+    targets = {d: ok for d, _, ok in load.check_targets(
+        rows, {"asyncio": {"floor": {"bytes_per_connection": 1000.0},
+                           "fast-c-minimal": {"bytes_per_connection": 1600.0}}},
+        {"environ": {"cython": 100.0, "stock": 900.0}})}
+    assert targets["compiled minimal app vs floor"] is True        # 0.55
+    assert targets["compiled minimal app vs stock"] is True        # 6x
+    assert targets["compiled minimal app vs uvicorn"] is True      # 3x
+    assert targets["pure-Python minimal app vs stock"] is True     # 2.5x
+    assert targets["real Kyoukai hello-world vs stock"] is False   # 1.8x
+    assert targets["compiled 16-deep pipelined vs its own non-pipelined"] is True
+    assert targets["compiled pipelined: every response correct"] is True
+    assert targets["p99 latency, compiled vs stock (minimal app)"] is True
+    assert targets["micro environ: compiled vs stock"] is False    # 9x
+    assert targets["idle keep-alive connection, compiled above floor"] is False  # 600 B
+    # CPU per request defaults to 1 / rps here, so the CPU ratios follow the throughput ones
+    assert targets["compiled minimal app vs stock (server CPU per request)"] is True
+    assert targets["real Kyoukai hello-world vs stock (server CPU per request)"] is False
+
+
+def test_lua_scripts_count_responses():
+    assert "function response(status, headers, body)" in load.LUA_CHECK
+    assert '"ok": %d, "bad": %d' in load.LUA_CHECK
+    assert "function response" not in load.LUA_LOAD
+    assert load.LUA_LOAD.count("%d") + load.LUA_LOAD.count("%.1f") + 2 == \
+        load.LUA_CHECK.count("%d") + load.LUA_CHECK.count("%.1f")
