@@ -253,6 +253,8 @@ _header_kinds: dict = {
     "Date": _DATE,
     "Location": _NEEDS_WERKZEUG,  # IRI handling stays werkzeug's
     "Content-Location": _NEEDS_WERKZEUG,
+    # Framing is the server's: the general path drops an app's own Transfer-Encoding.
+    "Transfer-Encoding": _NEEDS_WERKZEUG,
 }
 _HEADER_KINDS_MAX = 4096
 
@@ -267,7 +269,7 @@ def _header_kind(name: str) -> int:
             kind = _CONNECTION
         elif lower == "date":
             kind = _DATE
-        elif lower == "location" or lower == "content-location":
+        elif lower in ("location", "content-location", "transfer-encoding"):
             kind = _NEEDS_WERKZEUG
         else:
             kind = _ORDINARY
