@@ -481,3 +481,28 @@ def check_expected(outcome: Outcome, expected: list) -> None:
 
 def gzip_body(body: bytes) -> bytes:
     return gzip.compress(body, mtime=0)
+
+
+def steps_from_bytes(data: bytes) -> list:
+    """A client script decoded from one flat byte string (for coverage-guided fuzzers).
+
+    Byte 0: how many read sizes follow (1 to 4); then one byte per read size (1 to 256); then a
+    byte whose bits toggle write flow control before the first reads; then a byte that, when
+    below 32, makes the client vanish before that step. The rest is what the client sends.
+    """
+    if len(data) < 3:
+        return [Step("data", data)] if data else []
+    count = data[0] % 4 + 1
+    sizes = [b + 1 for b in data[1:1 + count]]
+    rest = data[1 + count:]
+    flow = rest[0] if rest else 0
+    lose = rest[1] if len(rest) > 1 else 255
+    payload = rest[2:]
+    steps = []
+    for i, chunk in enumerate(split_reads(payload, sizes)):
+        if i < 8 and flow >> i & 1:
+            steps.append(Step("resume" if i % 2 else "pause"))
+        steps.append(Step("data", chunk))
+    if lose < 32:
+        steps.insert(min(lose, len(steps)), Step("lose"))
+    return steps

@@ -36,6 +36,7 @@ from fuzzing import (
     gzip_body,
     run_connection,
     split_reads,
+    steps_from_bytes,
 )
 from helpers import IMPLEMENTATIONS
 
@@ -55,6 +56,8 @@ PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "fuzz")
 if PROFILE not in ("fuzz", "fuzz-long"):
     PROFILE = "fuzz"
 FUZZ = settings.get_profile(PROFILE)
+# Raw-byte inputs are cheap (most stop at the first line): three times the examples.
+FUZZ_CHEAP = settings(FUZZ, max_examples=FUZZ.max_examples * 3)
 # The long run may take hours: no per-test timeout then.
 TIMEOUT = pytest.mark.timeout(0 if PROFILE == "fuzz-long" else 120)
 
@@ -214,7 +217,10 @@ arbitrary = st.one_of(st.binary(max_size=600), structured_garbage)
 @st.composite
 def client_script(draw, data, allow_loss=True):
     """Steps delivering ``data`` in random reads, with flow control and maybe a disconnect."""
-    reads = split_reads(data, draw(st.lists(st.integers(1, 96), min_size=1, max_size=8)))
+    sizes = draw(st.lists(st.integers(1, 96), min_size=1, max_size=8))
+    # Large bodies in larger reads: at most about 64 reads per connection, for speed.
+    floor = len(data) // 64
+    reads = split_reads(data, [max(size, floor) for size in sizes])
     steps = []
     for chunk in reads:
         flow = draw(st.sampled_from(["", "", "", "pause", "resume"]))
@@ -233,7 +239,7 @@ def batch_bytes(batch):
 # --- the fuzz tests ---------------------------------------------------------------------------
 
 @TIMEOUT
-@FUZZ
+@FUZZ_CHEAP
 @given(data=st.data(), payload=arbitrary)
 def test_arbitrary_bytes(twins, data, payload):
     steps = data.draw(client_script(payload))
@@ -271,3 +277,13 @@ def test_client_vanishing_mid_request_or_response(twins, data, batch):
 def test_mutated_valid_requests(twins, data, payload):
     steps = data.draw(client_script(payload))
     run_both(twins, steps)
+
+
+@TIMEOUT
+@FUZZ_CHEAP
+@given(raw=st.one_of(st.binary(max_size=400),
+                     st.tuples(st.binary(min_size=4, max_size=4), structured_garbage).map(
+                         lambda t: t[0] + t[1])))
+def test_flat_byte_inputs_as_atheris_decodes_them(twins, raw):
+    # The decoding the atheris entry point (fuzz/fuzz_protocol.py) uses, so it cannot rot.
+    run_both(twins, steps_from_bytes(raw))
