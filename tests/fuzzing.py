@@ -24,7 +24,7 @@ from werkzeug.wrappers import Request, Response
 
 from helpers import FakeTransport, parse_responses
 
-__all__ = ("Step", "Outcome", "FuzzApp", "run_connection", "check_outcome", "check_same",
+__all__ = ("SMALL_LIMITS", "Step", "Outcome", "FuzzApp", "run_connection", "check_outcome", "check_same",
            "check_expected", "expected_echo", "split_reads", "normalize")
 
 #: Loop iterations given to the protocol after each client step (handlers here suspend a few
@@ -96,10 +96,15 @@ class _Signal:
         pass
 
 
+#: Limits small enough for fuzzed input to hit them all (414, 431, 413, paused reading).
+SMALL_LIMITS = {"max_url_size": 40, "max_header_count": 6, "max_header_size": 100,
+                "max_body_size": 1000, "max_pipelined_requests": 3}
+
+
 class FuzzComponent:
-    def __init__(self, app):
+    def __init__(self, app, cfg=None):
         self.app = app
-        self.cfg = {}
+        self.cfg = dict(cfg or {})
         self.connection_made = _Signal()
         self.connection_lost = _Signal()
 
@@ -202,7 +207,7 @@ async def _wait_for(condition, rounds=HANG_ROUNDS) -> bool:
     return condition()
 
 
-async def _play(protocol_class, steps, out: dict):
+async def _play(protocol_class, steps, out: dict, cfg):
     loop = asyncio.get_running_loop()
     loop_errors = out["loop_errors"]
     loop.set_exception_handler(lambda _loop, context: loop_errors.append(context))
@@ -210,7 +215,7 @@ async def _play(protocol_class, steps, out: dict):
     out["app"] = app
     transport = FuzzTransport(loop)
     out["transport"] = transport
-    protocol = protocol_class(FuzzComponent(app), None, "127.0.0.1", 8080)
+    protocol = protocol_class(FuzzComponent(app, cfg), None, "127.0.0.1", 8080)
     transport.owner = protocol
     errors = out["errors"]
 
@@ -271,8 +276,11 @@ async def _play(protocol_class, steps, out: dict):
                                and not t.done())
 
 
-def run_connection(protocol_class, steps) -> Outcome:
-    """Play ``steps`` against a new ``protocol_class`` connection; see :class:`Step`."""
+def run_connection(protocol_class, steps, cfg=None) -> Outcome:
+    """Play ``steps`` against a new ``protocol_class`` connection; see :class:`Step`.
+
+    ``cfg``: the component's settings (limits, see ``ProtocolConfig``), default if ``None``.
+    """
     out = {"loop_errors": [], "errors": [], "hang": "", "pending_tasks": 0,
            "lost_by_client": False}
     logger = logging.getLogger("kyoukai_fast")
@@ -282,7 +290,7 @@ def run_connection(protocol_class, steps) -> Outcome:
     logger.propagate = False  # the fuzz app's own errors would flood the test output
     loop = asyncio.new_event_loop()
     try:
-        loop.run_until_complete(_play(protocol_class, steps, out))
+        loop.run_until_complete(_play(protocol_class, steps, out, cfg))
         # Whatever is still pending is cancelled, so nothing outlives the example.
         for task in asyncio.all_tasks(loop):
             task.cancel()

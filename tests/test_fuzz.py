@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from conftest import EXPECT_COMPILED
 from fuzzing import (
+    SMALL_LIMITS,
     Step,
     check_expected,
     check_outcome,
@@ -74,10 +75,10 @@ def twins():
     return found["cython"].protocol_class, found["python"].protocol_class
 
 
-def run_both(twins, steps, may_have_head=True):
+def run_both(twins, steps, may_have_head=True, cfg=None):
     """Run ``steps`` on both twins, check each outcome and that they are the same."""
-    compiled = run_connection(twins[0], steps)
-    python = run_connection(twins[1], steps)
+    compiled = run_connection(twins[0], steps, cfg)
+    python = run_connection(twins[1], steps, cfg)
     check_outcome(compiled, may_have_head)
     check_outcome(python, may_have_head)
     check_same(compiled, python)
@@ -240,10 +241,10 @@ def batch_bytes(batch):
 
 @TIMEOUT
 @FUZZ_CHEAP
-@given(data=st.data(), payload=arbitrary)
-def test_arbitrary_bytes(twins, data, payload):
+@given(data=st.data(), payload=arbitrary, cfg=st.sampled_from([None, SMALL_LIMITS]))
+def test_arbitrary_bytes(twins, data, payload, cfg):
     steps = data.draw(client_script(payload))
-    run_both(twins, steps)
+    run_both(twins, steps, cfg=cfg)
 
 
 @TIMEOUT
@@ -273,10 +274,11 @@ def test_client_vanishing_mid_request_or_response(twins, data, batch):
 @TIMEOUT
 @FUZZ
 @given(data=st.data(),
-       payload=mutated(valid_batch.map(batch_bytes)))
-def test_mutated_valid_requests(twins, data, payload):
+       payload=mutated(valid_batch.map(batch_bytes)),
+       cfg=st.sampled_from([None, None, SMALL_LIMITS]))
+def test_mutated_valid_requests(twins, data, payload, cfg):
     steps = data.draw(client_script(payload))
-    run_both(twins, steps)
+    run_both(twins, steps, cfg=cfg)
 
 
 @TIMEOUT
