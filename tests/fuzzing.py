@@ -368,7 +368,12 @@ def check_outcome(outcome: Outcome, may_have_head: bool = True) -> list:
     assert not unexpected, f"unexpected error logged: {unexpected[0]}"
     if not outcome.handed_over:
         assert outcome.closed, "connection not closed at the end"
-    written = outcome.written[:outcome.handover_at] if outcome.handed_over else outcome.written
+    written = outcome.written
+    if outcome.handed_over:
+        # HTTP/1.1 ends with the 101; HTTP/2 frames follow (written by the new protocol).
+        switch = written.find(b"HTTP/1.1 101 ")
+        assert switch >= 0, "hand-over without 101"
+        written = written[:written.index(b"\r\n\r\n", switch) + 4]
     responses = _parse_written(written, may_have_head, outcome.lost_by_client)
     if outcome.handed_over:
         assert responses and responses[-1].status == 101, "hand-over without 101"
