@@ -170,6 +170,7 @@ class Outcome:
     hang: str               # why the connection hung, or ""
     pending_tasks: int      # tasks still not done after the connection was lost
     lost_by_client: bool
+    written_at_eof: bytes   # what was written when the client half-closed (None: it did not)
 
 
 class _LogCollector(logging.Handler):
@@ -264,6 +265,7 @@ async def _play(protocol_class, steps, out: dict, cfg):
         if not await _wait_for(lambda: not transport.reading_paused or transport.closed):
             out["hang"] = "reading stays paused before EOF"
         elif not transport.closed:
+            out["written_at_eof"] = bytes(transport.written)
             if not call(protocol.eof_received):
                 transport.close()
             if not await _wait_for(lambda: transport.closed or transport.handed_over):
@@ -282,7 +284,7 @@ def run_connection(protocol_class, steps, cfg=None) -> Outcome:
     ``cfg``: the component's settings (limits, see ``ProtocolConfig``), default if ``None``.
     """
     out = {"loop_errors": [], "errors": [], "hang": "", "pending_tasks": 0,
-           "lost_by_client": False}
+           "lost_by_client": False, "written_at_eof": None}
     logger = logging.getLogger("kyoukai_fast")
     collector = _LogCollector()
     logger.addHandler(collector)
@@ -316,6 +318,7 @@ def run_connection(protocol_class, steps, cfg=None) -> Outcome:
         hang=out["hang"],
         pending_tasks=out["pending_tasks"],
         lost_by_client=out["lost_by_client"],
+        written_at_eof=out["written_at_eof"],
     )
 
 
@@ -403,6 +406,18 @@ def check_outcome(outcome: Outcome, may_have_head: bool = True) -> list:
             assert last, f"a response follows a closing {response.status} response"
         if response.header("Transfer-Encoding") is not None:
             assert response.header("Content-Length") is None, "both Content-Length and chunked"
+    if outcome.written_at_eof is not None:
+        # The connection was still open when the client half-closed: nothing written by then
+        # may have announced a close (an error response, Connection: close, HTTP/1.0).
+        try:
+            before = parse_responses(outcome.written_at_eof, closed=False,
+                                     maybe_head=may_have_head)
+        except AssertionError:
+            before = []  # a streamed response still in progress
+        for response in before:
+            connection = (response.header("Connection") or "").lower()
+            assert "close" not in connection, (
+                f"connection left open after a closing {response.status} response")
     return finals
 
 
