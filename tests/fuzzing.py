@@ -18,6 +18,7 @@ import dataclasses
 import gzip
 import logging
 import re
+import time
 import zlib
 
 from werkzeug.wrappers import Request, Response
@@ -147,7 +148,8 @@ class FuzzTransport(FakeTransport):
 @dataclasses.dataclass
 class Step:
     """One client action: ``data`` (bytes read by the server), ``pause`` / ``resume`` (the
-    client stops / starts reading: write flow control), or ``lose`` (the client vanishes)."""
+    client stops / starts reading: write flow control), ``lose`` (the client vanishes), or
+    ``timeout`` (the server's timeout check runs an hour later)."""
 
     kind: str
     data: bytes = b""
@@ -240,6 +242,12 @@ async def _play(protocol_class, steps, out: dict, cfg):
             if writing_paused:
                 writing_paused = False
                 call(protocol.resume_writing)
+        elif step.kind == "timeout":
+            # The server's timeout check fires as if an hour had passed (keep-alive / header
+            # timeouts at an arbitrary point: mid-request, mid-response, while idle).
+            check = getattr(protocol, "check_timeouts", None)
+            if check is not None:
+                call(check, time.monotonic() + 3600.0)
         elif step.kind == "lose":
             transport.closed = True
             out["lost_by_client"] = True

@@ -216,8 +216,9 @@ arbitrary = st.one_of(st.binary(max_size=600), structured_garbage)
 
 
 @st.composite
-def client_script(draw, data, allow_loss=True):
-    """Steps delivering ``data`` in random reads, with flow control and maybe a disconnect."""
+def client_script(draw, data, disrupt=True):
+    """Steps delivering ``data`` in random reads, with flow control; with ``disrupt``, maybe
+    a disconnect and a timeout check at random points."""
     sizes = draw(st.lists(st.integers(1, 96), min_size=1, max_size=8))
     # Large bodies in larger reads: at most about 64 reads per connection, for speed.
     floor = len(data) // 64
@@ -228,8 +229,10 @@ def client_script(draw, data, allow_loss=True):
         if flow:
             steps.append(Step(flow))
         steps.append(Step("data", chunk))
-    if allow_loss and draw(st.integers(0, 5)) == 0:
+    if disrupt and draw(st.integers(0, 5)) == 0:
         steps.insert(draw(st.integers(0, len(steps))), Step("lose"))
+    if disrupt and draw(st.integers(0, 5)) == 0:
+        steps.insert(draw(st.integers(0, len(steps))), Step("timeout"))
     return steps
 
 
@@ -251,7 +254,7 @@ def test_arbitrary_bytes(twins, data, payload, cfg):
 @FUZZ
 @given(data=st.data(), batch=valid_batch)
 def test_valid_pipelined_requests(twins, data, batch):
-    steps = data.draw(client_script(batch_bytes(batch), allow_loss=False))
+    steps = data.draw(client_script(batch_bytes(batch), disrupt=False))
     compiled, python = run_both(twins, steps,
                                 may_have_head=any(e.method == "HEAD" for _, e in batch))
     expected = [e for _, e in batch]
@@ -263,7 +266,7 @@ def test_valid_pipelined_requests(twins, data, batch):
 @FUZZ
 @given(data=st.data(), batch=valid_batch)
 def test_client_vanishing_mid_request_or_response(twins, data, batch):
-    steps = data.draw(client_script(batch_bytes(batch), allow_loss=False))
+    steps = data.draw(client_script(batch_bytes(batch), disrupt=False))
     steps.insert(data.draw(st.integers(0, len(steps))), Step("lose"))
     compiled, python = run_both(twins, steps)
     expected = [e for _, e in batch]
