@@ -148,8 +148,9 @@ class FuzzTransport(FakeTransport):
 @dataclasses.dataclass
 class Step:
     """One client action: ``data`` (bytes read by the server), ``pause`` / ``resume`` (the
-    client stops / starts reading: write flow control), ``lose`` (the client vanishes), or
-    ``timeout`` (the server's timeout check runs an hour later)."""
+    client stops / starts reading: write flow control), ``eof`` (the client half-closes; data
+    after it is not sent), ``lose`` (the client vanishes), or ``timeout`` (the server's timeout
+    check runs an hour later)."""
 
     kind: str
     data: bytes = b""
@@ -229,8 +230,14 @@ async def _play(protocol_class, steps, out: dict, cfg):
             errors.append(exc)
             return None
 
+    def send_eof():
+        out["written_at_eof"] = bytes(transport.written)
+        if not call(protocol.eof_received):
+            transport.close()  # what asyncio's transports do when the protocol returns false
+
     call(protocol.connection_made, transport)
     writing_paused = False
+    eof_sent = False
     for step in steps:
         if transport.closed or transport.handed_over or errors:
             break
@@ -253,7 +260,7 @@ async def _play(protocol_class, steps, out: dict, cfg):
             out["lost_by_client"] = True
             transport.lose(ConnectionResetError("client vanished"))
             break
-        else:
+        elif not eof_sent:  # "data" or "eof"
             if transport.reading_paused and writing_paused:
                 # A paused reader may wait for the client to read: as a real client would,
                 # read (resume writing) before sending more.
@@ -264,20 +271,24 @@ async def _play(protocol_class, steps, out: dict, cfg):
                 break
             if transport.closed:
                 break
-            call(protocol.data_received, step.data)
+            if step.kind == "eof":
+                eof_sent = True
+                send_eof()
+            else:
+                call(protocol.data_received, step.data)
         await _settle()
     if not transport.closed and not transport.handed_over and not errors and not out["hang"]:
         # The client is done sending: it reads everything (resume), then half-closes (EOF).
         if writing_paused:
             call(protocol.resume_writing)
-        if not await _wait_for(lambda: not transport.reading_paused or transport.closed):
-            out["hang"] = "reading stays paused before EOF"
-        elif not transport.closed:
-            out["written_at_eof"] = bytes(transport.written)
-            if not call(protocol.eof_received):
-                transport.close()
-            if not await _wait_for(lambda: transport.closed or transport.handed_over):
-                out["hang"] = "connection stays open after the client's EOF"
+        if not eof_sent:
+            if not await _wait_for(lambda: not transport.reading_paused or transport.closed):
+                out["hang"] = "reading stays paused before EOF"
+            elif not transport.closed:
+                send_eof()
+        if not out["hang"] and not await _wait_for(
+                lambda: transport.closed or transport.handed_over):
+            out["hang"] = "connection stays open after the client's EOF"
     if not out["hang"] and not transport.handed_over:
         await _wait_for(lambda: transport.lost)
     await _settle()

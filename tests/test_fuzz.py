@@ -218,7 +218,7 @@ arbitrary = st.one_of(st.binary(max_size=600), structured_garbage)
 @st.composite
 def client_script(draw, data, disrupt=True):
     """Steps delivering ``data`` in random reads, with flow control; with ``disrupt``, maybe
-    a disconnect and a timeout check at random points."""
+    a disconnect, a timeout check and an early EOF at random points."""
     sizes = draw(st.lists(st.integers(1, 96), min_size=1, max_size=8))
     # Large bodies in larger reads: at most about 64 reads per connection, for speed.
     floor = len(data) // 64
@@ -233,6 +233,9 @@ def client_script(draw, data, disrupt=True):
         steps.insert(draw(st.integers(0, len(steps))), Step("lose"))
     if disrupt and draw(st.integers(0, 5)) == 0:
         steps.insert(draw(st.integers(0, len(steps))), Step("timeout"))
+    if disrupt and draw(st.integers(0, 3)) == 0:
+        # Half-close early, maybe while not reading (pause) and reading again later (resume).
+        steps.insert(draw(st.integers(0, len(steps))), Step("eof"))
     return steps
 
 
