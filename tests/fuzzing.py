@@ -39,10 +39,13 @@ class FuzzAppError(Exception):
     """Raised on purpose by the fuzz app (``/raise`` paths): a 500 is the right answer."""
 
 
+_CHUNK_TYPES = (bytes, bytearray, memoryview, lambda b: b.decode("ascii"))
+
+
 def _stream_chunks(seed: int):
-    # A generator body: no length known, so the server must frame it itself.
+    # A generator body, of every item type werkzeug lets through (bytes-like or str).
     for i in range(3):
-        yield b"part%d-%d;" % (i, seed)
+        yield _CHUNK_TYPES[(seed + i) % 4](b"part%d-%d;" % (i, seed))
 
 
 def expected_echo(method: str, target: bytes, body: bytes) -> bytes:
@@ -52,13 +55,15 @@ def expected_echo(method: str, target: bytes, body: bytes) -> bytes:
 
 
 def expected_stream(target: bytes) -> bytes:
-    return b"".join(_stream_chunks(zlib.crc32(target) & 0xFFFF))
+    return b"".join(bytes(c, "ascii") if isinstance(c, str) else bytes(c)
+                    for c in _stream_chunks(zlib.crc32(target) & 0xFFFF))
 
 
 class FuzzApp:
     """A Kyoukai-like app whose answer depends on the path's first segment.
 
-    ``/async`` suspends twice, ``/stream`` answers a generator body, ``/raise`` raises,
+    ``/async`` suspends twice, ``/stream`` answers a generator body (``/streamlen`` one with a
+    declared ``Content-Length``), ``/raise`` raises,
     ``/empty`` answers 204, ``/none`` returns ``None``; everything else echoes a digest of the
     request (never its raw bytes, so an answer cannot look like a status line).
     """
@@ -79,6 +84,12 @@ class FuzzApp:
         if path.startswith("/async"):
             await asyncio.sleep(0)
             await asyncio.sleep(0)
+        elif path.startswith("/streamlen"):
+            # A streamed body whose length the app declares: sent as is, not chunked.
+            seed = zlib.crc32(target) & 0xFFFF
+            length = len(b"".join(bytes(c, "ascii") if isinstance(c, str) else bytes(c)
+                                  for c in _stream_chunks(seed)))
+            return Response(_stream_chunks(seed), headers={"Content-Length": str(length)})
         elif path.startswith("/stream"):
             return Response(_stream_chunks(zlib.crc32(target) & 0xFFFF))
         elif path.startswith("/raise"):
@@ -482,7 +493,7 @@ def expectation(method, target: bytes, body: bytes, version: str, keep_alive: bo
         status, payload = 204, b""
     elif path.startswith(b"/stream"):
         status, payload = 200, expected_stream(target)
-        if version == "1.0" and method != "HEAD":
+        if version == "1.0" and method != "HEAD" and not path.startswith(b"/streamlen"):
             closes = True  # no chunked coding in HTTP/1.0: the body ends with the connection
     else:
         status, payload = 200, expected_echo(method, target, body)

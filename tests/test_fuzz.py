@@ -88,7 +88,7 @@ def run_both(twins, steps, may_have_head=True, cfg=None):
 # --- strategies -------------------------------------------------------------------------------
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
-KINDS = ["", "echo", "async", "stream", "empty", "raise", "none"]
+KINDS = ["", "echo", "async", "stream", "streamlen", "empty", "raise", "none"]
 PATH_CHARS = "abcxyzABC0189-._~!$&'()*+,;=:@"
 TOKEN_CHARS = "abcdefghijklmnopqrstuvwxyzABCXYZ0123456789!#$%&'*+-.^_`|~"
 # Header names the generator leaves alone: they change framing or the connection, and the
