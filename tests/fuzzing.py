@@ -55,18 +55,22 @@ def expected_echo(method: str, target: bytes, body: bytes) -> bytes:
                                  zlib.crc32(target))
 
 
-def expected_stream(target: bytes) -> bytes:
+def _stream_bytes(seed: int) -> bytes:
     return b"".join(bytes(c, "ascii") if isinstance(c, str) else bytes(c)
-                    for c in _stream_chunks(zlib.crc32(target) & 0xFFFF))
+                    for c in _stream_chunks(seed))
+
+
+def expected_stream(target: bytes) -> bytes:
+    return _stream_bytes(zlib.crc32(target) & 0xFFFF)
 
 
 class FuzzApp:
     """A Kyoukai-like app whose answer depends on the path's first segment.
 
     ``/async`` suspends twice, ``/stream`` answers a generator body (``/streamlen`` one with a
-    declared ``Content-Length``), ``/raise`` raises,
-    ``/empty`` answers 204, ``/none`` returns ``None``; everything else echoes a digest of the
-    request (never its raw bytes, so an answer cannot look like a status line).
+    declared ``Content-Length``), ``/raise`` raises, ``/empty`` answers 204, ``/none`` returns
+    ``None``; everything else echoes a digest of the request (never its raw bytes, so an answer
+    cannot look like a status line).
     """
 
     request_class = Request
@@ -74,7 +78,6 @@ class FuzzApp:
     def __init__(self, loop):
         self.loop = loop
         self.seen = []      # (method, raw target, body) of every request handed to the app
-        self.raised = 0
 
     async def process_request(self, request, parent_context):
         environ = request.environ
@@ -88,18 +91,15 @@ class FuzzApp:
         elif path.startswith("/streamlen"):
             # A streamed body whose length the app declares: sent as is, not chunked.
             seed = zlib.crc32(target) & 0xFFFF
-            length = len(b"".join(bytes(c, "ascii") if isinstance(c, str) else bytes(c)
-                                  for c in _stream_chunks(seed)))
-            return Response(_stream_chunks(seed), headers={"Content-Length": str(length)})
+            return Response(_stream_chunks(seed),
+                            headers={"Content-Length": str(len(_stream_bytes(seed)))})
         elif path.startswith("/stream"):
             return Response(_stream_chunks(zlib.crc32(target) & 0xFFFF))
         elif path.startswith("/raise"):
-            self.raised += 1
             raise FuzzAppError(path)
         elif path.startswith("/empty"):
             return Response(status=204)
         elif path.startswith("/none"):
-            self.raised += 1
             return None
         return Response(expected_echo(request.method, target, body))
 
@@ -154,7 +154,6 @@ class FuzzTransport(FakeTransport):
         # h2c / ALPN hand-over: the bytes after this point are HTTP/2, not ours to check.
         super().set_protocol(protocol)
         self.handed_over = True
-        self.handover_at = len(self.written)
 
 
 @dataclasses.dataclass
@@ -174,12 +173,10 @@ class Outcome:
     closed: bool
     lost: bool
     handed_over: bool
-    handover_at: int
     errors: list            # exceptions that escaped a protocol callback
     loop_errors: list       # contexts reported to the loop's exception handler
     logs: list              # (level, message, exception type name) from the kyoukai_fast logger
     seen: list              # requests the app saw
-    raised: int             # requests the app answered with an exception or None
     pause_calls: int
     resume_calls: int
     hang: str               # why the connection hung, or ""
@@ -338,12 +335,10 @@ def run_connection(protocol_class, steps, cfg=None) -> Outcome:
         closed=transport.closed,
         lost=transport.lost,
         handed_over=transport.handed_over,
-        handover_at=getattr(transport, "handover_at", len(transport.written)),
         errors=out["errors"],
         loop_errors=out["loop_errors"],
         logs=collector.records,
         seen=out["app"].seen,
-        raised=out["app"].raised,
         pause_calls=transport.pause_calls,
         resume_calls=transport.resume_calls,
         hang=out["hang"],
