@@ -153,6 +153,7 @@ class ParsedResponse:
     reason: str
     headers: list
     body: bytes
+    end: int = 0  # offset just past this response in the parsed bytes
 
     def header(self, name: str, default=None):
         values = [v for k, v in self.headers if k.lower() == name.lower()]
@@ -266,4 +267,5 @@ def _parse_one(data: bytes, pos: int, head: bool, closed: bool):
         pos = len(data)
     else:
         raise AssertionError("response without framing on an open connection")
+    response.end = pos
     return response, pos

@@ -255,10 +255,13 @@ def test_arbitrary_bytes(twins, data, payload, cfg):
 
 @TIMEOUT
 @FUZZ
-@given(data=st.data(), batch=valid_batch)
-def test_valid_pipelined_requests(twins, data, batch):
+@given(data=st.data(), batch=valid_batch,
+       cfg=st.sampled_from([None, {"max_pipelined_requests": 1},
+                            {"max_pipelined_requests": 3}]))
+def test_valid_pipelined_requests(twins, data, batch, cfg):
+    # A short request queue makes reading pause and resume often.
     steps = data.draw(client_script(batch_bytes(batch), disrupt=False))
-    compiled, python = run_both(twins, steps,
+    compiled, python = run_both(twins, steps, cfg=cfg,
                                 may_have_head=any(e.method == "HEAD" for _, e in batch))
     expected = [e for _, e in batch]
     check_expected(compiled, expected)
