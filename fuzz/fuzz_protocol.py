@@ -6,9 +6,10 @@ Coverage-guided fuzzing of both protocol implementations with atheris (libFuzzer
         -max_total_time=3600
 
 Each input is decoded by ``fuzzing.steps_from_bytes`` (read sizes, flow control, a disconnect,
-then the bytes a client sends) and played against the compiled and the pure-Python protocol;
-the properties are those of ``tests/test_fuzz.py`` (no escaped exception, no hang, well-formed
-responses, errors close, identical bytes from both twins). A failing input is saved by libFuzzer
+a timeout check, an early EOF, small limits, then the bytes a client sends) and played against
+the compiled and the pure-Python protocol; the properties are those of ``tests/test_fuzz.py``
+(no escaped exception, no hang, well-formed responses, errors close, identical bytes from both
+twins). A failing input is saved by libFuzzer
 as ``crash-*``; replay it with ``fuzz/fuzz_protocol.py crash-<hash>``. The pure-Python modules
 of kyoukai_fast are instrumented for coverage (the compiled twin and httptools are not).
 """
@@ -30,9 +31,9 @@ from fuzzing import check_outcome, check_same, run_connection, steps_from_bytes 
 
 
 def test_one_input(data: bytes) -> None:
-    steps = steps_from_bytes(data)
-    compiled = run_connection(_protocol_c.KyoukaiProtocol, steps)
-    python = run_connection(_protocol_py.KyoukaiProtocol, steps)
+    steps, cfg = steps_from_bytes(data)
+    compiled = run_connection(_protocol_c.KyoukaiProtocol, steps, cfg)
+    python = run_connection(_protocol_py.KyoukaiProtocol, steps, cfg)
     check_outcome(compiled)
     check_outcome(python)
     check_same(compiled, python)

@@ -543,26 +543,35 @@ def gzip_body(body: bytes) -> bytes:
     return gzip.compress(body, mtime=0)
 
 
-def steps_from_bytes(data: bytes) -> list:
-    """A client script decoded from one flat byte string (for coverage-guided fuzzers).
+def steps_from_bytes(data: bytes):
+    """A client script and settings decoded from one flat byte string (for coverage-guided
+    fuzzers): ``(steps, cfg)``.
 
     Byte 0: how many read sizes follow (1 to 4); then one byte per read size (1 to 256); then a
     byte whose bits toggle write flow control before the first reads; then a byte that, when
-    below 32, makes the client vanish before that step. The rest is what the client sends.
+    below 32, makes the client vanish before that step; then a byte whose bit 0 selects
+    :data:`SMALL_LIMITS`, bit 1 a timeout check and bit 2 an early EOF, both placed by its high
+    bits. The rest is what the client sends.
     """
-    if len(data) < 3:
-        return [Step("data", data)] if data else []
+    if len(data) < 4:
+        return ([Step("data", data)] if data else []), None
     count = data[0] % 4 + 1
     sizes = [b + 1 for b in data[1:1 + count]]
     rest = data[1 + count:]
     flow = rest[0] if rest else 0
     lose = rest[1] if len(rest) > 1 else 255
-    payload = rest[2:]
+    extra = rest[2] if len(rest) > 2 else 0
+    payload = rest[3:]
     steps = []
     for i, chunk in enumerate(split_reads(payload, sizes)):
         if i < 8 and flow >> i & 1:
             steps.append(Step("resume" if i % 2 else "pause"))
         steps.append(Step("data", chunk))
+    place = extra >> 3
+    if extra & 2:
+        steps.insert(min(place, len(steps)), Step("timeout"))
+    if extra & 4:
+        steps.insert(min(place + 1, len(steps)), Step("eof"))
     if lose < 32:
         steps.insert(min(lose, len(steps)), Step("lose"))
-    return steps
+    return steps, (SMALL_LIMITS if extra & 1 else None)

@@ -293,8 +293,9 @@ def test_mutated_valid_requests(twins, data, payload, cfg):
 @TIMEOUT
 @FUZZ_CHEAP
 @given(raw=st.one_of(st.binary(max_size=400),
-                     st.tuples(st.binary(min_size=4, max_size=4), structured_garbage).map(
+                     st.tuples(st.binary(min_size=5, max_size=8), structured_garbage).map(
                          lambda t: t[0] + t[1])))
 def test_flat_byte_inputs_as_atheris_decodes_them(twins, raw):
     # The decoding the atheris entry point (fuzz/fuzz_protocol.py) uses, so it cannot rot.
-    run_both(twins, steps_from_bytes(raw))
+    steps, cfg = steps_from_bytes(raw)
+    run_both(twins, steps, cfg=cfg)
