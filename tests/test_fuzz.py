@@ -5,18 +5,24 @@ Inputs: arbitrary bytes, structured garbage made of HTTP fragments, generated va
 (methods, targets, headers, bodies in every framing, pipelined batches of up to 16) and mutations
 of them (byte flips, truncation, deletion, duplication, inserted CR / LF / NUL / header lines,
 huge numbers), each cut into random read sizes, with write flow control toggled between reads
-and, sometimes, the client vanishing mid-request or mid-response.
+and, sometimes, the client vanishing mid-request or mid-response, half-closing early, or the
+server's timeout check firing; some runs use limits small enough to hit (414, 431, 413, a short
+request queue).
 
 Properties (:mod:`fuzzing`): no exception escapes a protocol callback, nothing is reported to
 the loop, no hang (the loop is driven a bounded number of iterations: reading resumes, the
 connection closes after EOF), no task outlives the connection, every byte written parses as
 well-formed HTTP/1.x responses, every error response closes the connection and is the last one,
-the compiled and pure-Python twins write the same bytes (``Date`` values aside) and close the same
-way, and valid pipelined requests get exactly one response each, in order.
+a closing response closes the connection before the client's EOF, the compiled and pure-Python
+twins write the same bytes (``Date`` values aside), log the same and close the same way, and
+valid pipelined requests get exactly one response each, in order, with the right body.
 
-The suite runs a bounded, deterministic profile. A long run::
+The suite runs a bounded, deterministic profile (``FUZZ_EXAMPLES``, default 60 per test, three
+times that for raw bytes). A long, randomized run (20,000 per test unless ``FUZZ_EXAMPLES``)::
 
     HYPOTHESIS_PROFILE=fuzz-long .venv/bin/python -m pytest tests/test_fuzz.py
+
+and a coverage-guided one with atheris: ``fuzz/fuzz_protocol.py``.
 """
 from __future__ import annotations
 
