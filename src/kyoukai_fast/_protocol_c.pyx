@@ -556,8 +556,9 @@ cdef class HTTPProtocolCore:
     async def _stream(self, RequestState req, app_iter, bint keep_alive, bint chunked):
         try:
             for chunk in app_iter:
-                if isinstance(chunk, str):
-                    chunk = chunk.encode()
+                if type(chunk) is not bytes:
+                    # werkzeug passes bytes-like items (bytearray, memoryview) through as is.
+                    chunk = chunk.encode() if isinstance(chunk, str) else bytes(chunk)
                 if not chunk:
                     continue
                 if self._closing:
@@ -692,7 +693,8 @@ cdef class HTTPProtocolCore:
         self._raw_write(data)
 
     def _raw_write(self, data):
-        self._write(data)
+        # Any bytes-like object, as the transport (and the pure-Python twin) accepts.
+        self._write(data if type(data) is bytes else bytes(data))
 
     cdef _write(self, bytes data):
         if self._closing or self.transport is None:

@@ -515,8 +515,9 @@ class KyoukaiProtocol(asyncio.Protocol):
         """Send a streamed body chunk by chunk, waiting while the client reads slowly."""
         try:
             for chunk in app_iter:
-                if isinstance(chunk, str):
-                    chunk = chunk.encode()
+                if type(chunk) is not bytes:
+                    # werkzeug passes bytes-like items (bytearray, memoryview) through as is.
+                    chunk = chunk.encode() if isinstance(chunk, str) else bytes(chunk)
                 if not chunk:
                     continue
                 if self._closing:
