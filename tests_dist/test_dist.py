@@ -70,8 +70,11 @@ def test_auditwheel_repairs_the_wheel_to_a_manylinux_tag(dist, tmp_path):
     assert re.search(r"manylinux_\d+_\d+_" + re.escape(sysconfig.get_platform().split("-")[-1]),
                      repaired.name), repaired.name
     assert [n for n in wheel_names(repaired) if n.endswith(".so")]
-    shown = run(["auditwheel", "show", repaired]).stdout
-    assert "requires no external shared libraries" in " ".join(shown.split())
+    # Only libc (system-provided, versioned symbols) may be needed: nothing grafted into the
+    # wheel. auditwheel words a libc-only wheel differently by the glibc symbols it references.
+    assert not [n for n in wheel_names(repaired) if ".libs/" in n]
+    shown = " ".join(run(["auditwheel", "show", repaired]).stdout.split())
+    assert "external shared libraries are required" not in shown, shown
 
 
 def test_no_extensions_at_build_time_compiles_nothing(dist, tmp_path):
