@@ -62,11 +62,14 @@ def environ_of(impl, method="GET", version="1.1"):
 
 def test_streaming_body_is_exported_and_a_true_list():
     assert "StreamingBody" in kyoukai_fast.__all__
-    body = StreamingBody(iter([b"a"]))
+    chunks = Chunks(b"a", b"b")
+    body = StreamingBody(chunks)
     assert isinstance(body, list) and len(body) == 0
     assert body  # Kyoukai answers a false route result with 204
-    assert list(body) == [b"a"]
     assert repr(body).startswith("StreamingBody(")
+    # iterated by anything but the renderers, it reads the iterable whole once and keeps it
+    assert list(body) == [b"a", b"b"] == list(body)
+    assert len(body) == 2 and chunks.closed == 1
 
 
 @pytest.mark.parametrize("bad", [b"bytes", "text", 42])
@@ -163,6 +166,56 @@ def test_response_subclass_and_direct_passthrough_stream(impl):
     assert list(app_iter) == [b"y"]
     app_iter.close()
     assert passthrough.closed == 1
+
+
+def test_werkzeugs_own_wsgi_call_gets_the_whole_body():
+    # What runs under Kyoukai's HTTP/2 protocol or another WSGI server: werkzeug counts a list
+    # body by iterating it, then iterates it again to send it.
+    chunks = Chunks(b"ab", b"cd")
+    response = Response(StreamingBody(chunks))
+    started = []
+    app_iter = response({"REQUEST_METHOD": "GET", "SERVER_PROTOCOL": "HTTP/1.1"},
+                        lambda status, headers: started.append(dict(headers)))
+    assert b"".join(app_iter) == b"abcd"
+    app_iter.close()
+    assert started[0]["Content-Length"] == "4" and chunks.closed == 1
+
+
+def test_body_read_before_rendering_still_streams(impl):
+    response = Response(StreamingBody(Chunks(b"ab", b"cd")))
+    assert response.get_data() == b"abcd"
+    data, app_iter, _, chunked = impl.wsgi_module.render_response(
+        response, environ_of(impl), "1.1", True)
+    assert chunked and list(app_iter) == [b"ab", b"cd"]
+    assert impl.get_formatted_response(response, environ_of(impl)).endswith(
+        b"Content-Length: 4\r\n\r\nabcd")
+
+
+def test_h2c_upgrade_gets_the_whole_body(impl):
+    from test_upgrade import collect_stream, h2_client, split_101, upgrade_request
+
+    async def main():
+        chunks = Chunks(b"over ", b"h2")
+        protocol, transport, _ = await open_connection(
+            impl, lambda request: Response(StreamingBody(chunks)))
+        client = h2_client()
+        protocol.data_received(upgrade_request(client.initiate_upgrade_connection()))
+        head, rest = split_101(transport.take())
+        assert head.startswith(b"HTTP/1.1 101 ")
+        transport.protocol.data_received(client.data_to_send())
+        pending = [rest]
+
+        async def read():
+            if pending:
+                return pending.pop()
+            await asyncio.sleep(0.001)
+            return transport.take()
+
+        headers, body, _ = await collect_stream(client, read)
+        assert headers[":status"] == "200" and body == b"over h2"
+        assert headers["content-length"] == "7" and chunks.closed >= 1
+
+    run(main())
 
 
 def test_bad_header_closes_the_iterable(impl):

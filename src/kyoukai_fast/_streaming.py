@@ -21,8 +21,12 @@ class StreamingBody(list):
     generator's ``finally``) runs when the body is done, when sending fails, when the client goes
     away, and without any iteration for a ``HEAD`` request or a status that has no body.
 
-    As a ``list`` it is empty: code that reads it by index or ``len()`` sees no items. Iterating
-    it iterates the wrapped iterable.
+    kyoukai_fast's renderers stream the iterable itself. Anything else that iterates the
+    ``StreamingBody`` (werkzeug's own WSGI call, as under Kyoukai's HTTP/2 protocol or another
+    WSGI server, which counts a ``list`` body before sending it; ``response.get_data()``) reads
+    the iterable whole, once, and keeps the chunks as the list's items, so that every later pass
+    sees the same body: it then goes out buffered, with its length, but complete. Until then the
+    list is empty.
     """
 
     __slots__ = ("iterable",)
@@ -40,7 +44,18 @@ class StreamingBody(list):
         self.iterable = iterable
 
     def __iter__(self):
-        return iter(self.iterable)
+        iterable = self.iterable
+        if iterable is not None:
+            # werkzeug iterates a list body twice (once to count it, once to send it): keep what
+            # the first pass read.
+            self.iterable = None
+            try:
+                list.extend(self, iterable)
+            finally:
+                close = getattr(iterable, "close", None)
+                if close is not None:
+                    close()
+        return list.__iter__(self)
 
     def __bool__(self) -> bool:
         # An empty list is false, and Kyoukai answers a false route result with 204.
@@ -48,11 +63,13 @@ class StreamingBody(list):
 
     def close(self) -> None:
         """Close the wrapped iterable (werkzeug's ``Response.close()`` calls this)."""
-        close = getattr(self.iterable, "close", None)
+        close = getattr(self.iterable, "close", None)  # None once buffered: closed then
         if close is not None:
             close()
 
     def __repr__(self) -> str:
+        if self.iterable is None:
+            return f"StreamingBody(<read: {list.__len__(self)} chunks>)"
         return f"StreamingBody({self.iterable!r})"
 
     def __reduce__(self):
@@ -67,7 +84,9 @@ class _Stream:
 
     def __init__(self, body: StreamingBody):
         self._body = body
-        self._iterator = iter(body.iterable)
+        iterable = body.iterable
+        # Already read whole (by response.get_data(), say): its chunks are the list's items.
+        self._iterator = iter(iterable) if iterable is not None else list.__iter__(body)
 
     def __iter__(self):
         return self
