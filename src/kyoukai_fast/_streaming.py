@@ -72,9 +72,6 @@ class StreamingBody(list):
             return f"StreamingBody(<read: {list.__len__(self)} chunks>)"
         return f"StreamingBody({self.iterable!r})"
 
-    def __reduce__(self):
-        raise TypeError("a StreamingBody cannot be pickled or copied")
-
 
 class _Stream:
     """The iterable of a :class:`StreamingBody` as a plain iterator (not a sequence) that closes
@@ -107,8 +104,8 @@ def wsgi_response_of_stream(response, environ: dict):
     response (what the app iterator does when it is closed) closes the iterable.
     """
     body = response.response
-    response.response = _Stream(body)
     try:
+        response.response = _Stream(body)
         return response.get_wsgi_response(environ)
     except BaseException:
         body.close()
