@@ -168,3 +168,26 @@ def test_asphalt_config_block_is_the_example_file():
     [block] = code_blocks("yaml")
     yaml = YAML(typ="safe")
     assert yaml.load(block) == yaml.load((ROOT / "examples" / "asphalt.yml").read_text())
+
+
+def test_streaming_responses_snippet():
+    [snippet] = re.findall(r"```python\n(.*?)```", sections()["Streaming responses"], flags=re.S)
+    assert "StreamingBody(" in snippet
+    # The snippet adds a route to the app of "Switch your app": the same app, served the same way.
+    runner = "\n".join([
+        "import sys",
+        "import kyoukai_fast.compat",
+        "kyoukai_fast.compat.apply()",
+        "from kyoukai import Kyoukai, KyoukaiComponent",
+        "app = Kyoukai('my_app')",
+        "exec(compile(sys.argv[1], 'README.md', 'exec'))",
+        "app.run(component=KyoukaiComponent(app, '127.0.0.1', int(sys.argv[2]),"
+        " backend='kyoukai_fast'))",
+    ])
+    with free_port_server([sys.executable, "-c", runner, snippet], [],
+                          ready=r"Application started") as (server, port):
+        status, headers, body = request(port, "GET", "/export.csv")
+    assert status == 200
+    assert headers["Transfer-Encoding"] == "chunked" and "Content-Length" not in headers
+    assert headers["Content-Type"].startswith("text/csv")
+    assert body == b"id,name\n1,item 1\n2,item 2\n3,item 3\n"

@@ -7,6 +7,9 @@ Use it by module path, exactly like Kyoukai's own backend::
 
 ``IMPLEMENTATION`` says which implementation is live: ``"cython"`` (the compiled extension) or
 ``"python"`` (the pure-Python fallback, forced by ``KYOUKAI_FAST_NO_EXTENSIONS=1``).
+
+``StreamingBody(iterable)`` makes a route's response body stream as it is produced (Kyoukai
+itself would turn a generator body into its ``str()``).
 """
 from io import BytesIO
 
@@ -15,6 +18,7 @@ from werkzeug.wrappers import Request, Response
 
 from ._config import ProtocolConfig
 from ._shutdown import graceful_shutdown
+from ._streaming import StreamingBody
 from ._protocol import IMPLEMENTATION, KyoukaiProtocol, KyoukaiProtocolC, KyoukaiProtocolPy
 from ._wsgi import get_formatted_response, to_wsgi_environment
 
@@ -49,6 +53,7 @@ __all__ = (
     "KyoukaiProtocolPy",
     "ProtocolConfig",
     "graceful_shutdown",
+    "StreamingBody",
     "to_wsgi_environment",
     "get_formatted_response",
     "BytesIO",

@@ -14,6 +14,8 @@ from urllib.parse import unquote_to_bytes
 
 from werkzeug.wrappers import Response as _WerkzeugResponse
 
+from ._streaming import StreamingBody, wsgi_response_of_stream
+
 __all__ = (
     "to_wsgi_environment",
     "get_formatted_response",
@@ -214,8 +216,12 @@ def response_parts(response, environ: dict):
     """``(status, headers, body)`` for a werkzeug response, exactly as its WSGI call yields them.
 
     ``body`` is ``bytes`` when the body is buffered, otherwise the WSGI app iterator (which the
-    caller must close). ``headers`` is a list of ``(name, value)`` strings.
+    caller must close). ``headers`` is a list of ``(name, value)`` strings. A
+    :class:`~kyoukai_fast.StreamingBody` is an app iterator of unknown length, never counted.
     """
+    if isinstance(response.response, StreamingBody):
+        app_iter, status, headers = wsgi_response_of_stream(response, environ)
+        return status, headers, app_iter
     if _is_fast_type(type(response)) and not response.direct_passthrough:
         body_list = response.response
         if isinstance(body_list, list):
@@ -455,4 +461,12 @@ def render_response(response, environ: dict, version: str, keep_alive: bool):
             extra += _CLOSE
     elif keep_alive:
         extra += _KEEP_ALIVE
-    return format_head(version, status, headers, extra) + body, app_iter, keep_alive, chunked
+    try:
+        head = format_head(version, status, headers, extra)
+    except BaseException:
+        # A bad header: the body will never be sent, so its iterator is done with.
+        close = getattr(app_iter, "close", None)
+        if close is not None:
+            close()
+        raise
+    return head + body, app_iter, keep_alive, chunked
