@@ -34,6 +34,7 @@ from cpython.unicode cimport PyUnicode_DecodeLatin1
 from ._wsgi_c cimport (
     add_header,
     header_environ_key_of_bytes,
+    new_request,
     presized_copy,
     render_response,
     split_target,
@@ -443,7 +444,7 @@ cdef class HTTPProtocolCore:
         context = PyContext_CopyCurrent()
         app = self.app
         try:
-            request = app.request_class(environ, False)
+            request = new_request(app.request_class, environ)
             coro = app.process_request(request, self.parent_context)
             PyContext_Enter(context)
             try:

@@ -54,6 +54,7 @@ _header_environ_key_of_bytes = _wsgi_py.header_environ_key_of_bytes
 _add_header = _wsgi_py.add_header
 _split_target = _wsgi_py.split_target
 _render = _wsgi_py.render_response
+_new_request = _wsgi_py.new_request
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 
@@ -406,9 +407,10 @@ class KyoukaiProtocol(asyncio.Protocol):
             environ["CONTENT_LENGTH"] = str(len(body))
         environ["wsgi.input"] = _BytesIO(body) if body else EMPTY_INPUT
         context = _copy_context()
+        app = self.app
         try:
-            request = self.app.request_class(environ, False)
-            coro = self.app.process_request(request, self.parent_context)
+            request = _new_request(app.request_class, environ)
+            coro = app.process_request(request, self.parent_context)
             yielded = context.run(coro.send, None)
         except StopIteration as stop:
             self._write_result(req, stop.value)
