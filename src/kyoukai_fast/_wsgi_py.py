@@ -32,6 +32,7 @@ __all__ = (
     "needs_length",
     "new_request",
     "fast_request_type",
+    "build_request",
 )
 
 _BytesIO = io.BytesIO
@@ -219,7 +220,7 @@ _server_cache: tuple = (None, None, None)  # SERVER_NAME, SERVER_PORT, server
 _root_cache: tuple = (None, "")            # SCRIPT_NAME, root_path
 
 
-def _build_request(cls, environ: dict):
+def build_request(cls, environ: dict):
     """``cls(environ, False)`` for a class :func:`fast_request_type` accepted."""
     global _server_cache, _root_cache
     request = _new_object(cls)
@@ -275,11 +276,11 @@ def new_request(cls, environ: dict):
     """``cls(environ, False)``: the request object a protocol hands to ``process_request``."""
     fast = _fast_request_types.get(cls)
     if fast is None:
-        fast = fast_request_type(cls, _build_request)
+        fast = fast_request_type(cls, build_request)
         if len(_fast_request_types) < 64:
             _fast_request_types[cls] = fast
     if fast:
-        return _build_request(cls, environ)
+        return build_request(cls, environ)
     return cls(environ, False)
 
 
