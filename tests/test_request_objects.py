@@ -215,3 +215,45 @@ def test_protocol_hands_the_app_werkzeugs_request(impl, tls):
         assert_same_request(ours, reference)
     assert seen[0][0].path == "/café//x" and seen[0][0].scheme == ("https" if tls else "http")
     assert seen[1][0].path == "/p" and seen[1][0].method == "POST"
+
+
+TOKEN = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.text(TOKEN, min_size=1, max_size=6), min_size=1, max_size=12))
+def test_header_names_become_their_environ_keys(impl, names):
+    # Short names collide in the compiled twin's table of recent names (same length, first and
+    # last bytes); each must still get its own key, request after request.
+    names = [n for n in names
+             if n.lower() not in ("content-length", "transfer-encoding", "cookie")]
+    expected = {}
+    for i, name in enumerate(names):
+        key = name.upper().replace("-", "_")
+        key = key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
+        expected[key] = expected[key] + ", " + str(i) if key in expected else str(i)
+    seen = []
+
+    async def main():
+        app = FakeApp(lambda request: seen.append(dict(request.environ)) or Response("ok"),
+                      loop=asyncio.get_running_loop())
+        protocol = impl.protocol_class(FakeComponent(app), None, "127.0.0.1", 8080)
+        protocol.connection_made(FakeTransport())
+        head = "".join(f"{name}: {i}\r\n" for i, name in enumerate(names))
+        for _ in range(2):
+            protocol.data_received(
+                f"GET / HTTP/1.1\r\nHost: example.com\r\n{head}\r\n".encode("latin-1"))
+        for _ in range(20):
+            if len(seen) == 2:
+                break
+            await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert len(seen) == 2
+    for environ in seen:
+        got = {k: v for k, v in environ.items()
+               if (k.startswith("HTTP_") and k != "HTTP_HOST") or k == "CONTENT_TYPE"}
+        expected.pop("HTTP_HOST", None)
+        got.pop("HTTP_HOST", None)
+        assert got == expected
