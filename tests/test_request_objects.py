@@ -257,3 +257,40 @@ def test_header_names_become_their_environ_keys(impl, names):
         expected.pop("HTTP_HOST", None)
         got.pop("HTTP_HOST", None)
         assert got == expected
+
+
+def test_per_connection_values_are_each_connections_own(impl):
+    # The compiled twin remembers recent port strings, methods and valid Host values; every
+    # request must still see its own connection's port, its own method, and its own Host checked.
+    seen = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        protocols = []
+        for port in (4444, 4444 + 256, 4444, 70000 - 65536):
+            app = FakeApp(lambda request: seen.append(request) or Response("ok"), loop=loop)
+            protocol = impl.protocol_class(FakeComponent(app), None, "127.0.0.1", 8080)
+            transport = FakeTransport(peer=("10.1.2.3", port))
+            protocol.connection_made(transport)
+            protocols.append((protocol, transport))
+        requests = [b"GET", b"POST", b"HEAD", b"PUT", b"PROPFIND", b"PATCH", b"MKCOL"]
+        for i, method in enumerate(requests):
+            protocol, _ = protocols[i % len(protocols)]
+            body = b"Content-Length: 0\r\n" if method == b"POST" else b""
+            protocol.data_received(method + b" /m HTTP/1.1\r\nHost: a.example\r\n" + body
+                                   + b"\r\n")
+        protocol, transport = protocols[1]
+        protocol.data_received(b"GET /bad HTTP/1.1\r\nHost: a example\r\n\r\n")
+        protocols[2][0].data_received(b"GET /again HTTP/1.1\r\nHost: a.example\r\n\r\n")
+        for _ in range(20):
+            await asyncio.sleep(0)
+        return transport
+
+    transport = asyncio.run(main())
+    got = [(r.method, r.environ["REMOTE_PORT"], r.path) for r in seen]
+    assert got == [("GET", "4444", "/m"), ("POST", "4700", "/m"), ("HEAD", "4444", "/m"),
+                   ("PUT", "4464", "/m"), ("PROPFIND", "4444", "/m"), ("PATCH", "4700", "/m"),
+                   ("MKCOL", "4444", "/m"), ("GET", "4444", "/again")]
+    # the invalid Host after valid ones is refused
+    assert bytes(transport.written).count(b"HTTP/1.1 200 OK") == 2
+    assert b"HTTP/1.1 400 " in bytes(transport.written)
