@@ -63,7 +63,7 @@ class RequestState:
     """Everything about one request while it is parsed and waits for its handler."""
 
     __slots__ = ("environ", "url", "body", "body_size", "version", "keep_alive", "method",
-                 "header_count", "complete", "upgrade", "head_received")
+                 "header_count", "complete", "head_received")
 
     def __init__(self, environ: dict):
         self.environ = environ
@@ -75,7 +75,6 @@ class RequestState:
         self.method = "GET"
         self.header_count = 0
         self.complete = False
-        self.upgrade = False
         self.head_received = 0
 
 
@@ -282,12 +281,17 @@ class KyoukaiProtocol(asyncio.Protocol):
         environ = req.environ
         method = parser.get_method()
         req.method = _METHODS.get(method) or method.decode("ascii")
-        req.version = parser.get_http_version()
-        if req.version != "1.0" and req.version != "1.1":
-            # llhttp also accepts 0.9 and 2.0 request lines; neither is served here.
-            raise HTTPLimitExceeded(HTTPVersionNotSupported())
         req.keep_alive = parser.should_keep_alive()
-        req.upgrade = parser.should_upgrade()
+        # get_http_version() formats a new string each call. llhttp only accepts 0.9, 1.0, 1.1
+        # and 2.0, and with no Connection header it keeps alive exactly for 1.1: so that common
+        # case needs no call.
+        if req.keep_alive and "HTTP_CONNECTION" not in environ:
+            req.version = "1.1"
+        else:
+            req.version = parser.get_http_version()
+            if req.version != "1.0" and req.version != "1.1":
+                # llhttp also accepts 0.9 and 2.0 request lines; neither is served here.
+                raise HTTPLimitExceeded(HTTPVersionNotSupported())
         target = req.url.decode("latin-1")
         path, query = _split_target(target)
         environ["REQUEST_METHOD"] = req.method
