@@ -388,6 +388,7 @@ _header_kinds: dict = {
     "Date": _DATE,
     "Location": _NEEDS_WERKZEUG,  # IRI handling stays werkzeug's
     "Content-Location": _NEEDS_WERKZEUG,
+    "Transfer-Encoding": _NEEDS_WERKZEUG,  # framing is the server's: see render_response
 }
 _HEADER_KINDS_MAX = 4096
 
@@ -402,7 +403,7 @@ def _header_kind(name: str) -> int:
             kind = _CONNECTION
         elif lower == "date":
             kind = _DATE
-        elif lower == "location" or lower == "content-location":
+        elif lower == "location" or lower == "content-location" or lower == "transfer-encoding":
             kind = _NEEDS_WERKZEUG
         else:
             kind = _ORDINARY
