@@ -29,11 +29,14 @@ from cpython.contextvars cimport PyContext_CopyCurrent, PyContext_Enter, PyConte
 from cpython.dict cimport PyDict_Copy, PyDict_GetItem
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_XDECREF
+from cpython.list cimport PyList_GET_ITEM
 from cpython.unicode cimport PyUnicode_DecodeLatin1
+from libc.string cimport memcmp
 
 from ._wsgi_c cimport (
     add_header,
     header_environ_key_of_bytes,
+    new_request,
     presized_copy,
     render_response,
     split_target,
@@ -85,6 +88,55 @@ cdef Py_ssize_t _FEED_SLICE = FEED_SLICE
 cdef bytes _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 cdef dict _METHODS = {m.encode(): m for m in
                       ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
+
+
+cdef inline str _method_name(bytes method):
+    """The method as ``str``: the usual three by comparison (the parser's bytes are new each
+    time, so a dict lookup would hash them), the others from ``_METHODS`` or decoded."""
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(method)
+    cdef const char* data = PyBytes_AS_STRING(method)
+    if size == 3 and memcmp(data, b"GET", 3) == 0:
+        return "GET"
+    if size == 4 and memcmp(data, b"POST", 4) == 0:
+        return "POST"
+    if size == 4 and memcmp(data, b"HEAD", 4) == 0:
+        return "HEAD"
+    cdef PyObject* found = PyDict_GetItem(_METHODS, method)
+    return <str>found if found != NULL else method.decode("ascii")
+
+
+# The Host value last found in VALID_HOSTS: the next request's value (a new str) usually equals
+# it, and comparing costs less than hashing it. Validity depends on the value alone.
+cdef str _last_valid_host = None
+
+
+cdef inline bint _valid_host_known(str host):
+    global _last_valid_host
+    if host == _last_valid_host:
+        return True
+    if PyDict_GetItem(_VALID_HOSTS, host) == NULL:
+        return False
+    _last_valid_host = host
+    return True
+
+
+# REMOTE_PORT strings of recent client ports, in slots by port number: str(port) per request
+# costs more than finding it here; a port sharing a slot with another replaces it.
+cdef list _port_strings = [None] * 256
+
+
+cdef inline str _port_string(object port):
+    cdef long number
+    cdef PyObject* entry
+    if type(port) is not int or not 0 <= port <= 65535:
+        return str(port)
+    number = port
+    entry = PyList_GET_ITEM(_port_strings, number & 255)
+    if <object>entry is not None and <long>(<tuple>entry)[0] == number:
+        return <str>(<tuple>entry)[1]
+    text = str(port)
+    _port_strings[number & 255] = (number, text)
+    return text
 
 
 cdef class RequestState:
@@ -292,9 +344,7 @@ cdef class HTTPProtocolCore:
         cdef dict environ = req.environ
         cdef PyObject* found
         parser = self.parser
-        method = parser.get_method()
-        found = PyDict_GetItem(_METHODS, method)
-        req.method = <str>found if found != NULL else method.decode("ascii")
+        req.method = _method_name(parser.get_method())
         req.keep_alive = parser.should_keep_alive()
         # get_http_version() formats a new string each call. llhttp only accepts 0.9, 1.0, 1.1
         # and 2.0, and with no Connection header it keeps alive exactly for 1.1: so that common
@@ -314,11 +364,11 @@ cdef class HTTPProtocolCore:
         environ["RAW_URI"] = target
         environ["SERVER_PROTOCOL"] = "HTTP/1.0" if req.version == "1.0" else "HTTP/1.1"
         environ["REMOTE_ADDR"] = self.ip
-        environ["REMOTE_PORT"] = str(self.client_port)
+        environ["REMOTE_PORT"] = _port_string(self.client_port)
         environ["wsgi.url_scheme"] = self._url_scheme
         environ["kyoukai.protocol"] = self
         found = PyDict_GetItem(environ, "HTTP_HOST")
-        if (found == NULL or PyDict_GetItem(_VALID_HOSTS, <object>found) == NULL
+        if (found == NULL or type(<object>found) is not str or not _valid_host_known(<str>found)
                 or not target.startswith("/")
                 or PyDict_GetItem(environ, "HTTP_TRANSFER_ENCODING") != NULL):
             if check_head(environ, req.method, req.version, target):
@@ -443,7 +493,7 @@ cdef class HTTPProtocolCore:
         context = PyContext_CopyCurrent()
         app = self.app
         try:
-            request = app.request_class(environ, False)
+            request = new_request(app.request_class, environ)
             coro = app.process_request(request, self.parent_context)
             PyContext_Enter(context)
             try:

@@ -54,6 +54,7 @@ _header_environ_key_of_bytes = _wsgi_py.header_environ_key_of_bytes
 _add_header = _wsgi_py.add_header
 _split_target = _wsgi_py.split_target
 _render = _wsgi_py.render_response
+_new_request = _wsgi_py.new_request
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 
@@ -62,7 +63,7 @@ class RequestState:
     """Everything about one request while it is parsed and waits for its handler."""
 
     __slots__ = ("environ", "url", "body", "body_size", "version", "keep_alive", "method",
-                 "header_count", "complete", "upgrade", "head_received")
+                 "header_count", "complete", "head_received")
 
     def __init__(self, environ: dict):
         self.environ = environ
@@ -74,7 +75,6 @@ class RequestState:
         self.method = "GET"
         self.header_count = 0
         self.complete = False
-        self.upgrade = False
         self.head_received = 0
 
 
@@ -281,12 +281,17 @@ class KyoukaiProtocol(asyncio.Protocol):
         environ = req.environ
         method = parser.get_method()
         req.method = _METHODS.get(method) or method.decode("ascii")
-        req.version = parser.get_http_version()
-        if req.version != "1.0" and req.version != "1.1":
-            # llhttp also accepts 0.9 and 2.0 request lines; neither is served here.
-            raise HTTPLimitExceeded(HTTPVersionNotSupported())
         req.keep_alive = parser.should_keep_alive()
-        req.upgrade = parser.should_upgrade()
+        # get_http_version() formats a new string each call. llhttp only accepts 0.9, 1.0, 1.1
+        # and 2.0, and with no Connection header it keeps alive exactly for 1.1: so that common
+        # case needs no call.
+        if req.keep_alive and "HTTP_CONNECTION" not in environ:
+            req.version = "1.1"
+        else:
+            req.version = parser.get_http_version()
+            if req.version != "1.0" and req.version != "1.1":
+                # llhttp also accepts 0.9 and 2.0 request lines; neither is served here.
+                raise HTTPLimitExceeded(HTTPVersionNotSupported())
         target = req.url.decode("latin-1")
         path, query = _split_target(target)
         environ["REQUEST_METHOD"] = req.method
@@ -406,9 +411,10 @@ class KyoukaiProtocol(asyncio.Protocol):
             environ["CONTENT_LENGTH"] = str(len(body))
         environ["wsgi.input"] = _BytesIO(body) if body else EMPTY_INPUT
         context = _copy_context()
+        app = self.app
         try:
-            request = self.app.request_class(environ, False)
-            coro = self.app.process_request(request, self.parent_context)
+            request = _new_request(app.request_class, environ)
+            coro = app.process_request(request, self.parent_context)
             yielded = context.run(coro.send, None)
         except StopIteration as stop:
             self._write_result(req, stop.value)

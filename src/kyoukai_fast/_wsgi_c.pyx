@@ -21,7 +21,7 @@ from cpython.unicode cimport (
     PyUnicode_DecodeLatin1,
     PyUnicode_KIND,
 )
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 from libc.time cimport time as c_time, time_t
 
 cdef extern from "Python.h":
@@ -32,6 +32,16 @@ cdef extern from "Python.h":
     PyObject* PyDict_SetDefault(object d, object key, object default) except NULL
     str PyUnicode_Substring(object s, Py_ssize_t start, Py_ssize_t end)
     bint PyUnicode_IS_ASCII(object o)
+    Py_UCS4 PyUnicode_READ_CHAR(object o, Py_ssize_t index)
+
+cdef extern from *:
+    """
+    /* object.__new__(cls) without the method call: for classes whose __new__ is object's. */
+    static PyObject* kyoukai_fast_object_new(PyObject* cls, PyObject* no_args) {
+        return PyBaseObject_Type.tp_new((PyTypeObject*)cls, no_args, NULL);
+    }
+    """
+    object _object_new "kyoukai_fast_object_new"(object cls, tuple no_args)
 
 from . import _wsgi_py
 
@@ -69,14 +79,36 @@ cdef str header_environ_key(str name):
 cdef dict _environ_keys_of_bytes = {}
 
 
+# The names seen last, in slots chosen by length and first and last bytes: each name the parser
+# hands over is a new bytes object whose hash (SipHash) costs more than finding it here with one
+# memcmp. A slot holds (name, key); a name that shares a slot with another replaces it.
+cdef list _recent_request_names = [None] * 64
+
+
 cdef str header_environ_key_of_bytes(bytes name):
     """``header_environ_key`` of a raw (latin-1) header name, without decoding a known one."""
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(name)
+    cdef const unsigned char* data = <const unsigned char*>PyBytes_AS_STRING(name)
+    cdef Py_ssize_t slot = 0
+    cdef PyObject* entry
+    if size:
+        slot = (size * 7 + data[0] + data[size - 1] * 3) & 63
+        entry = PyList_GET_ITEM(_recent_request_names, slot)
+        if <object>entry is not None:
+            known = <bytes>(<tuple>entry)[0]
+            if (PyBytes_GET_SIZE(known) == size
+                    and memcmp(PyBytes_AS_STRING(known), data, size) == 0):
+                return <str>(<tuple>entry)[1]
     cdef PyObject* cached = PyDict_GetItem(_environ_keys_of_bytes, name)
+    cdef str key
     if cached != NULL:
-        return <str>cached
-    cdef str key = header_environ_key(PyUnicode_DecodeLatin1(name, PyBytes_GET_SIZE(name), NULL))
-    if len(_environ_keys_of_bytes) < _ENVIRON_KEYS_MAX:
-        _environ_keys_of_bytes[name] = key
+        key = <str>cached
+    else:
+        key = header_environ_key(PyUnicode_DecodeLatin1(name, size, NULL))
+        if len(_environ_keys_of_bytes) < _ENVIRON_KEYS_MAX:
+            _environ_keys_of_bytes[name] = key
+    if size:
+        _recent_request_names[slot] = (name, key)
     return key
 
 
@@ -165,6 +197,103 @@ def to_wsgi_environment(headers, method, path, http_version, body=None):
     for name, value in headers:
         add_header(environ, header_environ_key(name), value)
     return environ
+
+# --- request objects --------------------------------------------------------------------------
+# The compiled twin of _wsgi_py.new_request (see there for why and when it applies); which
+# classes qualify is decided by _wsgi_py.fast_request_type, probing this module's builder.
+
+cdef tuple _NO_ARGS = ()
+cdef object _EnvironHeaders = _wsgi_py._EnvironHeaders
+cdef dict _UPPER_METHODS = _wsgi_py._UPPER_METHODS
+cdef object _py_fast_request_type = _wsgi_py.fast_request_type
+cdef dict _fast_request_types = {}
+# The last request class seen and its verdict; the SERVER_NAME / SERVER_PORT / SCRIPT_NAME
+# objects last seen and what they gave (every environ of one server holds the same objects).
+# Each is one tuple, replaced whole.
+cdef tuple _last_request_type = (None, False)
+cdef tuple _server_cache = (None, None, None)
+cdef tuple _root_cache = (None, "")
+
+
+cdef object _build_request(object cls, dict environ):
+    global _server_cache, _root_cache
+    cdef PyObject* found
+    cdef Py_ssize_t size
+    request = _object_new(cls, _NO_ARGS)
+    method = environ.get("REQUEST_METHOD", "GET")
+    found = PyDict_GetItem(_UPPER_METHODS, method)
+    request.method = <object>found if found != NULL else method.upper()
+    request.scheme = environ.get("wsgi.url_scheme", "http")
+    name = environ.get("SERVER_NAME")
+    port = environ.get("SERVER_PORT")
+    cdef tuple cache = _server_cache
+    if name is cache[0] and port is cache[1] and name is not None:
+        server = cache[2]
+    else:
+        if name is None:
+            server = None
+        else:
+            try:
+                server = (name, int(port))
+            except (TypeError, ValueError):  # a unix socket
+                server = (name, None)
+        if type(name) is str and type(port) is str:
+            _server_cache = (name, port, server)
+    request.server = server
+    script = environ.get("SCRIPT_NAME") or ""
+    cache = _root_cache
+    if script is cache[0]:
+        request.root_path = cache[1]
+    else:
+        root_path = script.encode("latin1").decode(errors="replace").rstrip("/")
+        if type(script) is str:
+            _root_cache = (script, root_path)
+        request.root_path = root_path
+    path = environ.get("PATH_INFO") or ""
+    if not (type(path) is str and PyUnicode_IS_ASCII(path)):
+        path = path.encode("latin1").decode(errors="replace")
+    size = PyUnicode_GET_LENGTH(path)
+    if (size == 0 or PyUnicode_READ_CHAR(path, 0) != 47  # "/"
+            or (size > 1 and PyUnicode_READ_CHAR(path, 1) == 47)):
+        path = "/" + path.lstrip("/")
+    request.path = path
+    query = environ.get("QUERY_STRING", "")
+    request.query_string = (PyUnicode_AsLatin1String(query) if type(query) is str
+                            else query.encode("latin1"))
+    headers = _object_new(_EnvironHeaders, _NO_ARGS)
+    headers._list = []
+    headers.environ = environ
+    request.headers = headers
+    request.remote_addr = environ.get("REMOTE_ADDR")
+    request.environ = environ
+    request.shallow = False
+    return request
+
+
+def build_request(cls, dict environ):
+    """The compiled builder itself (for :func:`_wsgi_py.fast_request_type` and the tests)."""
+    return _build_request(cls, environ)
+
+
+cpdef object new_request(object cls, dict environ):
+    """``cls(environ, False)``: the request object the protocol hands to ``process_request``."""
+    global _last_request_type
+    cdef tuple last = _last_request_type
+    cdef PyObject* found
+    if cls is last[0]:
+        fast = last[1]
+    else:
+        found = PyDict_GetItem(_fast_request_types, cls)
+        if found != NULL:
+            fast = <object>found
+        else:
+            fast = bool(_py_fast_request_type(cls, build_request))
+            if len(_fast_request_types) < 64:
+                _fast_request_types[cls] = fast
+        _last_request_type = (cls, fast)
+    if fast is True:
+        return _build_request(cls, environ)
+    return cls(environ, False)
 
 # --- response side ----------------------------------------------------------------------------
 

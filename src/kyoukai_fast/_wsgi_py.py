@@ -12,6 +12,8 @@ import time
 from email.utils import formatdate
 from urllib.parse import unquote_to_bytes
 
+from werkzeug.datastructures import EnvironHeaders as _EnvironHeaders
+from werkzeug.wrappers import Request as _WerkzeugRequest
 from werkzeug.wrappers import Response as _WerkzeugResponse
 
 from ._streaming import StreamingBody, wsgi_response_of_stream
@@ -30,6 +32,9 @@ __all__ = (
     "render_response",
     "add_header",
     "needs_length",
+    "new_request",
+    "fast_request_type",
+    "build_request",
 )
 
 _BytesIO = io.BytesIO
@@ -149,6 +154,136 @@ def add_header(environ: dict, key: str, value: str) -> None:
         environ[key] = old + "; " + value
     else:
         environ[key] = old + ", " + value
+
+
+# --- request objects ------------------------------------------------------------------------
+#
+# ``app.request_class(environ, False)`` is werkzeug's Request in nearly every app, and its
+# constructor re-derives from the environ, in several Python calls, values that are mostly
+# constant per server (server tuple, root path) or trivial for an ASCII path. ``new_request``
+# builds the same object directly: the same attributes, set in the same order by plain attribute
+# assignment (so a subclass's descriptors see what they would see), from the same environ values.
+# Only classes that keep werkzeug's constructor qualify, and only once a probe showed that both
+# ways give identical objects under the installed werkzeug; anything else is constructed as usual.
+
+_new_object = object.__new__
+_UPPER_METHODS = {m: m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
+_REQUEST_INIT = _WerkzeugRequest.__init__
+
+#: Environs the probe builds requests from: every branch of the constructor (lowercase method,
+#: unix-socket and missing server, a root path with a trailing slash, a non-ASCII path given as
+#: latin-1, invalid UTF-8, leading slashes, no keys at all).
+_PROBE_ENVIRONS = (
+    {"REQUEST_METHOD": "GET", "wsgi.url_scheme": "http", "SERVER_NAME": "127.0.0.1",
+     "SERVER_PORT": "8080", "SCRIPT_NAME": "", "PATH_INFO": "/hello/world",
+     "QUERY_STRING": "a=1&b=2", "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "127.0.0.1:8080"},
+    {"REQUEST_METHOD": "patch", "wsgi.url_scheme": "https", "SERVER_NAME": "example.org",
+     "SERVER_PORT": "443", "SCRIPT_NAME": "/mount/", "PATH_INFO": "//caf\xc3\xa9/\xff",
+     "QUERY_STRING": "q=\xe9", "REMOTE_ADDR": None},
+    {"SERVER_NAME": "/run/app.sock", "SERVER_PORT": "", "PATH_INFO": "x"},
+    {},
+)
+
+
+def _state(obj) -> list:
+    """What a constructor left on ``obj``: its attributes in order, headers by their state."""
+    return [(name, (type(value), _state(value)) if isinstance(value, _EnvironHeaders) else value)
+            for name, value in vars(obj).items()]
+
+
+def fast_request_type(cls, build) -> bool:
+    """Whether ``build(cls, environ)`` may stand in for ``cls(environ, False)``.
+
+    ``build`` is the implementation's own builder (compiled or pure), so each is checked against
+    werkzeug itself. Not hot: the callers remember the answer per class.
+    """
+    try:
+        if not (isinstance(cls, type) and issubclass(cls, _WerkzeugRequest)
+                and type(cls).__call__ is type.__call__ and cls.__new__ is object.__new__
+                and cls.__init__ is _REQUEST_INIT
+                and _EnvironHeaders.__new__ is object.__new__):
+            return False
+        for probe in _PROBE_ENVIRONS:
+            environ = dict(probe)
+            expected = cls(environ, False)
+            built = build(cls, environ)
+            if (type(built) is not cls or _state(built) != _state(expected)
+                    or built.environ is not environ or built.headers.environ is not environ):
+                return False
+        return True
+    except Exception:  # a werkzeug this was not written for: construct requests as usual
+        return False
+
+
+#: The last SERVER_NAME / SERVER_PORT / SCRIPT_NAME objects seen and what they gave: every
+#: environ of one server holds the same objects, so the usual lookup is an identity check.
+#: Each cache is one tuple, replaced whole, so a reader never sees half an update.
+_server_cache: tuple = (None, None, None)  # SERVER_NAME, SERVER_PORT, server
+_root_cache: tuple = (None, "")            # SCRIPT_NAME, root_path
+
+
+def build_request(cls, environ: dict):
+    """``cls(environ, False)`` for a class :func:`fast_request_type` accepted."""
+    global _server_cache, _root_cache
+    request = _new_object(cls)
+    method = environ.get("REQUEST_METHOD", "GET")
+    request.method = _UPPER_METHODS.get(method) or method.upper()
+    request.scheme = environ.get("wsgi.url_scheme", "http")
+    name = environ.get("SERVER_NAME")
+    port = environ.get("SERVER_PORT")
+    cache = _server_cache
+    if name is cache[0] and port is cache[1] and name is not None:
+        server = cache[2]
+    else:
+        if name is None:
+            server = None
+        else:
+            try:
+                server = (name, int(port))
+            except (TypeError, ValueError):  # a unix socket
+                server = (name, None)
+        if type(name) is str and type(port) is str:
+            _server_cache = (name, port, server)
+    request.server = server
+    script = environ.get("SCRIPT_NAME") or ""
+    cache = _root_cache
+    if script is cache[0]:
+        request.root_path = cache[1]
+    else:
+        root_path = script.encode("latin1").decode(errors="replace").rstrip("/")
+        if type(script) is str:
+            _root_cache = (script, root_path)
+        request.root_path = root_path
+    path = environ.get("PATH_INFO") or ""
+    if not (type(path) is str and path.isascii()):
+        path = path.encode("latin1").decode(errors="replace")
+    if path[:1] != "/" or path[1:2] == "/":
+        path = "/" + path.lstrip("/")
+    request.path = path
+    request.query_string = environ.get("QUERY_STRING", "").encode("latin1")
+    headers = _new_object(_EnvironHeaders)
+    headers._list = []
+    headers.environ = environ
+    request.headers = headers
+    request.remote_addr = environ.get("REMOTE_ADDR")
+    request.environ = environ
+    request.shallow = False
+    return request
+
+
+_fast_request_types: dict = {}
+
+
+def new_request(cls, environ: dict):
+    """``cls(environ, False)``: the request object a protocol hands to ``process_request``."""
+    fast = _fast_request_types.get(cls)
+    if fast is None:
+        fast = fast_request_type(cls, build_request)
+        if len(_fast_request_types) < 64:
+            _fast_request_types[cls] = fast
+    if fast:
+        return build_request(cls, environ)
+    return cls(environ, False)
 
 
 # --- response side --------------------------------------------------------------------------
