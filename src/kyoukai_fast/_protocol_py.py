@@ -53,7 +53,8 @@ _environ_keys_of_bytes = _wsgi_py.environ_keys_of_bytes
 _header_environ_key_of_bytes = _wsgi_py.header_environ_key_of_bytes
 _add_header = _wsgi_py.add_header
 _split_target = _wsgi_py.split_target
-_render = _wsgi_py.render_response
+_render_fast = _wsgi_py.render_fast
+_render_general = _wsgi_py.render_general
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 
@@ -62,7 +63,7 @@ class RequestState:
     """Everything about one request while it is parsed and waits for its handler."""
 
     __slots__ = ("environ", "url", "body", "body_size", "version", "keep_alive", "method",
-                 "header_count", "complete", "upgrade", "head_received")
+                 "header_count", "complete", "head_received")
 
     def __init__(self, environ: dict):
         self.environ = environ
@@ -74,7 +75,6 @@ class RequestState:
         self.method = "GET"
         self.header_count = 0
         self.complete = False
-        self.upgrade = False
         self.head_received = 0
 
 
@@ -183,7 +183,7 @@ class KyoukaiProtocol(asyncio.Protocol):
                 backlog = self._backlog
                 self._request_incomplete(len(data) - (len(backlog) if backlog is not None else 0))
             if not self._busy:
-                self._run_queue()
+                self._drain_queue()  # what _run_queue does while batching, one call less
         finally:
             self._batching = False
             self._flush()
@@ -281,12 +281,15 @@ class KyoukaiProtocol(asyncio.Protocol):
         environ = req.environ
         method = parser.get_method()
         req.method = _METHODS.get(method) or method.decode("ascii")
-        req.version = parser.get_http_version()
-        if req.version != "1.0" and req.version != "1.1":
-            # llhttp also accepts 0.9 and 2.0 request lines; neither is served here.
-            raise HTTPLimitExceeded(HTTPVersionNotSupported())
-        req.keep_alive = parser.should_keep_alive()
-        req.upgrade = parser.should_upgrade()
+        keep_alive = req.keep_alive = parser.should_keep_alive()
+        # get_http_version() formats a new string each call. llhttp only accepts 0.9, 1.0, 1.1
+        # and 2.0, and with no Connection header it keeps alive exactly for 1.1: so that common
+        # case needs no call.
+        if not keep_alive or "HTTP_CONNECTION" in environ:
+            req.version = parser.get_http_version()
+            if req.version != "1.0" and req.version != "1.1":
+                # llhttp also accepts 0.9 and 2.0 request lines; neither is served here.
+                raise HTTPLimitExceeded(HTTPVersionNotSupported())
         target = req.url.decode("latin-1")
         path, query = _split_target(target)
         environ["REQUEST_METHOD"] = req.method
@@ -367,9 +370,12 @@ class KyoukaiProtocol(asyncio.Protocol):
             self._flush()
 
     def _drain_queue(self):
-        while self._queue and not self._busy and not self._closing and not self._writing_paused:
-            item = self._queue.pop(0)
-            if isinstance(item, HTTPException):
+        while True:
+            queue = self._queue
+            if not queue or self._busy or self._closing or self._writing_paused:
+                break
+            item = queue.pop(0)
+            if type(item) is not RequestState:  # an HTTPException: refuse, then close
                 self._refuse(item, linger=True)
                 return
             self._start_request(item)
@@ -395,7 +401,13 @@ class KyoukaiProtocol(asyncio.Protocol):
 
     def _start_request(self, req):
         environ = req.environ
-        body = b"".join(req.body) if req.body is not None else b""
+        chunks = req.body
+        if chunks is None:
+            body = b""
+        elif len(chunks) == 1:
+            body = chunks[0]
+        else:
+            body = b"".join(chunks)
         encoding = environ.get("HTTP_CONTENT_ENCODING")
         if encoding is not None and body:
             try:
@@ -406,9 +418,10 @@ class KyoukaiProtocol(asyncio.Protocol):
             environ["CONTENT_LENGTH"] = str(len(body))
         environ["wsgi.input"] = _BytesIO(body) if body else EMPTY_INPUT
         context = _copy_context()
+        app = self.app
         try:
-            request = self.app.request_class(environ, False)
-            coro = self.app.process_request(request, self.parent_context)
+            request = app.request_class(environ, False)
+            coro = app.process_request(request, self.parent_context)
             yielded = context.run(coro.send, None)
         except StopIteration as stop:
             self._write_result(req, stop.value)
@@ -489,8 +502,10 @@ class KyoukaiProtocol(asyncio.Protocol):
             response = InternalServerError().get_response(req.environ)
         keep_alive = req.keep_alive and not self._server.closing
         try:
-            data, app_iter, keep_alive, chunked = _render(response, req.environ, req.version,
-                                                         keep_alive)
+            # render_response, without its own call: the fast case, else the general one
+            data, app_iter, keep_alive, chunked = (
+                _render_fast(response, req.environ, req.version, keep_alive, True)
+                or _render_general(response, req.environ, req.version, keep_alive))
         except Exception as exc:
             self._handler_failed(req, exc)
             return
@@ -659,16 +674,21 @@ class KyoukaiProtocol(asyncio.Protocol):
         if transport is None or self._closing:
             return
         if self._batching:
+            # One write is kept as is (no list): the common case of one response per read.
             out = self._out
             if out is None:
-                self._out = [data]
-            else:
+                self._out = data
+                return
+            if type(out) is list:
                 out.append(data)
-                self._out_size = (len(out[0]) if len(out) == 2 else self._out_size) + len(data)
-                if self._out_size > self._config.write_high_water:
-                    # Many pipelined responses in one batch: hand them to the transport now,
-                    # so that pause_writing can stop the next ones (memory stays bounded).
-                    self._flush()
+                self._out_size += len(data)
+            else:
+                self._out = [out, data]
+                self._out_size = len(out) + len(data)
+            if self._out_size > self._config.write_high_water:
+                # Many pipelined responses in one batch: hand them to the transport now, so
+                # that pause_writing can stop the next ones (memory stays bounded).
+                self._flush()
             return
         if transport.is_closing():  # lost, and connection_lost not yet called
             return
@@ -682,11 +702,11 @@ class KyoukaiProtocol(asyncio.Protocol):
         if out is None:
             return
         self._out = None
-        data = out[0] if len(out) == 1 else b"".join(out)
-        if self.transport is None or self.transport.is_closing():
+        transport = self.transport
+        if transport is None or transport.is_closing():
             return
         try:
-            self.transport.write(data)
+            transport.write(b"".join(out) if type(out) is list else out)
         except OSError:
             pass
 

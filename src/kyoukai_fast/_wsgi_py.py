@@ -354,6 +354,11 @@ def _render_fast(response, environ: dict, version: str, keep_alive: bool, server
     return head, None, keep_alive, False
 
 
+#: The one-pass case of :func:`render_response` (``None`` when it does not apply), for callers
+#: that try it first themselves and call :func:`render_general` otherwise.
+render_fast = _render_fast
+
+
 def _version_of(environ: dict) -> str:
     protocol = environ.get("SERVER_PROTOCOL", "HTTP/1.1")
     return "1.0" if protocol == "HTTP/1.0" else "1.1"
@@ -409,9 +414,12 @@ def render_response(response, environ: dict, version: str, keep_alive: bool):
     transfer coding when ``chunked``, else as is (its length is known, or the connection closes
     after it). Adds ``Date`` and the ``Connection`` header the keep-alive decision needs.
     """
-    rendered = _render_fast(response, environ, version, keep_alive, True)
-    if rendered is not None:
-        return rendered
+    return (_render_fast(response, environ, version, keep_alive, True)
+            or render_general(response, environ, version, keep_alive))
+
+
+def render_general(response, environ: dict, version: str, keep_alive: bool):
+    """:func:`render_response` for any response, through werkzeug's WSGI machinery."""
     status, headers, body = response_parts(response, environ)
     have_date = app_coding = False
     connection = None
