@@ -81,6 +81,17 @@ class RequestState:
 class KyoukaiProtocol(asyncio.Protocol):
     """The Kyoukai HTTP/1.0 and HTTP/1.1 protocol (pure Python implementation)."""
 
+    # Slots, like the compiled twin's typed fields: an instance dict would hold more keys than
+    # CPython shares between instances, costing memory per connection and time per attribute.
+    __slots__ = (
+        "component", "app", "parent_context", "server_ip", "server_port", "transport", "parser",
+        "ip", "client_port", "_server", "_config", "_loop", "_url_scheme", "_current", "_queue",
+        "_handler", "_busy", "_closing", "_eof", "_parse_failed", "_reading_paused",
+        "_writing_paused", "_drain_waiter", "_last_activity", "_message_started", "_linger_until",
+        "_continue_pending", "_batching", "_out", "_out_size", "_upgrade_body", "_backlog",
+        "_backlog_scheduled",
+    )
+
     def __init__(self, component, parent_context, server_ip, server_port):
         self.component = component
         self.app = component.app
@@ -331,7 +342,10 @@ class KyoukaiProtocol(asyncio.Protocol):
         self._current = None
         self._continue_pending = False
         req.complete = True
-        self._enqueue(req)
+        if self._queue is None:
+            self._queue = [req]  # _enqueue's common case, without its call
+        else:
+            self._enqueue(req)
 
     def _request_incomplete(self, size):
         """A read ended inside a request: bound the size of its head across reads."""

@@ -278,6 +278,7 @@ def _header_kind(name: str) -> int:
 
 _date_str_second = -1
 _date_str = ""
+_time = time.time
 
 
 def _http_date_str() -> str:
@@ -296,7 +297,10 @@ def _render_fast(response, environ: dict, version: str, keep_alive: bool, server
     gives them too, in several passes). With ``server_headers`` it adds ``Date`` and
     ``Connection`` as a server does.
     """
-    if not _is_fast_type(type(response)) or response.direct_passthrough:
+    fast = _fast_types.get(type(response))  # _is_fast_type's common case, without its call
+    if fast is None:
+        fast = _is_fast_type(type(response))
+    if not fast or response.direct_passthrough:
         return None
     chunks = response.response
     if type(chunks) is not list:
@@ -339,7 +343,8 @@ def _render_fast(response, environ: dict, version: str, keep_alive: bool, server
         response.close()
     if server_headers:
         if not have_date:
-            pieces.append(_http_date_str())
+            # _http_date_str's common case (the same second), without its call
+            pieces.append(_date_str if int(_time()) == _date_str_second else _http_date_str())
         if connection is not None:
             keep_alive = keep_alive and "close" not in connection
         elif version == "1.1":
