@@ -302,7 +302,10 @@ class KyoukaiProtocol(asyncio.Protocol):
                 # llhttp also accepts 0.9 and 2.0 request lines; neither is served here.
                 raise HTTPLimitExceeded(HTTPVersionNotSupported())
         target = req.url.decode("latin-1")
-        path, query = _split_target(target)
+        if target[:1] == "/" and "?" not in target and "%" not in target and "#" not in target:
+            path, query = target, ""  # what _split_target gives for it, without its call
+        else:
+            path, query = _split_target(target)
         environ["REQUEST_METHOD"] = req.method
         environ["PATH_INFO"] = path
         environ["QUERY_STRING"] = query

@@ -315,7 +315,8 @@ def _render_fast(response, environ: dict, version: str, keep_alive: bool, server
     have_length = have_date = False
     connection = None
     kinds = _header_kinds
-    for name, value in response.headers._list:
+    headers = response.headers._list
+    for name, value in headers:
         kind = kinds.get(name)
         if kind is None:
             kind = _header_kind(name)
@@ -328,9 +329,13 @@ def _render_fast(response, environ: dict, version: str, keep_alive: bool, server
                 have_date = True
             else:
                 return None
-        if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
-            raise ValueError("header names and values must not contain newline characters")
         pieces += (name, ": ", value, "\r\n")
+    if headers:
+        # No newline in any name or value: the header lines hold exactly their own CRLFs (two
+        # scans of the joined lines instead of four per header).
+        lines = "".join(pieces[3:])
+        if lines.count("\n") != len(headers) or lines.count("\r") != len(headers):
+            raise ValueError("header names and values must not contain newline characters")
     if len(chunks) == 1 and type(chunks[0]) is bytes:
         body = chunks[0]
     elif not chunks:
