@@ -330,12 +330,9 @@ def _render_fast(response, environ: dict, version: str, keep_alive: bool, server
             else:
                 return None
         pieces += (name, ": ", value, "\r\n")
-    if headers:
-        # No newline in any name or value: the header lines hold exactly their own CRLFs (two
-        # scans of the joined lines instead of four per header).
-        lines = "".join(pieces[3:])
-        if lines.count("\n") != len(headers) or lines.count("\r") != len(headers):
-            raise ValueError("header names and values must not contain newline characters")
+    # lines of the head: the status line, the app's header lines, the blank line, and those
+    # added below; a newline in a header name or value would make more (checked at the end)
+    lines = len(headers) + 2
     if len(chunks) == 1 and type(chunks[0]) is bytes:
         body = chunks[0]
     elif not chunks:
@@ -344,21 +341,28 @@ def _render_fast(response, environ: dict, version: str, keep_alive: bool, server
         body = b"".join([c.encode() if isinstance(c, str) else c for c in chunks])
     if not have_length and response.automatically_set_content_length:
         pieces += ("Content-Length: ", str(len(body)), "\r\n")
+        lines += 1
     if response._on_close:
         response.close()
     if server_headers:
         if not have_date:
             # _http_date_str's common case (the same second), without its call
             pieces.append(_date_str if int(_time()) == _date_str_second else _http_date_str())
+            lines += 1
         if connection is not None:
             keep_alive = keep_alive and "close" not in connection
         elif version == "1.1":
             if not keep_alive:
                 pieces.append("Connection: close\r\n")
+                lines += 1
         elif keep_alive:
             pieces.append("Connection: keep-alive\r\n")
+            lines += 1
     pieces.append("\r\n")
-    head = "".join(pieces).encode("latin-1")
+    text = "".join(pieces)
+    if text.count("\n") != lines or text.count("\r") != lines:
+        raise ValueError("header names and values must not contain newline characters")
+    head = text.encode("latin-1")
     if body and environ.get("REQUEST_METHOD") != "HEAD":
         return head + body, None, keep_alive, False
     return head, None, keep_alive, False
