@@ -84,3 +84,13 @@ def test_lua_scripts_count_responses():
     assert "function response" not in load.LUA_LOAD
     assert load.LUA_LOAD.count("%d") + load.LUA_LOAD.count("%.1f") + 2 == \
         load.LUA_CHECK.count("%d") + load.LUA_CHECK.count("%.1f")
+
+
+@pytest.mark.parametrize("kind", ["floor", "cython", "python", "stock"])
+def test_idle_memory_measures_answered_connections(kind):
+    import idle_memory
+
+    if kind == "cython" and IMPLEMENTATIONS["cython"] is None and not EXPECT_COMPILED:
+        pytest.skip("compiled implementation not built")
+    # Each connection must have answered its request (asserted inside) and cost something.
+    assert idle_memory.measure(kind, 20) > 0

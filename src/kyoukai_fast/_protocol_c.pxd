@@ -13,7 +13,40 @@ cdef class RequestState:
     cdef public Py_ssize_t head_received  # bytes of an incomplete head after its first read
 
 
+# A flag of the per-connection state: one byte rather than a bint's four, so that an idle
+# connection stays small (see the layout note below).
+ctypedef unsigned char flag
+
+
+cdef class ServerShared:
+    # What every connection of one server reads and never changes: one pointer per connection.
+    cdef readonly object server            # the ServerState
+    cdef dict environ_template             # presized copy of the server's environ template
+    cdef Py_ssize_t max_body_size
+    cdef Py_ssize_t max_url_size
+    cdef Py_ssize_t max_header_size
+    cdef Py_ssize_t max_pipelined
+    cdef Py_ssize_t write_high_water
+    cdef double keepalive_timeout
+    cdef double header_timeout
+    cdef int max_header_count
+
+
+cdef class ColdState:
+    # Per-connection state that most connections never need.
+    cdef object drain_waiter
+    cdef object upgrade_body      # UpgradeBody of an h2c upgrade still receiving its body
+    cdef object backlog           # bytes read but not parsed while the pipeline was full
+    cdef double linger_until      # set while a refused client's connection is half closed
+    cdef bint backlog_scheduled
+
+
 cdef class HTTPProtocolCore:
+    # Layout note: an idle keep-alive connection costs this object, httptools' parser and a
+    # slot in the server's connection set. Per-server constants live once in ``_shared``; state
+    # only a few connections ever need (a drain waiter, an h2c upgrade body, a read backlog,
+    # lingering) lives in a ``ColdState`` made on first use; flags are bytes.
+
     # public API of the stock backend
     cdef readonly object component
     cdef readonly object app
@@ -26,43 +59,35 @@ cdef class HTTPProtocolCore:
     cdef readonly object client_port
 
     # shared per server
-    cdef object _server
-    cdef dict _environ_template
+    cdef ServerShared _shared
     cdef object _loop
     cdef str _url_scheme
-
-    # limits, copied from the server's ProtocolConfig
-    cdef Py_ssize_t _max_body_size
-    cdef Py_ssize_t _max_url_size
-    cdef int _max_header_count
-    cdef Py_ssize_t _max_header_size
-    cdef Py_ssize_t _max_pipelined
-    cdef double _keepalive_timeout
-    cdef double _header_timeout
 
     # per connection
     cdef RequestState _current
     cdef list _queue
     cdef object _handler
-    cdef object _drain_waiter
     cdef object _out                 # writes held back while batching: None, bytes or list
+    cdef ColdState _cold             # None until one of its fields is needed
     cdef Py_ssize_t _out_size        # bytes in _out once it holds more than one write
-    cdef Py_ssize_t _write_high_water
     cdef double _last_activity
     cdef double _message_started     # read time at the last message boundary (begin or end)
-    cdef double _linger_until        # set while a refused client's connection is half closed
-    cdef bint _busy
-    cdef bint _closing
-    cdef bint _eof
-    cdef bint _parse_failed
-    cdef bint _reading_paused
-    cdef bint _writing_paused
-    cdef bint _continue_pending
-    cdef bint _batching
-    cdef object _upgrade_body  # UpgradeBody of an h2c upgrade still receiving its body
-    cdef object _backlog       # bytes read but not parsed while the pipeline was full
-    cdef bint _backlog_scheduled
+    cdef flag _busy
+    cdef flag _closing
+    cdef flag _eof
+    cdef flag _parse_failed
+    cdef flag _reading_paused
+    cdef flag _writing_paused
+    cdef flag _continue_pending
+    cdef flag _batching
 
+    cdef ColdState _cold_state(self)
+    cdef _on_message_begin(self)
+    cdef _on_url(self, bytes url)
+    cdef _on_header(self, bytes name, bytes value)
+    cdef _on_headers_complete(self)
+    cdef _on_body(self, bytes body)
+    cdef _on_message_complete(self)
     cdef _enqueue(self, item)
     cdef _request_incomplete(self, Py_ssize_t size)
     cdef _feed_in_slices(self, data)

@@ -11,6 +11,7 @@ Behaviour that is not hot is shared with the fallback through the plain-Python m
 import asyncio
 import io
 import time
+import types
 
 import httptools
 from werkzeug.exceptions import (
@@ -64,22 +65,44 @@ cdef object _BytesIO = io.BytesIO
 cdef object _monotonic = time.monotonic
 
 
-# Each server's environ template, copied into a table with room for a whole request (see
-# _wsgi_c.presized_copy), keyed by the template's id; the template is kept alive with it, and
-# it is constant once the server exists. Bounded: a process starting many servers rebuilds.
-cdef dict _presized_templates = {}
-cdef Py_ssize_t _PRESIZED_TEMPLATES_MAX = 256
+# Each server's ServerShared (limits and the environ template, copied into a table with room
+# for a whole request: see _wsgi_c.presized_copy), keyed by the ServerState's id; the state is
+# kept alive with it, and its config and template are constant once the server exists. Bounded:
+# a process starting many servers rebuilds.
+cdef dict _shared_by_server = {}
+cdef Py_ssize_t _SHARED_BY_SERVER_MAX = 256
 
 
-cdef dict _presized_template(dict template):
-    cdef PyObject* found = PyDict_GetItem(_presized_templates, id(template))
-    if found != NULL and (<tuple>found)[0] is template:
-        return <dict>(<tuple>found)[1]
-    if len(_presized_templates) >= _PRESIZED_TEMPLATES_MAX:
-        _presized_templates.clear()
-    cdef dict presized = presized_copy(template, _wsgi_c.ENVIRON_CAPACITY)
-    _presized_templates[id(template)] = (template, presized)
-    return presized
+cdef ServerShared _server_shared(server):
+    cdef PyObject* found = PyDict_GetItem(_shared_by_server, id(server))
+    if found != NULL and (<ServerShared>found).server is server:
+        return <ServerShared>found
+    if len(_shared_by_server) >= _SHARED_BY_SERVER_MAX:
+        _shared_by_server.clear()
+    cdef ServerShared shared = ServerShared.__new__(ServerShared)
+    config = server.config
+    shared.server = server
+    shared.environ_template = presized_copy(server.environ_template, _wsgi_c.ENVIRON_CAPACITY)
+    shared.max_body_size = config.max_body_size
+    shared.max_url_size = config.max_url_size
+    shared.max_header_count = config.max_header_count
+    shared.max_header_size = config.max_header_size
+    shared.max_pipelined = config.max_pipelined_requests
+    shared.keepalive_timeout = config.keepalive_timeout
+    shared.header_timeout = config.header_timeout
+    shared.write_high_water = config.write_high_water
+    _shared_by_server[id(server)] = shared
+    return shared
+
+
+cdef class ServerShared:
+    pass
+
+
+cdef class ColdState:
+    pass
+
+
 cdef object _HttpParserUpgrade = httptools.HttpParserUpgrade
 cdef object _HttpParserError = httptools.HttpParserError
 cdef object _HTTPException = HTTPException
@@ -139,6 +162,53 @@ cdef inline str _port_string(object port):
     return text
 
 
+# The connection whose bytes httptools is parsing: set by data_received around feed_data, which
+# is the only place the parser calls back. Every connection's parser is given the same callback
+# object, whose attributes are plain functions: httptools keeps what getattr returns for each
+# callback, and a connection's own bound methods would cost an idle connection six objects.
+cdef HTTPProtocolCore _feeding = None
+
+
+cdef inline HTTPProtocolCore _fed():
+    if _feeding is None:
+        raise RuntimeError("a kyoukai_fast parser was fed outside data_received")
+    return _feeding
+
+
+def _parser_on_message_begin():
+    _fed()._on_message_begin()
+
+
+def _parser_on_url(bytes url):
+    _fed()._on_url(url)
+
+
+def _parser_on_header(bytes name, bytes value):
+    _fed()._on_header(name, value)
+
+
+def _parser_on_headers_complete():
+    _fed()._on_headers_complete()
+
+
+def _parser_on_body(bytes body):
+    _fed()._on_body(body)
+
+
+def _parser_on_message_complete():
+    _fed()._on_message_complete()
+
+
+_PARSER_CALLBACKS = types.SimpleNamespace(
+    on_message_begin=_parser_on_message_begin,
+    on_url=_parser_on_url,
+    on_header=_parser_on_header,
+    on_headers_complete=_parser_on_headers_complete,
+    on_body=_parser_on_body,
+    on_message_complete=_parser_on_message_complete,
+)
+
+
 cdef class RequestState:
     """Everything about one request while it is parsed and waits for its handler."""
 
@@ -164,20 +234,10 @@ cdef class HTTPProtocolCore:
         self.server_ip = server_ip
         self.server_port = server_port
         self.transport = None
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser = httptools.HttpRequestParser(_PARSER_CALLBACKS)
         self.ip = None
         self.client_port = None
-        self._server = server_state_for(component, server_port)
-        self._environ_template = _presized_template(self._server.environ_template)
-        config = self._server.config
-        self._max_body_size = config.max_body_size
-        self._max_url_size = config.max_url_size
-        self._max_header_count = config.max_header_count
-        self._max_header_size = config.max_header_size
-        self._max_pipelined = config.max_pipelined_requests
-        self._keepalive_timeout = config.keepalive_timeout
-        self._header_timeout = config.header_timeout
-        self._write_high_water = config.write_high_water
+        self._shared = _server_shared(server_state_for(component, server_port))
         self._url_scheme = "http"
 
     # --- asyncio callbacks --------------------------------------------------------------------
@@ -198,31 +258,34 @@ cdef class HTTPProtocolCore:
             if ssl_object.selected_alpn_protocol() == "h2" and hand_over_tls(self, transport):
                 return
         try:
-            transport.set_write_buffer_limits(high=self._server.config.write_high_water)
+            transport.set_write_buffer_limits(high=self._shared.write_high_water)
         except (AttributeError, NotImplementedError):
             pass
         self._last_activity = self._message_started = _monotonic()
-        self._server.add_connection(self, self._loop)
+        self._shared.server.add_connection(self, self._loop)
         self.component.connection_made.dispatch(protocol=self)
 
     def connection_lost(self, exc):
         self._closing = True
-        self._server.connections.discard(self)
+        self._shared.server.connections.discard(self)
         handler = self._handler
         if handler is not None:
             handler.cancel()
-        waiter = self._drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(ConnectionResetError("connection lost"))
-            waiter.exception()  # retrieved: nobody may be waiting any more
-        self._drain_waiter = None
+        cdef ColdState cold = self._cold
+        if cold is not None:
+            waiter = cold.drain_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(ConnectionResetError("connection lost"))
+                waiter.exception()  # retrieved: nobody may be waiting any more
+            cold.drain_waiter = None
+            cold.backlog = None
         self._queue = None
-        self._backlog = None
         self.component.connection_lost.dispatch(protocol=self)
 
     def data_received(self, data):
         if self._closing or self._parse_failed:
-            if self._upgrade_body is not None and not self._closing:
+            if (self._cold is not None and self._cold.upgrade_body is not None
+                    and not self._closing):
                 self._last_activity = _monotonic()
                 self._feed_upgrade_body(data)
                 if not self._busy:
@@ -232,7 +295,10 @@ cdef class HTTPProtocolCore:
         # Everything written while this chunk is handled (several pipelined responses, an
         # interim 100 Continue) goes out in one transport.write: one send() instead of many.
         self._batching = True
+        global _feeding
+        cdef HTTPProtocolCore feeding = _feeding  # restored after: feeding may nest
         try:
+            _feeding = self
             try:
                 if len(data) > _FEED_SLICE:
                     self._feed_in_slices(data)
@@ -244,20 +310,23 @@ cdef class HTTPProtocolCore:
             except _HttpParserError as exc:
                 self._parse_failed = True
                 self._enqueue(parser_error_to_http(exc))
+            _feeding = feeding  # the parser is done; what follows may run the app
             if self._current is not None and not self._parse_failed:
                 # the bytes parsed in this read (a backlog waits unparsed)
-                self._request_incomplete(len(data) - (len(self._backlog)
-                                                      if self._backlog is not None else 0))
+                backlog = self._cold.backlog if self._cold is not None else None
+                self._request_incomplete(len(data) - (len(backlog)
+                                                      if backlog is not None else 0))
             if not self._busy:
                 self._run_queue()
         finally:
+            _feeding = feeding
             self._batching = False
             self._flush()
 
     cdef _feed_in_slices(self, data):
         """Parse a large read piece by piece; stop once the pipeline backlog is full.
 
-        The unparsed rest waits in ``_backlog`` (reading is paused) until the queue drains.
+        The unparsed rest waits in the cold state's ``backlog`` (reading is paused) until the queue drains.
         """
         if type(data) is not bytes:
             data = bytes(data)
@@ -274,17 +343,18 @@ cdef class HTTPProtocolCore:
                 raise _HttpParserUpgrade(start + upgrade.args[0]) from None
             start = end
             queue = self._queue
-            if queue is not None and len(queue) >= self._max_pipelined and start < size:
-                self._backlog = bytes(view[start:])
+            if queue is not None and len(queue) >= self._shared.max_pipelined and start < size:
+                self._cold_state().backlog = bytes(view[start:])
                 if not self._reading_paused:
                     self._reading_paused = True
                     self.transport.pause_reading()
                 return
 
     def _feed_backlog(self):
-        self._backlog_scheduled = False
-        data = self._backlog
-        self._backlog = None
+        cdef ColdState cold = self._cold_state()
+        cold.backlog_scheduled = False
+        data = cold.backlog
+        cold.backlog = None
         if data is not None and not self._closing:
             self.data_received(data)
 
@@ -299,9 +369,9 @@ cdef class HTTPProtocolCore:
 
     def resume_writing(self):
         self._writing_paused = False
-        waiter = self._drain_waiter
+        waiter = self._cold.drain_waiter if self._cold is not None else None
         if waiter is not None:
-            self._drain_waiter = None
+            self._cold.drain_waiter = None
             if not waiter.done():
                 waiter.set_result(None)
         if not self._busy and not self._closing:
@@ -309,20 +379,20 @@ cdef class HTTPProtocolCore:
 
     # --- httptools callbacks ------------------------------------------------------------------
 
-    def on_message_begin(self):
+    cdef _on_message_begin(self):
         self._message_started = self._last_activity
-        self._current = RequestState(PyDict_Copy(self._environ_template))
+        self._current = RequestState(PyDict_Copy(self._shared.environ_template))
 
-    def on_url(self, bytes url):
+    cdef _on_url(self, bytes url):
         cdef RequestState req = self._current
         if PyBytes_GET_SIZE(req.url) == 0:
             req.url = url
         else:
             req.url = req.url + url
-        if PyBytes_GET_SIZE(req.url) > self._max_url_size:
+        if PyBytes_GET_SIZE(req.url) > self._shared.max_url_size:
             raise HTTPLimitExceeded(RequestURITooLarge())
 
-    def on_header(self, bytes name, bytes value):
+    cdef _on_header(self, bytes name, bytes value):
         cdef RequestState req = self._current
         cdef Py_ssize_t size = PyBytes_GET_SIZE(value)
         if size and (PyBytes_AS_STRING(value)[size - 1] == b' '
@@ -330,16 +400,16 @@ cdef class HTTPProtocolCore:
             # llhttp keeps trailing whitespace; it is not part of the value (RFC 9110 5.5).
             value = value.rstrip(b" \t")
         req.header_count += 1
-        if (req.header_count > self._max_header_count
-                or PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) > self._max_header_size):
+        if (req.header_count > self._shared.max_header_count
+                or PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) > self._shared.max_header_size):
             if trailer_field(req.header_count, PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value),
-                             self._max_header_count, self._max_header_size):
+                             self._shared.max_header_count, self._shared.max_header_size):
                 return  # a trailer field: never merged into the header fields (RFC 9110 6.5.1)
             raise HTTPLimitExceeded(RequestHeaderFieldsTooLarge())
         add_header(req.environ, header_environ_key_of_bytes(name),
                    PyUnicode_DecodeLatin1(value, PyBytes_GET_SIZE(value), NULL))
 
-    def on_headers_complete(self):
+    cdef _on_headers_complete(self):
         cdef RequestState req = self._current
         cdef dict environ = req.environ
         cdef PyObject* found
@@ -376,7 +446,7 @@ cdef class HTTPProtocolCore:
         found = PyDict_GetItem(environ, "CONTENT_LENGTH")
         if found != NULL:
             length = <str>found
-            if length.isdigit() and int(length) > self._max_body_size:
+            if length.isdigit() and int(length) > self._shared.max_body_size:
                 raise HTTPLimitExceeded(RequestEntityTooLarge())
         found = PyDict_GetItem(environ, "HTTP_EXPECT")
         if found != NULL and req.version == "1.1" and (<str>found).lower() == "100-continue":
@@ -385,23 +455,45 @@ cdef class HTTPProtocolCore:
             else:
                 self._continue_pending = True
 
-    def on_body(self, bytes body):
+    cdef _on_body(self, bytes body):
         cdef RequestState req = self._current
         req.body_size += PyBytes_GET_SIZE(body)
-        if req.body_size > self._max_body_size:
+        if req.body_size > self._shared.max_body_size:
             raise HTTPLimitExceeded(RequestEntityTooLarge())
         if req.body is None:
             req.body = [body]
         else:
             req.body.append(body)
 
-    def on_message_complete(self):
+    cdef _on_message_complete(self):
         cdef RequestState req = self._current
         self._message_started = self._last_activity
         self._current = None
         self._continue_pending = False
         req.complete = True
         self._enqueue(req)
+
+    # The same callbacks under httptools' names, the public API of the stock backend. The parser
+    # itself calls the module's shared callbacks (``_PARSER_CALLBACKS``), which reach the cdef
+    # methods directly.
+
+    def on_message_begin(self):
+        self._on_message_begin()
+
+    def on_url(self, bytes url):
+        self._on_url(url)
+
+    def on_header(self, bytes name, bytes value):
+        self._on_header(name, value)
+
+    def on_headers_complete(self):
+        self._on_headers_complete()
+
+    def on_body(self, bytes body):
+        self._on_body(body)
+
+    def on_message_complete(self):
+        self._on_message_complete()
 
     cdef _request_incomplete(self, Py_ssize_t size):
         """A read ended inside a request: bound the size of its head across reads."""
@@ -410,12 +502,17 @@ cdef class HTTPProtocolCore:
             return  # reading its body
         try:
             req.head_received = head_too_large(req.environ, req.head_received, size,
-                                               self._server.config.max_head_size)
+                                               self._shared.server.config.max_head_size)
         except HTTPLimitExceeded as exc:
             self._parse_failed = True
             self._enqueue(exc.http_error)
 
     # --- request queue ------------------------------------------------------------------------
+
+    cdef ColdState _cold_state(self):
+        if self._cold is None:
+            self._cold = ColdState.__new__(ColdState)
+        return self._cold
 
     cdef _enqueue(self, item):
         cdef list queue = self._queue
@@ -423,7 +520,7 @@ cdef class HTTPProtocolCore:
             self._queue = [item]
         else:
             queue.append(item)
-            if len(queue) >= self._max_pipelined and not self._reading_paused:
+            if len(queue) >= self._shared.max_pipelined and not self._reading_paused:
                 self._reading_paused = True
                 self.transport.pause_reading()
 
@@ -455,10 +552,10 @@ cdef class HTTPProtocolCore:
         if not self._queue:
             self._queue = None  # an idle connection keeps no list
         if self._reading_paused and not self._busy and not self._queue:
-            if self._backlog is not None:
+            if self._cold is not None and self._cold.backlog is not None:
                 # What was read but not parsed comes first; reading resumes after it.
-                if not self._backlog_scheduled:
-                    self._backlog_scheduled = True
+                if not self._cold.backlog_scheduled:
+                    self._cold.backlog_scheduled = True
                     self._loop.call_soon(self._feed_backlog)
             else:
                 self._reading_paused = False
@@ -484,7 +581,7 @@ cdef class HTTPProtocolCore:
         found = PyDict_GetItem(environ, "HTTP_CONTENT_ENCODING")
         if found != NULL and PyBytes_GET_SIZE(body):
             try:
-                body = decode_body(body, <str>found, self._max_body_size)
+                body = decode_body(body, <str>found, self._shared.max_body_size)
             except _HTTPException as exc:
                 self._refuse(exc, req, True)
                 return
@@ -557,9 +654,9 @@ cdef class HTTPProtocolCore:
         self._closing = True
         self._queue = None
         self._flush()
-        timeout = self._server.config.linger_timeout
+        timeout = self._shared.server.config.linger_timeout
         if timeout > 0 and self.transport is not None and half_close(self.transport):
-            self._linger_until = _monotonic() + timeout
+            self._cold_state().linger_until = _monotonic() + timeout
             if self._reading_paused:
                 self._reading_paused = False
                 self.transport.resume_reading()
@@ -577,7 +674,7 @@ cdef class HTTPProtocolCore:
             logger.error("process_request returned no response for %s %s", req.method,
                          req.environ.get("RAW_URI"))
             response = InternalServerError().get_response(req.environ)
-        keep_alive = req.keep_alive and not self._server.closing
+        keep_alive = req.keep_alive and not self._shared.server.closing
         try:
             rendered = render_response(response, req.environ, req.version, keep_alive)
         except Exception as exc:
@@ -649,9 +746,10 @@ cdef class HTTPProtocolCore:
     async def _drain(self):
         if self._closing:
             raise ConnectionResetError("connection lost")
-        waiter = self._drain_waiter
+        cdef ColdState cold = self._cold_state()
+        waiter = cold.drain_waiter
         if waiter is None:
-            waiter = self._drain_waiter = self._loop.create_future()
+            waiter = cold.drain_waiter = self._loop.create_future()
         await waiter
 
     # --- timeouts -----------------------------------------------------------------------------
@@ -662,22 +760,25 @@ cdef class HTTPProtocolCore:
         Called by the server's timeout check (``ServerState``) with ``time.monotonic()``.
         """
         cdef RequestState req = self._current
-        if self._closing or self._busy or self._queue or self._backlog is not None:
-            if self._linger_until and now >= self._linger_until:
-                self._linger_until = 0.0
+        cdef ColdState cold = self._cold
+        if (self._closing or self._busy or self._queue
+                or (cold is not None and cold.backlog is not None)):
+            if cold is not None and cold.linger_until and now >= cold.linger_until:
+                cold.linger_until = 0.0
                 self.transport.close()
             return
         if req is not None and not req.complete:
             if "REQUEST_METHOD" not in req.environ:  # still reading the head
-                if now >= self._message_started + self._header_timeout:
+                if now >= self._message_started + self._shared.header_timeout:
                     self._refuse(RequestTimeout())
-            elif now >= self._last_activity + self._header_timeout:
+            elif now >= self._last_activity + self._shared.header_timeout:
                 self._refuse(RequestTimeout())
         else:
             # Idle since the last message or response: bytes that start no request (a trickle
             # of empty lines, which llhttp skips) do not keep a connection open.
-            if now >= (self._last_activity if self._upgrade_body is not None
-                       else self._message_started) + self._keepalive_timeout:
+            if now >= (self._last_activity
+                       if cold is not None and cold.upgrade_body is not None
+                       else self._message_started) + self._shared.keepalive_timeout:
                 self.close()
 
     # --- upgrades -----------------------------------------------------------------------------
@@ -697,7 +798,8 @@ cdef class HTTPProtocolCore:
             upgrade = (req.environ.get("HTTP_UPGRADE") or "").strip().lower()
             if upgrade == "h2c" and not queue and not self._busy:
                 try:
-                    self._upgrade_body = UpgradeBody(req.environ, self._max_body_size)
+                    self._cold_state().upgrade_body = UpgradeBody(req.environ,
+                                                                  self._shared.max_body_size)
                 except _HTTPException as exc:
                     self._enqueue(exc)
                     return
@@ -706,11 +808,11 @@ cdef class HTTPProtocolCore:
         self._enqueue(upgrade_refusal(environ))
 
     cdef _feed_upgrade_body(self, data):
-        pending = self._upgrade_body
+        pending = self._cold.upgrade_body
         parts = pending.feed(data)
         if parts is None:
             return  # more of the body to come
-        self._upgrade_body = None
+        self._cold.upgrade_body = None
         if hand_over_h2c(self, self.transport, pending.environ, parts[0], parts[1]):
             self._handed_over()
         else:
@@ -721,7 +823,7 @@ cdef class HTTPProtocolCore:
         self._closing = True
         self._queue = None
         self._out = None
-        self._server.connections.discard(self)
+        self._shared.server.connections.discard(self)
 
     # --- public API of the stock backend ------------------------------------------------------
 
@@ -759,7 +861,7 @@ cdef class HTTPProtocolCore:
             else:
                 self._out = [pending, data]
                 self._out_size = PyBytes_GET_SIZE(<bytes>pending) + PyBytes_GET_SIZE(data)
-            if pending is not None and self._out_size > self._write_high_water:
+            if pending is not None and self._out_size > self._shared.write_high_water:
                 # Many pipelined responses in one batch: hand them to the transport now, so
                 # that pause_writing can stop the next ones (memory stays bounded).
                 self._flush()

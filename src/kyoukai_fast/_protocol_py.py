@@ -53,8 +53,9 @@ _environ_keys_of_bytes = _wsgi_py.environ_keys_of_bytes
 _header_environ_key_of_bytes = _wsgi_py.header_environ_key_of_bytes
 _add_header = _wsgi_py.add_header
 _split_target = _wsgi_py.split_target
-_render = _wsgi_py.render_response
 _new_request = _wsgi_py.new_request
+_render_fast = _wsgi_py.render_fast
+_render_general = _wsgi_py.render_general
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 
@@ -80,6 +81,17 @@ class RequestState:
 
 class KyoukaiProtocol(asyncio.Protocol):
     """The Kyoukai HTTP/1.0 and HTTP/1.1 protocol (pure Python implementation)."""
+
+    # Slots, like the compiled twin's typed fields: an instance dict would hold more keys than
+    # CPython shares between instances, costing memory per connection and time per attribute.
+    __slots__ = (
+        "component", "app", "parent_context", "server_ip", "server_port", "transport", "parser",
+        "ip", "client_port", "_server", "_config", "_loop", "_url_scheme", "_current", "_queue",
+        "_handler", "_busy", "_closing", "_eof", "_parse_failed", "_reading_paused",
+        "_writing_paused", "_drain_waiter", "_last_activity", "_message_started", "_linger_until",
+        "_continue_pending", "_batching", "_out", "_out_size", "_upgrade_body", "_backlog",
+        "_backlog_scheduled",
+    )
 
     def __init__(self, component, parent_context, server_ip, server_port):
         self.component = component
@@ -183,7 +195,7 @@ class KyoukaiProtocol(asyncio.Protocol):
                 backlog = self._backlog
                 self._request_incomplete(len(data) - (len(backlog) if backlog is not None else 0))
             if not self._busy:
-                self._run_queue()
+                self._drain_queue()  # what _run_queue does while batching, one call less
         finally:
             self._batching = False
             self._flush()
@@ -281,19 +293,20 @@ class KyoukaiProtocol(asyncio.Protocol):
         environ = req.environ
         method = parser.get_method()
         req.method = _METHODS.get(method) or method.decode("ascii")
-        req.keep_alive = parser.should_keep_alive()
+        keep_alive = req.keep_alive = parser.should_keep_alive()
         # get_http_version() formats a new string each call. llhttp only accepts 0.9, 1.0, 1.1
         # and 2.0, and with no Connection header it keeps alive exactly for 1.1: so that common
         # case needs no call.
-        if req.keep_alive and "HTTP_CONNECTION" not in environ:
-            req.version = "1.1"
-        else:
+        if not keep_alive or "HTTP_CONNECTION" in environ:
             req.version = parser.get_http_version()
             if req.version != "1.0" and req.version != "1.1":
                 # llhttp also accepts 0.9 and 2.0 request lines; neither is served here.
                 raise HTTPLimitExceeded(HTTPVersionNotSupported())
         target = req.url.decode("latin-1")
-        path, query = _split_target(target)
+        if target[:1] == "/" and "?" not in target and "%" not in target and "#" not in target:
+            path, query = target, ""  # what _split_target gives for it, without its call
+        else:
+            path, query = _split_target(target)
         environ["REQUEST_METHOD"] = req.method
         environ["PATH_INFO"] = path
         environ["QUERY_STRING"] = query
@@ -333,7 +346,10 @@ class KyoukaiProtocol(asyncio.Protocol):
         self._current = None
         self._continue_pending = False
         req.complete = True
-        self._enqueue(req)
+        if self._queue is None:
+            self._queue = [req]  # _enqueue's common case, without its call
+        else:
+            self._enqueue(req)
 
     def _request_incomplete(self, size):
         """A read ended inside a request: bound the size of its head across reads."""
@@ -372,9 +388,12 @@ class KyoukaiProtocol(asyncio.Protocol):
             self._flush()
 
     def _drain_queue(self):
-        while self._queue and not self._busy and not self._closing and not self._writing_paused:
-            item = self._queue.pop(0)
-            if isinstance(item, HTTPException):
+        while True:
+            queue = self._queue
+            if not queue or self._busy or self._closing or self._writing_paused:
+                break
+            item = queue.pop(0)
+            if type(item) is not RequestState:  # an HTTPException: refuse, then close
                 self._refuse(item, linger=True)
                 return
             self._start_request(item)
@@ -400,7 +419,13 @@ class KyoukaiProtocol(asyncio.Protocol):
 
     def _start_request(self, req):
         environ = req.environ
-        body = b"".join(req.body) if req.body is not None else b""
+        chunks = req.body
+        if chunks is None:
+            body = b""
+        elif len(chunks) == 1:
+            body = chunks[0]
+        else:
+            body = b"".join(chunks)
         encoding = environ.get("HTTP_CONTENT_ENCODING")
         if encoding is not None and body:
             try:
@@ -495,8 +520,10 @@ class KyoukaiProtocol(asyncio.Protocol):
             response = InternalServerError().get_response(req.environ)
         keep_alive = req.keep_alive and not self._server.closing
         try:
-            data, app_iter, keep_alive, chunked = _render(response, req.environ, req.version,
-                                                         keep_alive)
+            # render_response, without its own call: the fast case, else the general one
+            data, app_iter, keep_alive, chunked = (
+                _render_fast(response, req.environ, req.version, keep_alive, True)
+                or _render_general(response, req.environ, req.version, keep_alive))
         except Exception as exc:
             self._handler_failed(req, exc)
             return
@@ -666,16 +693,21 @@ class KyoukaiProtocol(asyncio.Protocol):
         if transport is None or self._closing:
             return
         if self._batching:
+            # One write is kept as is (no list): the common case of one response per read.
             out = self._out
             if out is None:
-                self._out = [data]
-            else:
+                self._out = data
+                return
+            if type(out) is list:
                 out.append(data)
-                self._out_size = (len(out[0]) if len(out) == 2 else self._out_size) + len(data)
-                if self._out_size > self._config.write_high_water:
-                    # Many pipelined responses in one batch: hand them to the transport now,
-                    # so that pause_writing can stop the next ones (memory stays bounded).
-                    self._flush()
+                self._out_size += len(data)
+            else:
+                self._out = [out, data]
+                self._out_size = len(out) + len(data)
+            if self._out_size > self._config.write_high_water:
+                # Many pipelined responses in one batch: hand them to the transport now, so
+                # that pause_writing can stop the next ones (memory stays bounded).
+                self._flush()
             return
         if transport.is_closing():  # lost, and connection_lost not yet called
             return
@@ -689,11 +721,11 @@ class KyoukaiProtocol(asyncio.Protocol):
         if out is None:
             return
         self._out = None
-        data = out[0] if len(out) == 1 else b"".join(out)
-        if self.transport is None or self.transport.is_closing():
+        transport = self.transport
+        if transport is None or transport.is_closing():
             return
         try:
-            self.transport.write(data)
+            transport.write(b"".join(out) if type(out) is list else out)
         except OSError:
             pass
 

@@ -421,6 +421,7 @@ def _header_kind(name: str) -> int:
 
 _date_str_second = -1
 _date_str = ""
+_time = time.time
 
 
 def _http_date_str() -> str:
@@ -439,7 +440,10 @@ def _render_fast(response, environ: dict, version: str, keep_alive: bool, server
     gives them too, in several passes). With ``server_headers`` it adds ``Date`` and
     ``Connection`` as a server does.
     """
-    if not _is_fast_type(type(response)) or response.direct_passthrough:
+    fast = _fast_types.get(type(response))  # _is_fast_type's common case, without its call
+    if fast is None:
+        fast = _is_fast_type(type(response))
+    if not fast or response.direct_passthrough:
         return None
     chunks = response.response
     if type(chunks) is not list:
@@ -454,7 +458,8 @@ def _render_fast(response, environ: dict, version: str, keep_alive: bool, server
     have_length = have_date = False
     connection = None
     kinds = _header_kinds
-    for name, value in response.headers._list:
+    headers = response.headers._list
+    for name, value in headers:
         kind = kinds.get(name)
         if kind is None:
             kind = _header_kind(name)
@@ -467,9 +472,10 @@ def _render_fast(response, environ: dict, version: str, keep_alive: bool, server
                 have_date = True
             else:
                 return None
-        if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
-            raise ValueError("header names and values must not contain newline characters")
         pieces += (name, ": ", value, "\r\n")
+    # lines of the head: the status line, the app's header lines, the blank line, and those
+    # added below; a newline in a header name or value would make more (checked at the end)
+    lines = len(headers) + 2
     if len(chunks) == 1 and type(chunks[0]) is bytes:
         body = chunks[0]
     elif not chunks:
@@ -478,23 +484,36 @@ def _render_fast(response, environ: dict, version: str, keep_alive: bool, server
         body = b"".join([c.encode() if isinstance(c, str) else c for c in chunks])
     if not have_length and response.automatically_set_content_length:
         pieces += ("Content-Length: ", str(len(body)), "\r\n")
+        lines += 1
     if response._on_close:
         response.close()
     if server_headers:
         if not have_date:
-            pieces.append(_http_date_str())
+            # _http_date_str's common case (the same second), without its call
+            pieces.append(_date_str if int(_time()) == _date_str_second else _http_date_str())
+            lines += 1
         if connection is not None:
             keep_alive = keep_alive and "close" not in connection
         elif version == "1.1":
             if not keep_alive:
                 pieces.append("Connection: close\r\n")
+                lines += 1
         elif keep_alive:
             pieces.append("Connection: keep-alive\r\n")
+            lines += 1
     pieces.append("\r\n")
-    head = "".join(pieces).encode("latin-1")
+    text = "".join(pieces)
+    if text.count("\n") != lines or text.count("\r") != lines:
+        raise ValueError("header names and values must not contain newline characters")
+    head = text.encode("latin-1")
     if body and environ.get("REQUEST_METHOD") != "HEAD":
         return head + body, None, keep_alive, False
     return head, None, keep_alive, False
+
+
+#: The one-pass case of :func:`render_response` (``None`` when it does not apply), for callers
+#: that try it first themselves and call :func:`render_general` otherwise.
+render_fast = _render_fast
 
 
 def _version_of(environ: dict) -> str:
@@ -552,9 +571,12 @@ def render_response(response, environ: dict, version: str, keep_alive: bool):
     transfer coding when ``chunked``, else as is (its length is known, or the connection closes
     after it). Adds ``Date`` and the ``Connection`` header the keep-alive decision needs.
     """
-    rendered = _render_fast(response, environ, version, keep_alive, True)
-    if rendered is not None:
-        return rendered
+    return (_render_fast(response, environ, version, keep_alive, True)
+            or render_general(response, environ, version, keep_alive))
+
+
+def render_general(response, environ: dict, version: str, keep_alive: bool):
+    """:func:`render_response` for any response, through werkzeug's WSGI machinery."""
     status, headers, body = response_parts(response, environ)
     have_date = app_coding = False
     connection = None
