@@ -578,7 +578,7 @@ def test_one_huge_read_of_tiny_requests_is_parsed_only_up_to_the_bound(impl):
 
 def test_h2c_upgrade_found_in_a_later_slice_of_a_read(impl):
     from kyoukai_fast._config import FEED_SLICE
-    from test_upgrade import collect_stream, h2_client, split_101, upgrade_request
+    from test_upgrade import collect_stream, fake_reader, h2_client, split_101, upgrade_request
 
     async def main():
         protocol, transport, component = await open_connection(impl, echo)
@@ -590,15 +590,7 @@ def test_h2c_upgrade_found_in_a_later_slice_of_a_read(impl):
         protocol.data_received(data)
         head, rest = split_101(transport.take())
         assert head.startswith(b"HTTP/1.1 101 ")
-        pending = [rest]
-
-        async def read():
-            if pending:
-                return pending.pop()
-            await asyncio.sleep(0.001)
-            return transport.take()
-
-        headers, body, _ = await collect_stream(client, read)
+        headers, body, _ = await collect_stream(client, fake_reader(transport, rest))
         assert headers[":status"] == "200" and json.loads(body)["path"] == "/big-up"
 
     run(main())

@@ -192,7 +192,7 @@ def test_body_read_before_rendering_still_streams(impl):
 
 
 def test_h2c_upgrade_gets_the_whole_body(impl):
-    from test_upgrade import collect_stream, h2_client, split_101, upgrade_request
+    from test_upgrade import collect_stream, fake_reader, h2_client, split_101, upgrade_request
 
     async def main():
         chunks = Chunks(b"over ", b"h2")
@@ -203,15 +203,7 @@ def test_h2c_upgrade_gets_the_whole_body(impl):
         head, rest = split_101(transport.take())
         assert head.startswith(b"HTTP/1.1 101 ")
         transport.protocol.data_received(client.data_to_send())
-        pending = [rest]
-
-        async def read():
-            if pending:
-                return pending.pop()
-            await asyncio.sleep(0.001)
-            return transport.take()
-
-        headers, body, _ = await collect_stream(client, read)
+        headers, body, _ = await collect_stream(client, fake_reader(transport, rest))
         assert headers[":status"] == "200" and body == b"over h2"
         assert headers["content-length"] == "7" and chunks.closed == 1
 

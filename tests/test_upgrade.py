@@ -93,8 +93,14 @@ async def open_connection(impl, handler=echo, transport=None):
     return protocol, transport, component
 
 
-def fake_reader(transport):
+def fake_reader(transport, first=b""):
+    """What the server wrote, for ``collect_stream``: ``first`` (bytes already taken, e.g. those
+    after a 101), then whatever the transport receives."""
+    pending = [first] if first else []
+
     async def read():
+        if pending:
+            return pending.pop()
         await asyncio.sleep(0.001)
         return transport.take()
     return read
@@ -122,15 +128,7 @@ def test_h2c_upgrade_answers_stream_one(impl, together):
         assert isinstance(transport.protocol, H2KyoukaiProtocol)
         if not together:
             transport.protocol.data_received(client.data_to_send())
-        pending = [rest]
-
-        async def read():
-            if pending:
-                return pending.pop()
-            await asyncio.sleep(0.001)
-            return transport.take()
-
-        headers, body, events = await collect_stream(client, read)
+        headers, body, events = await collect_stream(client, fake_reader(transport, rest))
         assert headers[":status"] == "200"
         seen = json.loads(body)
         assert seen == {"method": "GET", "path": "/up", "args": {"x": ["1"]}, "body": "",
@@ -170,15 +168,7 @@ def test_h2c_upgrade_with_body(impl, split):
         assert b" 101 " in head
         if split == -1:
             transport.protocol.data_received(preface)
-        pending = [rest]
-
-        async def read():
-            if pending:
-                return pending.pop()
-            await asyncio.sleep(0.001)
-            return transport.take()
-
-        headers, body, _ = await collect_stream(client, read)
+        headers, body, _ = await collect_stream(client, fake_reader(transport, rest))
         seen = json.loads(body)
         assert headers[":status"] == "200"
         assert seen["method"] == "POST" and seen["body"] == "upgrade body"
