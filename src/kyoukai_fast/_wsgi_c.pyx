@@ -207,6 +207,9 @@ cdef object _EnvironHeaders = _wsgi_py._EnvironHeaders
 cdef dict _UPPER_METHODS = _wsgi_py._UPPER_METHODS
 cdef object _py_fast_request_type = _wsgi_py.fast_request_type
 cdef dict _fast_request_types = {}
+# Cache misses are computed once, by the reference implementation.
+cdef object _server_of = _wsgi_py.server_of
+cdef object _root_path_of = _wsgi_py.root_path_of
 # The last request class seen and its verdict; the SERVER_NAME / SERVER_PORT / SCRIPT_NAME
 # objects last seen and what they gave (every environ of one server holds the same objects).
 # Each is one tuple, replaced whole.
@@ -230,13 +233,7 @@ cdef object _build_request(object cls, dict environ):
     if name is cache[0] and port is cache[1] and name is not None:
         server = cache[2]
     else:
-        if name is None:
-            server = None
-        else:
-            try:
-                server = (name, int(port))
-            except (TypeError, ValueError):  # a unix socket
-                server = (name, None)
+        server = _server_of(name, port)
         if type(name) is str and type(port) is str:
             _server_cache = (name, port, server)
     request.server = server
@@ -245,7 +242,7 @@ cdef object _build_request(object cls, dict environ):
     if script is cache[0]:
         request.root_path = cache[1]
     else:
-        root_path = script.encode("latin1").decode(errors="replace").rstrip("/")
+        root_path = _root_path_of(script)
         if type(script) is str:
             _root_cache = (script, root_path)
         request.root_path = root_path

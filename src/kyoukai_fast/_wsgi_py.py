@@ -218,6 +218,21 @@ def fast_request_type(cls, build) -> bool:
 #: The last SERVER_NAME / SERVER_PORT / SCRIPT_NAME objects seen and what they gave: every
 #: environ of one server holds the same objects, so the usual lookup is an identity check.
 #: Each cache is one tuple, replaced whole, so a reader never sees half an update.
+def server_of(name, port):
+    """``Request.server`` for SERVER_NAME and SERVER_PORT, as werkzeug computes it."""
+    if name is None:
+        return None
+    try:
+        return (name, int(port))
+    except (TypeError, ValueError):  # a unix socket
+        return (name, None)
+
+
+def root_path_of(script: str) -> str:
+    """``Request.root_path`` for SCRIPT_NAME, as werkzeug computes it."""
+    return script.encode("latin1").decode(errors="replace").rstrip("/")
+
+
 _server_cache: tuple = (None, None, None)  # SERVER_NAME, SERVER_PORT, server
 _root_cache: tuple = (None, "")            # SCRIPT_NAME, root_path
 
@@ -235,13 +250,7 @@ def build_request(cls, environ: dict):
     if name is cache[0] and port is cache[1] and name is not None:
         server = cache[2]
     else:
-        if name is None:
-            server = None
-        else:
-            try:
-                server = (name, int(port))
-            except (TypeError, ValueError):  # a unix socket
-                server = (name, None)
+        server = server_of(name, port)
         if type(name) is str and type(port) is str:
             _server_cache = (name, port, server)
     request.server = server
@@ -250,7 +259,7 @@ def build_request(cls, environ: dict):
     if script is cache[0]:
         request.root_path = cache[1]
     else:
-        root_path = script.encode("latin1").decode(errors="replace").rstrip("/")
+        root_path = root_path_of(script)
         if type(script) is str:
             _root_cache = (script, root_path)
         request.root_path = root_path
