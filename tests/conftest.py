@@ -20,6 +20,24 @@ from helpers import IMPLEMENTATIONS, Implementation  # noqa: E402
 EXPECT_COMPILED = bool(os.environ.get("KYOUKAI_FAST_EXPECT_COMPILED"))
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "source_tree: checks the source checkout (README, examples/, installing it)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Against an installed wheel there is no checkout: its tests are deselected, not skipped."""
+    from procs import INSTALLED
+
+    if not INSTALLED:
+        return
+    kept = [item for item in items if item.get_closest_marker("source_tree") is None]
+    dropped = [item for item in items if item.get_closest_marker("source_tree") is not None]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 @pytest.fixture(params=[impl.name for impl in IMPLEMENTATIONS])
 def impl(request) -> Implementation:
     """One implementation (``impl.protocol_class``, ``impl.to_wsgi_environment``, ...)."""

@@ -26,8 +26,9 @@ TIMEOUT = 10.0
 #: Set when the suite runs from a copy of tests/ against an installed wheel (CI's wheel check):
 #: there is no README, examples/ or git checkout beside it.
 INSTALLED = bool(os.environ.get("KYOUKAI_FAST_TEST_INSTALLED"))
-#: For tests of the checkout itself (README, examples/, installing it): they run in `make test`.
-source_tree_only = pytest.mark.skipif(INSTALLED, reason="checks the source checkout (make test)")
+#: For tests of the checkout itself (README, examples/, installing it): they run in `make test`
+#: and are deselected (not skipped) against an installed wheel, by tests/conftest.py.
+source_tree_only = pytest.mark.source_tree
 #: gunicorn, uvloop and POSIX signals do not exist on Windows.
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX only")
 
