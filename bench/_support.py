@@ -8,7 +8,9 @@ Python and werkzeug.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
+import warnings
 
 import kyoukai_fast.compat
 
@@ -83,6 +85,64 @@ class MinimalComponent:
 
     def get_server_name(self):
         return "127.0.0.1"
+
+
+def kyoukai_hello_app(loop, path: str = "/hello/world"):
+    """A real Kyoukai app with one route answering ``Hello, world!`` (finalized)."""
+    from kyoukai import Kyoukai
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        app = Kyoukai("hello", loop=loop)
+
+    @app.route(path)
+    async def index(ctx):
+        return "Hello, world!"
+
+    app.finalize()
+    return app
+
+
+def run_to_result(coro):
+    """Run a coroutine that does not suspend to its result, without an event loop turn."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    coro.close()
+    raise AssertionError("the app suspended; only handlers that do not are measured this way")
+
+
+@contextlib.contextmanager
+def app_own_work(kind: str):
+    """A function doing one request's worth of the app's own work, as a backend runs it.
+
+    ``kind`` ``"minimal"``: ``MinimalApp.process_request`` (its coroutine building
+    ``Response("Hello, world!")``); ``"kyoukai"``: a real Kyoukai app's ``process_request``
+    (routing, Asphalt contexts and signals, the route's signature check, the Response), with the
+    werkzeug Request built from a plain dict environ. No backend can take this work away: added
+    to the floor's cost per request it bounds every backend's ratios. The function returns the
+    app's response.
+    """
+    environ = IMPLEMENTATIONS["python"][1].to_wsgi_environment(
+        REQUEST_HEADERS, "GET", REQUEST_TARGET, "1.1")
+    environ.update(SERVER_NAME="127.0.0.1", SERVER_PORT="8080")
+    if kind == "minimal":
+        app, request = MinimalApp(), Request(environ, False)
+        yield lambda: run_to_result(app.process_request(request, None))
+        return
+    from asphalt.core import Context
+
+    loop = asyncio.new_event_loop()
+    # Kyoukai's process_request needs a running loop (Asphalt's Context) but does not suspend.
+    asyncio._set_running_loop(loop)
+    try:
+        app, parent = kyoukai_hello_app(loop), Context()
+        process_request = app.process_request
+        yield lambda: run_to_result(process_request(Request(environ, False), parent))
+    finally:
+        asyncio._set_running_loop(None)
+        loop.close()
 
 
 class MemoryTransport(asyncio.Transport):

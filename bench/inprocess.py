@@ -29,31 +29,16 @@ from _support import (  # noqa: E402
     MemoryTransport,
     MinimalApp,
     MinimalComponent,
+    kyoukai_hello_app,
     split_responses,
 )
-
-
-def kyoukai_app(loop):
-    import warnings
-
-    warnings.simplefilter("ignore")
-    from kyoukai import Kyoukai
-
-    app = Kyoukai("hello", loop=loop)
-
-    @app.route("/hello/world")
-    async def index(ctx):
-        return "Hello, world!"
-
-    app.finalize()
-    return app
 
 
 def run(impl: str, app_kind: str, count: int, check: bool = True) -> float:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        app = kyoukai_app(loop) if app_kind == "kyoukai" else MinimalApp(loop)
+        app = kyoukai_hello_app(loop) if app_kind == "kyoukai" else MinimalApp(loop)
         parent_context = None
         if app_kind == "kyoukai":
             from asphalt.core import Context

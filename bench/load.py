@@ -463,6 +463,44 @@ def micro_ratios(seconds: float) -> dict:
     return out
 
 
+def app_own_work_us(seconds: float) -> dict:
+    """µs per request of the apps' own work (``_support.app_own_work``), best of 5."""
+    sys.path.insert(0, HERE)
+    import _support
+
+    out = {}
+    for kind in ("minimal", "kyoukai"):
+        with _support.app_own_work(kind) as one_request:
+            timer = timeit.Timer(one_request)
+            number, _ = timer.autorange()
+            number = max(1, int(number * seconds / 0.2))
+            out[kind] = min(timer.repeat(5, number)) / number * 1e6
+    return out
+
+
+def ceilings(rows: list, own_us: dict) -> list:
+    """The best server-CPU ratio any backend could reach, ``(description, ceiling, target)``.
+
+    A backend costing nothing beyond the floor (parse, constant write) would still run the app:
+    its server CPU per request would be the floor's plus the app's own work.
+    """
+    cpu = {row["server"]: row["cpu_us"] for row in rows
+           if row["loop"] == "asyncio" and row["pipeline"] == 1}
+    floor = cpu.get("floor")
+    if not floor or floor != floor or not own_us:
+        return []
+    best_minimal = floor + own_us["minimal"]
+    best_kyoukai = floor + own_us["kyoukai"]
+    out = [("minimal app vs floor", floor / best_minimal, 0.5)]
+    for kind, best, description, target in (
+            ("stock-minimal", best_minimal, "minimal app vs stock", 5),
+            ("uvicorn", best_minimal, "minimal app vs uvicorn", 2),
+            ("stock-kyoukai", best_kyoukai, "real Kyoukai hello-world vs stock", 2)):
+        if cpu.get(kind) == cpu.get(kind):  # measured, not NaN
+            out.append((description, cpu[kind] / best, target))
+    return out
+
+
 def median(values):
     return statistics.median(values) if values else float("nan")
 
@@ -714,8 +752,10 @@ def main(argv=None) -> int:
             for loop_name in loops:
                 memory[loop_name] = measure_idle_memory(loop_name, kinds,
                                                         args.memory_connections, args.output)
+    own_us: dict = {}
     if not args.no_micro and not args.memory_only:
         micro = micro_ratios(0.2 if args.quick else 1.0)
+        own_us = app_own_work_us(0.2 if args.quick else 1.0)
 
     rows = summarize(rounds, correctness)
     targets = check_targets(rows, memory, micro)
@@ -752,13 +792,24 @@ def main(argv=None) -> int:
         md += ["| target (asyncio, 64 connections) | measured | met |", "|---|---|---|"]
         md += [f"| {d} | {m} | {'yes' if ok else 'NO'} |" for d, m, ok in targets]
         md.append("")
+    limits = ceilings(rows, own_us)
+    if limits:
+        md += [f"The apps' own work per request (bench/test_micro.py `app_own_work`): minimal "
+               f"app {own_us['minimal']:.1f} µs, real Kyoukai app {own_us['kyoukai']:.1f} µs. "
+               "A backend costing nothing beyond the floor would still spend the floor's server "
+               "CPU plus that per request, which caps its ratios:", "",
+               "| server CPU ratio (asyncio) | best any backend could reach | target |",
+               "|---|---:|---:|"]
+        md += [f"| {d} | {value:.2f}× | {target}× |" for d, value, target in limits]
+        md.append("")
     text = "\n".join(md)
     print(text)
     with open(os.path.join(args.output, "load.md"), "w") as f:
         f.write(text + "\n")
     with open(os.path.join(args.output, "load.json"), "w") as f:
         json.dump({"command": command.strip(), "info": info, "rows": rows, "memory": memory,
-                   "micro_ns": micro,
+                   "micro_ns": micro, "app_own_work_us": own_us,
+                   "ceilings": [{"ratio": d, "best": v, "target": t} for d, v, t in limits],
                    "targets": [{"target": d, "measured": m, "met": ok} for d, m, ok in targets],
                    "correctness": [{"loop": k[0], "pipeline": k[1], "server": k[2], **v}
                                    for k, v in correctness.items()]}, f, indent=2)

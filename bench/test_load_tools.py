@@ -76,6 +76,21 @@ def test_summary_ratios_and_targets():
     # CPU per request defaults to 1 / rps here, so the CPU ratios follow the throughput ones
     assert targets["compiled minimal app vs stock (server CPU per request)"] is True
     assert targets["real Kyoukai hello-world vs stock (server CPU per request)"] is False
+    # Ceilings: floor CPU 1/110 s per request plus the app's own work.
+    floor_us = 1e6 / 110
+    limits = {d: (value, target) for d, value, target in load.ceilings(
+        rows, {"minimal": floor_us, "kyoukai": 3 * floor_us})}
+    assert limits["minimal app vs floor"] == (pytest.approx(0.5), 0.5)
+    assert limits["minimal app vs stock"][0] == pytest.approx((1e6 / 10) / (2 * floor_us))
+    assert limits["minimal app vs uvicorn"][0] == pytest.approx(110 / 20 / 2)
+    assert limits["real Kyoukai hello-world vs stock"] == (pytest.approx(110 / 5 / 4), 2)
+    assert load.ceilings(rows, {}) == []
+
+
+def test_app_own_work_is_measured():
+    own = load.app_own_work_us(0.01)
+    assert set(own) == {"minimal", "kyoukai"}
+    assert 0 < own["minimal"] < own["kyoukai"]
 
 
 def test_lua_scripts_count_responses():

@@ -10,6 +10,8 @@ Micro benchmarks: compiled vs pure-Python vs stock Kyoukai on the same input.
   an in-memory transport. The stock backend runs each request in a task, so the driver gives the
   loop one turn per request; the kyoukai_fast protocols answer a handler that does not suspend
   inside ``data_received``.
+* ``app_own_work``: the app's own work per request (the minimal app, a real Kyoukai app), the
+  part of every request no backend can remove.
 
 Every benchmark asserts its output, so a broken fast path fails here, not only in a table.
 """
@@ -28,6 +30,7 @@ from _support import (
     MemoryTransport,
     MinimalApp,
     MinimalComponent,
+    app_own_work,
     split_response,
     split_responses,
 )
@@ -123,3 +126,17 @@ def test_request_x32(benchmark, impl_name):
         assert not transport.closed
     finally:
         loop.close()
+
+
+# --- The app's own work: what no backend can take away -------------------------------------
+# Per request every backend runs the app. Added to the floor's server CPU per request, this
+# gives the best ratio any backend could reach against the floor and against stock Kyoukai
+# (bench/load.py prints those ceilings; README, "Where the issue-3 targets stand").
+
+
+@pytest.mark.benchmark(group="app_own_work")
+@pytest.mark.parametrize("app_kind", ["minimal", "kyoukai"])
+def test_app_own_work(benchmark, app_kind):
+    with app_own_work(app_kind) as one_request:
+        response = benchmark(one_request)
+    assert response.status_code == 200 and response.get_data() == HELLO
