@@ -51,6 +51,7 @@ from ._config import FEED_SLICE, server_state_for, slice_end
 from ._conformance import (TRAILER_BASE, VALID_HOSTS, check_head, head_too_large,
                            hold_to_declared_length, interim_status_error, trailer_field)
 from ._errors import HTTPLimitExceeded, error_response, half_close, logger, parser_error_to_http
+from ._streaming import stream_body
 from ._tasks import continue_in_task
 from ._upgrade import (UpgradeBody, after_upgrade as _after_upgrade, hand_over_h2c, hand_over_tls,
                        upgrade_refusal)
@@ -693,43 +694,21 @@ cdef class HTTPProtocolCore:
             if keep_alive and not rendered[3]:
                 app_iter = hold_to_declared_length(app_iter, data)
             self._busy = True
-            task = self._loop.create_task(self._stream(req, app_iter, keep_alive, rendered[3]))
+            task = self._loop.create_task(
+                stream_body(self, req, app_iter, keep_alive, rendered[3]))
             self._handler = task
             task.add_done_callback(self._stream_done)
             return
         if not keep_alive:
             self.close()
 
-    async def _stream(self, RequestState req, app_iter, bint keep_alive, bint chunked):
-        try:
-            for chunk in app_iter:
-                if type(chunk) is not bytes:
-                    # werkzeug passes bytes-like items (bytearray, memoryview) through as is.
-                    chunk = chunk.encode() if isinstance(chunk, str) else bytes(chunk)
-                if not chunk:
-                    continue
-                if self._closing:
-                    return
-                if chunked:
-                    self._write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                else:
-                    self._write(chunk)
-                if self._writing_paused:
-                    await self._drain()
-            if chunked and not self._closing:
-                self._write(b"0\r\n\r\n")
-        except (ConnectionError, asyncio.CancelledError):
-            raise
-        except Exception:
-            logger.exception("Error while streaming the response to %s %s", req.method,
-                             req.environ.get("RAW_URI"))
-            keep_alive = False
-        finally:
-            close = getattr(app_iter, "close", None)
-            if close is not None:
-                close()
-        if not keep_alive:
-            self.close()
+    def _stream_write(self, bytes data):
+        """One piece of a streamed body (``stream_body``): ``False`` once closing, else the
+        drain coroutine to await while writing is paused, or ``None``."""
+        if self._closing:
+            return False
+        self._write(data)
+        return self._drain() if self._writing_paused else None
 
     def _stream_done(self, task):
         self._handler = None

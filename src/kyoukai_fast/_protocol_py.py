@@ -38,6 +38,7 @@ from ._conformance import (TRAILER_BASE, VALID_HOSTS, check_head, head_too_large
                            hold_to_declared_length, interim_status_error, trailer_field)
 from ._input import EMPTY_INPUT
 from ._errors import HTTPLimitExceeded, error_response, half_close, logger, parser_error_to_http
+from ._streaming import stream_body
 from ._tasks import continue_in_task
 from ._upgrade import (UpgradeBody, after_upgrade as _after_upgrade, hand_over_h2c, hand_over_tls,
                        upgrade_refusal)
@@ -537,45 +538,20 @@ class KyoukaiProtocol(asyncio.Protocol):
             if keep_alive and not chunked:
                 app_iter = hold_to_declared_length(app_iter, data)
             self._busy = True
-            task = self._loop.create_task(self._stream(req, app_iter, keep_alive, chunked))
+            task = self._loop.create_task(stream_body(self, req, app_iter, keep_alive, chunked))
             self._handler = task
             task.add_done_callback(self._stream_done)
             return
         if not keep_alive:
             self.close()
 
-    async def _stream(self, req, app_iter, keep_alive, chunked):
-        """Send a streamed body chunk by chunk, waiting while the client reads slowly."""
-        try:
-            for chunk in app_iter:
-                if type(chunk) is not bytes:
-                    # werkzeug passes bytes-like items (bytearray, memoryview) through as is.
-                    chunk = chunk.encode() if isinstance(chunk, str) else bytes(chunk)
-                if not chunk:
-                    continue
-                if self._closing:
-                    return
-                if chunked:
-                    self._raw_write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                else:
-                    self._raw_write(chunk)
-                if self._writing_paused:
-                    await self._drain()
-            if chunked and not self._closing:
-                self._raw_write(b"0\r\n\r\n")
-        except (ConnectionError, asyncio.CancelledError):
-            raise
-        except Exception:
-            # The head is already out: all that can be done is to cut the response short.
-            logger.exception("Error while streaming the response to %s %s", req.method,
-                             req.environ.get("RAW_URI"))
-            keep_alive = False
-        finally:
-            close = getattr(app_iter, "close", None)
-            if close is not None:
-                close()
-        if not keep_alive:
-            self.close()
+    def _stream_write(self, data):
+        """One piece of a streamed body (``stream_body``): ``False`` once closing, else the
+        drain coroutine to await while writing is paused, or ``None``."""
+        if self._closing:
+            return False
+        self._raw_write(data)
+        return self._drain() if self._writing_paused else None
 
     def _stream_done(self, task):
         self._handler = None

@@ -10,7 +10,53 @@ chunk under write flow control, its length never computed by consuming it.
 """
 from __future__ import annotations
 
-__all__ = ("StreamingBody", "wsgi_response_of_stream")
+import asyncio
+import logging
+
+# kyoukai_fast's logger (``_errors.logger``), named here: _errors imports this module's users.
+logger = logging.getLogger("kyoukai_fast")
+
+__all__ = ("StreamingBody", "stream_body", "wsgi_response_of_stream")
+
+
+async def stream_body(protocol, req, app_iter, keep_alive: bool, chunked: bool) -> None:
+    """Send a streamed body chunk by chunk, waiting while the client reads slowly.
+
+    Shared by both protocols (streaming is not the hot path): the protocol's
+    ``_stream_write(data)`` writes one piece and returns ``False`` once the connection is
+    closing, or the drain coroutine to await while writing is paused, or ``None``. ``chunked``
+    frames every piece with the chunked transfer coding; without it the body is delimited by
+    the end of the connection or by the length the app declared. The iterable's ``close()``
+    runs whatever happens; a failing iterable cuts the response short and closes.
+    """
+    send = protocol._stream_write
+    try:
+        for chunk in app_iter:
+            if type(chunk) is not bytes:
+                # werkzeug passes bytes-like items (bytearray, memoryview) through as is.
+                chunk = chunk.encode() if isinstance(chunk, str) else bytes(chunk)
+            if not chunk:
+                continue  # an empty chunk would end a chunked body
+            waiting = send(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+            if waiting is False:
+                return  # the connection is closing: nobody to send the rest to
+            if waiting is not None:
+                await waiting
+        if chunked:
+            protocol._raw_write(b"0\r\n\r\n")
+    except (ConnectionError, asyncio.CancelledError):
+        raise
+    except Exception:
+        # The head is already out: all that can be done is to cut the response short.
+        logger.exception("Error while streaming the response to %s %s", req.method,
+                         req.environ.get("RAW_URI"))
+        keep_alive = False
+    finally:
+        close = getattr(app_iter, "close", None)
+        if close is not None:
+            close()
+    if not keep_alive:
+        protocol.close()
 
 
 class StreamingBody(list):
