@@ -62,11 +62,16 @@ def header_environ_key(name: str) -> str:
 environ_keys_of_bytes: dict = {}
 
 
-def header_environ_key_of_bytes(name: bytes) -> str:
-    """:func:`header_environ_key` of a raw header name (the protocols look the cache up first)."""
+def header_environ_key_of_bytes(name: bytes):
+    """:func:`header_environ_key` of a raw header name (the protocols look the cache up first).
+
+    ``None`` for a name with ``_``: the server drops such a field, as werkzeug's and gunicorn's
+    servers do, since ``X_Forwarded_For`` would otherwise land on the same environ key as
+    ``X-Forwarded-For`` (and ``Content_Length`` on ``CONTENT_LENGTH``).
+    """
     key = environ_keys_of_bytes.get(name)
     if key is None:
-        key = header_environ_key(name.decode("latin-1"))
+        key = None if b"_" in name else header_environ_key(name.decode("latin-1"))
         if len(environ_keys_of_bytes) < _ENVIRON_KEYS_MAX:
             environ_keys_of_bytes[name] = key
     return key
