@@ -476,6 +476,29 @@ def test_app_connection_close_ends_the_connection(impl):
     run(main())
 
 
+@pytest.mark.parametrize("request_data", [
+    b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    b"GET / HTTP/1.0\r\n\r\n",
+], ids=["http11-close", "http10"])
+@pytest.mark.parametrize("body", [lambda: [b"bye"], lambda: iter([b"b", b"ye"])],
+                         ids=["buffered", "streamed"])
+@pytest.mark.parametrize("value", ["keep-alive", "Keep-Alive, X-Option"])
+def test_app_keep_alive_cannot_contradict_the_servers_close(impl, request_data, body, value):
+    # The server closes after this response (the client asked, or HTTP/1.0 without keep-alive);
+    # an app's Connection header must not tell the client the connection stays open.
+    async def main():
+        protocol, transport, component = await open_connection(
+            impl, lambda request: Response(body(), headers={"Connection": value}))
+        protocol.data_received(request_data + SMUGGLED)
+        await settle()
+        [response] = parse_responses(transport.take())
+        assert response.body == b"bye" and transport.closed
+        assert response.header("Connection") == "close"
+        assert [r.path for r in component.app.requests] == ["/"]
+
+    run(main())
+
+
 def test_http10_keep_alive_and_close(impl):
     responses, requests = served(
         impl, b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /b HTTP/1.0\r\n\r\n", 2)

@@ -536,6 +536,8 @@ cdef tuple _render_fast(object response, dict environ, str version, bint keep_al
         pieces.append(": ")
         pieces.append(value)
         pieces.append("\r\n")
+    if server_headers and connection is not None and not keep_alive and "close" not in connection:
+        return None  # the app's Connection header would keep a closing connection: general path
     body = _body_bytes(<list>body_obj)
     if not have_length and response.automatically_set_content_length:
         value = str(PyBytes_GET_SIZE(body))
