@@ -680,6 +680,48 @@ def test_empty_lines_do_not_keep_an_idle_connection_open(impl):
     run(main())
 
 
+async def closed_within(transport, seconds=5.0):
+    """Wait (bounded) for the server to close ``transport``; whether it did."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not transport.closed and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+    return transport.closed
+
+
+def test_connection_that_never_sends_a_byte_is_closed(impl):
+    # The cheapest way to hold a connection: open it and say nothing. It is idle from the start.
+    async def main():
+        protocol, transport, component = await open_connection(impl, echo, keepalive_timeout=0.2,
+                                                               header_timeout=60)
+        await settle()
+        assert not transport.closed
+        assert await closed_within(transport)
+        assert transport.written == b"" and component.app.requests == []
+
+    run(main())
+
+
+def test_request_line_trickling_in_gets_408(impl):
+    # Slowloris before the first header field: the head timeout runs from the first byte, however
+    # steadily the request line keeps arriving (the keep-alive timeout alone would never fire).
+    async def main():
+        protocol, transport, component = await open_connection(impl, echo, keepalive_timeout=60,
+                                                               header_timeout=0.3)
+        line = b"GET /" + b"a" * 200 + b" HTTP/1.1\r\n"
+        for i in range(len(line)):
+            if transport.closed:
+                break
+            protocol.data_received(line[i:i + 1])
+            await asyncio.sleep(0.02)
+        assert await closed_within(transport)
+        [response] = parse_responses(transport.take())
+        assert response.status == 408 and response.header("Connection") == "close"
+        assert component.app.requests == []
+
+    run(main())
+
+
 def test_slow_upload_keeps_its_connection_after_the_response(impl):
     async def main():
         protocol, transport, component = await open_connection(impl, echo, keepalive_timeout=0.2,
