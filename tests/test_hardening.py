@@ -476,6 +476,29 @@ def test_app_connection_close_ends_the_connection(impl):
     run(main())
 
 
+@pytest.mark.parametrize("request_data", [
+    b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    b"GET / HTTP/1.0\r\n\r\n",
+], ids=["http11-close", "http10"])
+@pytest.mark.parametrize("body", [lambda: [b"bye"], lambda: iter([b"b", b"ye"])],
+                         ids=["buffered", "streamed"])
+@pytest.mark.parametrize("value", ["keep-alive", "Keep-Alive, X-Option"])
+def test_app_keep_alive_cannot_contradict_the_servers_close(impl, request_data, body, value):
+    # The server closes after this response (the client asked, or HTTP/1.0 without keep-alive);
+    # an app's Connection header must not tell the client the connection stays open.
+    async def main():
+        protocol, transport, component = await open_connection(
+            impl, lambda request: Response(body(), headers={"Connection": value}))
+        protocol.data_received(request_data + SMUGGLED)
+        await settle()
+        [response] = parse_responses(transport.take())
+        assert response.body == b"bye" and transport.closed
+        assert response.header("Connection") == "close"
+        assert [r.path for r in component.app.requests] == ["/"]
+
+    run(main())
+
+
 def test_http10_keep_alive_and_close(impl):
     responses, requests = served(
         impl, b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /b HTTP/1.0\r\n\r\n", 2)
@@ -653,6 +676,48 @@ def test_empty_lines_do_not_keep_an_idle_connection_open(impl):
             await asyncio.sleep(0.05)
         assert transport.closed
         assert 0.25 <= loop.time() - start < 1.0
+
+    run(main())
+
+
+async def closed_within(transport, seconds=5.0):
+    """Wait (bounded) for the server to close ``transport``; whether it did."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not transport.closed and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+    return transport.closed
+
+
+def test_connection_that_never_sends_a_byte_is_closed(impl):
+    # The cheapest way to hold a connection: open it and say nothing. It is idle from the start.
+    async def main():
+        protocol, transport, component = await open_connection(impl, echo, keepalive_timeout=0.2,
+                                                               header_timeout=60)
+        await settle()
+        assert not transport.closed
+        assert await closed_within(transport)
+        assert transport.written == b"" and component.app.requests == []
+
+    run(main())
+
+
+def test_request_line_trickling_in_gets_408(impl):
+    # Slowloris before the first header field: the head timeout runs from the first byte, however
+    # steadily the request line keeps arriving (the keep-alive timeout alone would never fire).
+    async def main():
+        protocol, transport, component = await open_connection(impl, echo, keepalive_timeout=60,
+                                                               header_timeout=0.3)
+        line = b"GET /" + b"a" * 200 + b" HTTP/1.1\r\n"
+        for i in range(len(line)):
+            if transport.closed:
+                break
+            protocol.data_received(line[i:i + 1])
+            await asyncio.sleep(0.02)
+        assert await closed_within(transport)
+        [response] = parse_responses(transport.take())
+        assert response.status == 408 and response.header("Connection") == "close"
+        assert component.app.requests == []
 
     run(main())
 

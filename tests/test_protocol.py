@@ -307,6 +307,37 @@ def test_header_names_case_insensitive(impl, name):
     run(main())
 
 
+def test_underscore_header_names_dropped(impl):
+    # "X_Forwarded_For" and "X-Forwarded-For" map to the same environ key: a client could spoof
+    # what a proxy set, or give the app a CONTENT_LENGTH / Transfer-Encoding the parser never
+    # framed the body by. Such fields are dropped, as werkzeug's and gunicorn's servers do.
+    spoofing = [("X_Forwarded_For", "6.6.6.6"), ("X-Forwarded-For", "10.0.0.1"),
+                ("Content_Length", "999"), ("content_type", "evil/x"),
+                ("Transfer_Encoding", "chunked"), ("Host_", "other"), ("_", "x")]
+
+    async def main():
+        protocol, transport, component = await open_connection(impl)
+        # Twice: the second request finds the names in the implementations' name caches.
+        for _ in range(2):
+            protocol.data_received(get("/", spoofing))
+            protocol.data_received(get("/", spoofing, method="POST", body=b"abc"))
+        responses = await wait_for_responses(transport, 4)
+        assert [r.status for r in responses] == [200] * 4
+        assert not transport.closed
+        for i, request in enumerate(component.app.requests):
+            environ = request.environ
+            assert environ["HTTP_X_FORWARDED_FOR"] == "10.0.0.1"
+            assert environ["HTTP_HOST"] == "example.com"
+            assert "HTTP_TRANSFER_ENCODING" not in environ and "CONTENT_TYPE" not in environ
+            assert "HTTP__" not in environ and "HTTP_HOST_" not in environ
+            if i % 2:
+                assert environ["CONTENT_LENGTH"] == "3" and request.get_data() == b"abc"
+            else:
+                assert "CONTENT_LENGTH" not in environ and request.get_data() == b""
+
+    run(main())
+
+
 def test_environ_contents(impl):
     made = []
 

@@ -191,3 +191,23 @@ def test_streaming_responses_snippet():
     assert headers["Transfer-Encoding"] == "chunked" and "Content-Length" not in headers
     assert headers["Content-Type"].startswith("text/csv")
     assert body == b"id,name\n1,item 1\n2,item 2\n3,item 3\n"
+
+
+def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_command():
+    # Issue 2: the README opens with "serve the example app" and "run all tests", and .ci/run
+    # calls that test command, which runs the whole suite with the compiled module required.
+    first = re.findall(r"```sh\n(.*?)```", sections()[""], flags=re.S)[0]
+    commands = [re.sub(r"\s+#.*$", "", line).strip() for line in first.splitlines()]
+    assert commands[0].startswith("bash scripts/serve.sh") and commands[1:] == ["make test"]
+    ci = ROOT / ".ci" / "run"
+    assert ci.stat().st_mode & 0o111, "not executable"
+    ci_lines = [line.strip() for line in ci.read_text().splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+    assert ci_lines[-1] == "make test"
+    makefile = (ROOT / "Makefile").read_text()
+    target = re.search(r"^test:\n((?:\t.*\n)+)", makefile, flags=re.M)
+    assert target and target.group(1).strip() == "bash scripts/test.sh"
+    script = (ROOT / "scripts" / "test.sh").read_text()
+    assert "export KYOUKAI_FAST_EXPECT_COMPILED=1" in script
+    assert re.search(r"^\.venv/bin/python -m pytest tests\b", script, flags=re.M)
+    assert "bash scripts/bootstrap.sh" in script  # a fresh clone: venv, dependencies, build

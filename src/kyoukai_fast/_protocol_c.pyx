@@ -407,8 +407,10 @@ cdef class HTTPProtocolCore:
                              self._shared.max_header_count, self._shared.max_header_size):
                 return  # a trailer field: never merged into the header fields (RFC 9110 6.5.1)
             raise HTTPLimitExceeded(RequestHeaderFieldsTooLarge())
-        add_header(req.environ, header_environ_key_of_bytes(name),
-                   PyUnicode_DecodeLatin1(value, PyBytes_GET_SIZE(value), NULL))
+        cdef str key = header_environ_key_of_bytes(name)
+        if key is None:
+            return  # a name with "_": dropped (it would alias the one with "-")
+        add_header(req.environ, key, PyUnicode_DecodeLatin1(value, PyBytes_GET_SIZE(value), NULL))
 
     cdef _on_headers_complete(self):
         cdef RequestState req = self._current

@@ -280,7 +280,11 @@ class KyoukaiProtocol(asyncio.Protocol):
                 return  # a trailer field: never merged into the header fields (RFC 9110 6.5.1)
             raise HTTPLimitExceeded(RequestHeaderFieldsTooLarge())
         # _wsgi_py.add_header, inlined: a function call per header is a good part of the cost.
-        key = _environ_keys_of_bytes.get(name) or _header_environ_key_of_bytes(name)
+        key = _environ_keys_of_bytes.get(name)
+        if key is None:
+            key = _header_environ_key_of_bytes(name)
+            if key is None:
+                return  # a name with "_": dropped (it would alias the one with "-")
         environ = req.environ
         value = value.decode("latin-1")
         if key in environ:

@@ -21,7 +21,7 @@ from cpython.unicode cimport (
     PyUnicode_DecodeLatin1,
     PyUnicode_KIND,
 )
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memchr, memcmp, memcpy
 from libc.time cimport time as c_time, time_t
 
 cdef extern from "Python.h":
@@ -86,7 +86,10 @@ cdef list _recent_request_names = [None] * 64
 
 
 cdef str header_environ_key_of_bytes(bytes name):
-    """``header_environ_key`` of a raw (latin-1) header name, without decoding a known one."""
+    """``header_environ_key`` of a raw (latin-1) header name, without decoding a known one.
+
+    ``None`` for a name with ``_``: the protocol drops such a field (see ``_wsgi_py``).
+    """
     cdef Py_ssize_t size = PyBytes_GET_SIZE(name)
     cdef const unsigned char* data = <const unsigned char*>PyBytes_AS_STRING(name)
     cdef Py_ssize_t slot = 0
@@ -104,7 +107,10 @@ cdef str header_environ_key_of_bytes(bytes name):
     if cached != NULL:
         key = <str>cached
     else:
-        key = header_environ_key(PyUnicode_DecodeLatin1(name, size, NULL))
+        if memchr(data, b'_', size) != NULL:
+            key = None
+        else:
+            key = header_environ_key(PyUnicode_DecodeLatin1(name, size, NULL))
         if len(_environ_keys_of_bytes) < _ENVIRON_KEYS_MAX:
             _environ_keys_of_bytes[name] = key
     if size:
@@ -530,6 +536,8 @@ cdef tuple _render_fast(object response, dict environ, str version, bint keep_al
         pieces.append(": ")
         pieces.append(value)
         pieces.append("\r\n")
+    if server_headers and connection is not None and not keep_alive and "close" not in connection:
+        return None  # the app's Connection header would keep a closing connection: general path
     body = _body_bytes(<list>body_obj)
     if not have_length and response.automatically_set_content_length:
         value = str(PyBytes_GET_SIZE(body))

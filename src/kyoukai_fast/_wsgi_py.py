@@ -62,11 +62,16 @@ def header_environ_key(name: str) -> str:
 environ_keys_of_bytes: dict = {}
 
 
-def header_environ_key_of_bytes(name: bytes) -> str:
-    """:func:`header_environ_key` of a raw header name (the protocols look the cache up first)."""
+def header_environ_key_of_bytes(name: bytes):
+    """:func:`header_environ_key` of a raw header name (the protocols look the cache up first).
+
+    ``None`` for a name with ``_``: the server drops such a field, as werkzeug's and gunicorn's
+    servers do, since ``X_Forwarded_For`` would otherwise land on the same environ key as
+    ``X-Forwarded-For`` (and ``Content_Length`` on ``CONTENT_LENGTH``).
+    """
     key = environ_keys_of_bytes.get(name)
     if key is None:
-        key = header_environ_key(name.decode("latin-1"))
+        key = None if b"_" in name else header_environ_key(name.decode("latin-1"))
         if len(environ_keys_of_bytes) < _ENVIRON_KEYS_MAX:
             environ_keys_of_bytes[name] = key
     return key
@@ -482,6 +487,8 @@ def _render_fast(response, environ: dict, version: str, keep_alive: bool, server
             else:
                 return None
         pieces += (name, ": ", value, "\r\n")
+    if server_headers and connection is not None and not keep_alive and "close" not in connection:
+        return None  # the app's Connection header would keep a closing connection: general path
     # lines of the head: the status line, the app's header lines, the blank line, and those
     # added below; a newline in a header name or value would make more (checked at the end)
     lines = len(headers) + 2
@@ -621,7 +628,13 @@ def render_general(response, environ: dict, version: str, keep_alive: bool):
         # HTTP/1.0 has no chunked coding: the end of the body is the end of the connection.
         app_iter, body, keep_alive = body, b"", False
     if connection is not None:
-        keep_alive = keep_alive and "close" not in connection
+        if "close" in connection:
+            keep_alive = False
+        elif not keep_alive:
+            # The app's Connection header (keep-alive, or other options) would tell the client
+            # the connection stays open; the server closes it, and says so (RFC 9112 9.6).
+            headers = [pair for pair in headers if pair[0].lower() != "connection"]
+            extra += _CLOSE
     elif version == "1.1":
         if not keep_alive:
             extra += _CLOSE
