@@ -12,6 +12,9 @@ Servers (each its own subprocess on 127.0.0.1, an ephemeral port):
 * ``stock-minimal`` / ``fast-c-minimal`` / ``fast-py-minimal``: stock ``kyoukai.backends.httptools_``,
   kyoukai_fast compiled, kyoukai_fast pure-Python, each with the minimal app (``process_request``
   returns ``Response("Hello, world!")``);
+* ``fast-c-prebuilt``: kyoukai_fast compiled with an app that returns one prebuilt Response: the
+  backend's own cost with the app's work taken out, so that the table can split a request's
+  server CPU into floor, backend and app (the "best any backend could reach" ceilings);
 * ``stock-kyoukai`` / ``fast-kyoukai``: a real Kyoukai hello-world app through
   ``KyoukaiComponent(..., backend=...)``;
 * ``uvicorn``: uvicorn (httptools) with a minimal ASGI app.
@@ -48,8 +51,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 RESULTS = os.path.join(HERE, "results")
 
-SERVERS = ("floor", "stock-minimal", "fast-c-minimal", "fast-py-minimal", "stock-kyoukai",
-           "fast-kyoukai", "uvicorn")
+SERVERS = ("floor", "stock-minimal", "fast-c-minimal", "fast-c-prebuilt", "fast-py-minimal",
+           "stock-kyoukai", "fast-kyoukai", "uvicorn")
 LOOPS = ("asyncio", "uvloop")
 BODY = b"Hello, world!"
 FLOOR_RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n"
@@ -116,10 +119,11 @@ async def _serve_minimal(kind: str) -> None:
     if kind == "floor":
         factory = _floor_protocol()
     else:
-        module = {"stock-minimal": "stock", "fast-c-minimal": "cython",
+        module = {"stock-minimal": "stock", "fast-c-minimal": "cython", "fast-c-prebuilt": "cython",
                   "fast-py-minimal": "python"}[kind]
         protocol_class = _support.IMPLEMENTATIONS[module][0].KyoukaiProtocol
-        component = _support.MinimalComponent(_support.MinimalApp(loop))
+        app_class = _support.PrebuiltApp if kind == "fast-c-prebuilt" else _support.MinimalApp
+        component = _support.MinimalComponent(app_class(loop))
         component.cfg = {"keepalive_timeout": IDLE_TIMEOUT}
         port = sock.getsockname()[1]
 
@@ -196,7 +200,7 @@ def serve(kind: str, loop_name: str) -> None:
     else:
         loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    if kind in ("floor", "stock-minimal", "fast-c-minimal", "fast-py-minimal"):
+    if kind in ("floor", "stock-minimal", "fast-c-minimal", "fast-c-prebuilt", "fast-py-minimal"):
         main = _serve_minimal(kind)
     elif kind in ("stock-kyoukai", "fast-kyoukai"):
         main = _serve_kyoukai(kind)
@@ -463,41 +467,33 @@ def micro_ratios(seconds: float) -> dict:
     return out
 
 
-def app_own_work_us(seconds: float) -> dict:
-    """µs per request of the apps' own work (``_support.app_own_work``), best of 5."""
-    sys.path.insert(0, HERE)
-    import _support
+def ceilings(rows: list) -> list:
+    """Where a request's server CPU goes, and the best ratio any backend could reach.
 
-    out = {}
-    for kind in ("minimal", "kyoukai"):
-        with _support.app_own_work(kind) as one_request:
-            timer = timeit.Timer(one_request)
-            number, _ = timer.autorange()
-            number = max(1, int(number * seconds / 0.2))
-            out[kind] = min(timer.repeat(5, number)) / number * 1e6
-    return out
-
-
-def ceilings(rows: list, own_us: dict) -> list:
-    """The best server-CPU ratio any backend could reach, ``(description, ceiling, target)``.
-
-    A backend costing nothing beyond the floor (parse, constant write) would still run the app:
-    its server CPU per request would be the floor's plus the app's own work.
+    ``(description, measured, best, target)`` for the server-CPU targets (asyncio, no
+    pipelining). From the same run: the floor's CPU per request, the compiled backend's own cost
+    above it (``fast-c-prebuilt``: the app returns a prebuilt Response) and the app's own work
+    (``fast-c-minimal`` or ``fast-kyoukai`` minus ``fast-c-prebuilt``). A backend costing nothing
+    beyond the floor would still spend floor + app per request.
     """
     cpu = {row["server"]: row["cpu_us"] for row in rows
            if row["loop"] == "asyncio" and row["pipeline"] == 1}
-    floor = cpu.get("floor")
-    if not floor or floor != floor or not own_us:
+
+    def have(*kinds):
+        return all(cpu.get(k) == cpu.get(k) and cpu.get(k) for k in kinds)  # present, not NaN
+
+    if not have("floor", "fast-c-prebuilt", "fast-c-minimal"):
         return []
-    best_minimal = floor + own_us["minimal"]
-    best_kyoukai = floor + own_us["kyoukai"]
-    out = [("minimal app vs floor", floor / best_minimal, 0.5)]
-    for kind, best, description, target in (
-            ("stock-minimal", best_minimal, "minimal app vs stock", 5),
-            ("uvicorn", best_minimal, "minimal app vs uvicorn", 2),
-            ("stock-kyoukai", best_kyoukai, "real Kyoukai hello-world vs stock", 2)):
-        if cpu.get(kind) == cpu.get(kind):  # measured, not NaN
-            out.append((description, cpu[kind] / best, target))
+    floor, backend = cpu["floor"], cpu["fast-c-prebuilt"]
+    best_minimal = floor + max(0.0, cpu["fast-c-minimal"] - backend)
+    out = [("minimal app vs floor", floor / cpu["fast-c-minimal"], floor / best_minimal, 0.5)]
+    for kind, mine, description, target in (
+            ("stock-minimal", "fast-c-minimal", "minimal app vs stock", 5),
+            ("uvicorn", "fast-c-minimal", "minimal app vs uvicorn", 2),
+            ("stock-kyoukai", "fast-kyoukai", "real Kyoukai hello-world vs stock", 2)):
+        if have(kind, mine):
+            best = floor + max(0.0, cpu[mine] - backend)
+            out.append((description, cpu[kind] / cpu[mine], cpu[kind] / best, target))
     return out
 
 
@@ -752,10 +748,8 @@ def main(argv=None) -> int:
             for loop_name in loops:
                 memory[loop_name] = measure_idle_memory(loop_name, kinds,
                                                         args.memory_connections, args.output)
-    own_us: dict = {}
     if not args.no_micro and not args.memory_only:
         micro = micro_ratios(0.2 if args.quick else 1.0)
-        own_us = app_own_work_us(0.2 if args.quick else 1.0)
 
     rows = summarize(rounds, correctness)
     targets = check_targets(rows, memory, micro)
@@ -792,15 +786,21 @@ def main(argv=None) -> int:
         md += ["| target (asyncio, 64 connections) | measured | met |", "|---|---|---|"]
         md += [f"| {d} | {m} | {'yes' if ok else 'NO'} |" for d, m, ok in targets]
         md.append("")
-    limits = ceilings(rows, own_us)
+    limits = ceilings(rows)
     if limits:
-        md += [f"The apps' own work per request (bench/test_micro.py `app_own_work`): minimal "
-               f"app {own_us['minimal']:.1f} µs, real Kyoukai app {own_us['kyoukai']:.1f} µs. "
-               "A backend costing nothing beyond the floor would still spend the floor's server "
-               "CPU plus that per request, which caps its ratios:", "",
-               "| server CPU ratio (asyncio) | best any backend could reach | target |",
-               "|---|---:|---:|"]
-        md += [f"| {d} | {value:.2f}× | {target}× |" for d, value, target in limits]
+        cpu = {r["server"]: r["cpu_us"] for r in rows
+               if r["loop"] == "asyncio" and r["pipeline"] == 1}
+        md += [f"Where a request's server CPU goes (asyncio, no pipelining): floor "
+               f"{cpu['floor']:.1f} µs; kyoukai_fast's own cost above it "
+               f"{cpu['fast-c-prebuilt'] - cpu['floor']:.1f} µs (`fast-c-prebuilt`); the "
+               f"minimal app's own work {cpu['fast-c-minimal'] - cpu['fast-c-prebuilt']:.1f} µs"
+               + (f", the real Kyoukai app's {cpu['fast-kyoukai'] - cpu['fast-c-prebuilt']:.1f} µs"
+                  if "fast-kyoukai" in cpu else "")
+               + ". A backend costing nothing beyond the floor would still spend floor + app per "
+               "request, which caps every backend's ratios:", "",
+               "| server CPU ratio (asyncio) | measured | best any backend could reach | target |",
+               "|---|---:|---:|---:|"]
+        md += [f"| {d} | {m:.2f}× | {best:.2f}× | {t}× |" for d, m, best, t in limits]
         md.append("")
     text = "\n".join(md)
     print(text)
@@ -808,8 +808,9 @@ def main(argv=None) -> int:
         f.write(text + "\n")
     with open(os.path.join(args.output, "load.json"), "w") as f:
         json.dump({"command": command.strip(), "info": info, "rows": rows, "memory": memory,
-                   "micro_ns": micro, "app_own_work_us": own_us,
-                   "ceilings": [{"ratio": d, "best": v, "target": t} for d, v, t in limits],
+                   "micro_ns": micro,
+                   "ceilings": [{"ratio": d, "measured": m, "best": b, "target": t}
+                                for d, m, b, t in limits],
                    "targets": [{"target": d, "measured": m, "met": ok} for d, m, ok in targets],
                    "correctness": [{"loop": k[0], "pipeline": k[1], "server": k[2], **v}
                                    for k, v in correctness.items()]}, f, indent=2)

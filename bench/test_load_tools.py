@@ -15,12 +15,13 @@ from conftest import EXPECT_COMPILED
 @pytest.mark.parametrize("kind, depth", [
     ("floor", 4),
     ("fast-c-minimal", 4),
+    ("fast-c-prebuilt", 4),
     ("fast-py-minimal", 4),
     ("stock-minimal", 1),  # the stock backend loses pipelined responses
     ("uvicorn", 1),
 ])
 def test_server_answers_correctly(kind, depth, tmp_path):
-    if kind == "fast-c-minimal" and IMPLEMENTATIONS["cython"] is None and not EXPECT_COMPILED:
+    if kind.startswith("fast-c") and IMPLEMENTATIONS["cython"] is None and not EXPECT_COMPILED:
         pytest.skip("compiled implementation not built")
     server = load.Server(kind, "asyncio", str(tmp_path))
     try:
@@ -76,21 +77,18 @@ def test_summary_ratios_and_targets():
     # CPU per request defaults to 1 / rps here, so the CPU ratios follow the throughput ones
     assert targets["compiled minimal app vs stock (server CPU per request)"] is True
     assert targets["real Kyoukai hello-world vs stock (server CPU per request)"] is False
-    # Ceilings: floor CPU 1/110 s per request plus the app's own work.
-    floor_us = 1e6 / 110
-    limits = {d: (value, target) for d, value, target in load.ceilings(
-        rows, {"minimal": floor_us, "kyoukai": 3 * floor_us})}
-    assert limits["minimal app vs floor"] == (pytest.approx(0.5), 0.5)
-    assert limits["minimal app vs stock"][0] == pytest.approx((1e6 / 10) / (2 * floor_us))
-    assert limits["minimal app vs uvicorn"][0] == pytest.approx(110 / 20 / 2)
-    assert limits["real Kyoukai hello-world vs stock"] == (pytest.approx(110 / 5 / 4), 2)
-    assert load.ceilings(rows, {}) == []
-
-
-def test_app_own_work_is_measured():
-    own = load.app_own_work_us(0.01)
-    assert set(own) == {"minimal", "kyoukai"}
-    assert 0 < own["minimal"] < own["kyoukai"]
+    assert load.ceilings(rows) == []  # no fast-c-prebuilt row: nothing to split by
+    rounds[("asyncio", 1)]["fast-c-prebuilt"] = [_run(100.0)]
+    limits = {d: (m, best, t) for d, m, best, t in load.ceilings(load.summarize(rounds, {}))}
+    # CPU per request is 1e6 / rps: floor 1e6/110, backend 1e6/100, minimal app 1e6/60 - 1e6/100
+    floor, backend = 1e6 / 110, 1e6 / 100
+    best_minimal = floor + 1e6 / 60 - backend
+    assert limits["minimal app vs floor"] == (pytest.approx(60 / 110),
+                                              pytest.approx(floor / best_minimal), 0.5)
+    assert limits["minimal app vs stock"][1] == pytest.approx(1e6 / 10 / best_minimal)
+    assert limits["minimal app vs uvicorn"][0] == pytest.approx(60 / 20)
+    assert limits["real Kyoukai hello-world vs stock"] == (
+        pytest.approx(9 / 5), pytest.approx(1e6 / 5 / (floor + 1e6 / 9 - backend)), 2)
 
 
 def test_lua_scripts_count_responses():

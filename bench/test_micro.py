@@ -129,9 +129,9 @@ def test_request_x32(benchmark, impl_name):
 
 
 # --- The app's own work: what no backend can take away -------------------------------------
-# Per request every backend runs the app. Added to the floor's server CPU per request, this
-# gives the best ratio any backend could reach against the floor and against stock Kyoukai
-# (bench/load.py prints those ceilings; README, "Where the issue-3 targets stand").
+# Per request every backend runs the app. Measured here in a hot loop, a lower bound: in a
+# server the caches are colder between requests (bench/load.py splits a request's server CPU
+# into floor, backend and app from the same run, with its fast-c-prebuilt server).
 
 
 @pytest.mark.benchmark(group="app_own_work")
