@@ -499,6 +499,39 @@ def test_app_keep_alive_cannot_contradict_the_servers_close(impl, request_data, 
     run(main())
 
 
+@pytest.mark.parametrize("name", ["Bad Name", "X:Y", "", "Caf\xe9", "X\tY", "X-Ok "])
+@pytest.mark.parametrize("body", [lambda: [b"hi"], lambda: iter([b"h", b"i"])],
+                         ids=["buffered", "streamed"])
+def test_app_header_name_that_is_not_a_token_is_refused(impl, name, body):
+    # A field name is a token (RFC 9110 5.1); anything else would not be the header the app
+    # meant on the wire (as gunicorn, the server answers 500 instead of writing it).
+    async def main():
+        protocol, transport, component = await open_connection(
+            impl, lambda request: Response(body(), headers=[(name, "v"), ("X-Fine", "1")]))
+        protocol.data_received(get("/") + get("/next"))
+        await settle()
+        data = transport.take()
+        [response] = parse_responses(data)
+        assert response.status == 500 and transport.closed
+        assert b"X-Fine" not in data
+        assert [r.path for r in component.app.requests] == ["/"]
+
+    run(main())
+
+
+@pytest.mark.parametrize("name", ["X-A", "x_b", "!#$%&'*+-.^_`|~09AZaz"])
+def test_every_token_is_a_valid_response_header_name(impl, name):
+    async def main():
+        protocol, transport, _ = await open_connection(
+            impl, lambda request: Response("ok", headers=[(name, "v")]))
+        protocol.data_received(get("/"))
+        await settle()
+        [response] = parse_responses(transport.take())
+        assert response.status == 200 and response.header(name) == "v"
+
+    run(main())
+
+
 def test_http10_keep_alive_and_close(impl):
     responses, requests = served(
         impl, b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /b HTTP/1.0\r\n\r\n", 2)

@@ -52,6 +52,8 @@ cdef object _target_from_text = _wsgi_py.target_from_text
 cdef object _py_render = _wsgi_py.render_response
 cdef object _py_get_formatted_response = _wsgi_py.get_formatted_response
 cdef object _py_is_fast_type = _wsgi_py._is_fast_type
+cdef object _py_valid_field_name = _wsgi_py.valid_field_name
+cdef object _py_invalid_name_message = _wsgi_py.invalid_name_message
 from email.utils import formatdate as _formatdate
 
 cdef dict _environ_keys = {}
@@ -392,6 +394,7 @@ cdef enum HeaderKind:
     CONNECTION = 2
     DATE = 3
     NEEDS_WERKZEUG = 4   # Location / Content-Location: IRI handling; Transfer-Encoding
+    INVALID_NAME = 5     # not a token (RFC 9110 5.1): the response is refused (500)
 
 cdef dict _header_kinds = {
     "Content-Type": ORDINARY,
@@ -437,7 +440,9 @@ cdef int _classify_header(str name) except -1:
         return <int><object>cached
     cdef str lower = name.lower()
     cdef int kind = ORDINARY
-    if lower == "content-length":
+    if not _py_valid_field_name(name):
+        kind = INVALID_NAME
+    elif lower == "content-length":
         kind = CONTENT_LENGTH
     elif lower == "connection":
         kind = CONNECTION
@@ -528,6 +533,8 @@ cdef tuple _render_fast(object response, dict environ, str version, bint keep_al
                 connection = value.lower()
             elif kind == DATE:
                 have_date = True
+            elif kind == INVALID_NAME:
+                raise ValueError(_py_invalid_name_message(name))
             else:
                 return None
         if _has_newline(value) or _has_newline(name):

@@ -7,6 +7,7 @@ them to werkzeug's own WSGI output. Import these through :mod:`kyoukai_fast._wsg
 from __future__ import annotations
 
 import io
+import re
 import sys
 import time
 from email.utils import formatdate
@@ -339,6 +340,8 @@ def format_head(version: str, status: str, headers, extra: bytes = b"") -> bytes
     for name, value in headers:
         if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
             raise ValueError("header names and values must not contain newline characters")
+        if _header_kind(name) == _INVALID_NAME:
+            raise ValueError(invalid_name_message(name))
         parts.append(("%s: %s\r\n" % (name, value)).encode("latin-1"))
     parts.append(extra)
     parts.append(b"\r\n")
@@ -400,7 +403,7 @@ def response_parts(response, environ: dict):
 
 # What the fast path must notice about a response header, by exact name (the twin of the
 # compiled HeaderKind enum); other spellings are classified once with lower() and remembered.
-_ORDINARY, _CONTENT_LENGTH, _CONNECTION, _DATE, _NEEDS_WERKZEUG = range(5)
+_ORDINARY, _CONTENT_LENGTH, _CONNECTION, _DATE, _NEEDS_WERKZEUG, _INVALID_NAME = range(6)
 _header_kinds: dict = {
     "Content-Type": _ORDINARY,
     "Content-Length": _CONTENT_LENGTH,
@@ -413,12 +416,26 @@ _header_kinds: dict = {
 }
 _HEADER_KINDS_MAX = 4096
 
+#: A field name is a token (RFC 9110 5.1): an app's "Bad Name" or "X:Y" would not be one
+#: header on the wire. Checked once per name, when it is classified.
+_FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+
+
+def valid_field_name(name: str) -> bool:
+    return _FIELD_NAME.match(name) is not None
+
+
+def invalid_name_message(name: str) -> str:
+    return f"invalid header field name {name[:64]!r} (RFC 9110 5.1: a token)"
+
 
 def _header_kind(name: str) -> int:
     kind = _header_kinds.get(name)
     if kind is None:
         lower = name.lower()
-        if lower == "content-length":
+        if not valid_field_name(name):
+            kind = _INVALID_NAME
+        elif lower == "content-length":
             kind = _CONTENT_LENGTH
         elif lower == "connection":
             kind = _CONNECTION
@@ -484,6 +501,8 @@ def _render_fast(response, environ: dict, version: str, keep_alive: bool, server
                 connection = value.lower()
             elif kind == _DATE:
                 have_date = True
+            elif kind == _INVALID_NAME:
+                raise ValueError(invalid_name_message(name))
             else:
                 return None
         pieces += (name, ": ", value, "\r\n")
