@@ -9,8 +9,9 @@ profile and to count instructions of, since wall-clock timings on a shared machi
     python bench/inprocess.py --impl cython --profile    # cProfile, top functions
 
 ``--app kyoukai`` serves a real Kyoukai hello-world app (its ``process_request``) instead of the
-minimal app. Each response is checked. Instructions per request under callgrind: run with two
-request counts and divide the difference of the totals by the difference of the counts.
+minimal app; ``--app prebuilt`` an app returning one prebuilt Response (the backend alone). Each
+response is checked. Instructions per request under callgrind: run with two request counts and
+divide the difference of the totals by the difference of the counts.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from _support import (  # noqa: E402
     MemoryTransport,
     MinimalApp,
     MinimalComponent,
+    PrebuiltApp,
     kyoukai_hello_app,
     split_responses,
 )
@@ -38,7 +40,8 @@ def run(impl: str, app_kind: str, count: int, check: bool = True) -> float:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        app = kyoukai_hello_app(loop) if app_kind == "kyoukai" else MinimalApp(loop)
+        app = (kyoukai_hello_app(loop) if app_kind == "kyoukai"
+               else PrebuiltApp(loop) if app_kind == "prebuilt" else MinimalApp(loop))
         parent_context = None
         if app_kind == "kyoukai":
             from asphalt.core import Context
@@ -80,7 +83,7 @@ def run(impl: str, app_kind: str, count: int, check: bool = True) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--impl", choices=("cython", "python", "stock"), default="cython")
-    parser.add_argument("--app", choices=("minimal", "kyoukai"), default="minimal")
+    parser.add_argument("--app", choices=("minimal", "prebuilt", "kyoukai"), default="minimal")
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--profile", action="store_true", help="cProfile, top 25 by own time")
     parser.add_argument("--no-check", action="store_true",
