@@ -12,10 +12,11 @@ Settings are read from the component's configuration (the keyword arguments of
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 import weakref
 from typing import Any
+
+from ._wsgi_py import ENVIRON_BASE
 
 __all__ = ("ProtocolConfig", "ServerState", "server_state_for", "FEED_SLICE", "slice_end")
 
@@ -111,16 +112,7 @@ class ServerState:
         self.environ_template = {
             "SERVER_NAME": server_name,
             "SERVER_PORT": str(server_port),
-            "SCRIPT_NAME": "",
-            "wsgi.version": (1, 0),
-            "wsgi.url_scheme": "http",
-            "wsgi.errors": sys.stderr,
-            "wsgi.multithread": False,
-            "wsgi.multiprocess": False,
-            "wsgi.run_once": False,
-            "wsgi.input_terminated": True,
-            # Kyoukai's own backend set this; apps may look for it.
-            "wsgi.async": True,
+            **ENVIRON_BASE,  # the wsgi.* keys, as to_wsgi_environment sets them
         }
         #: Live protocol objects, for graceful shutdown.
         self.connections: set = set()
