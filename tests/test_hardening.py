@@ -16,7 +16,7 @@ import logging
 import pytest
 from werkzeug.wrappers import Response
 
-from helpers import FakeTransport, parse_responses
+from helpers import FakeApp, FakeComponent, FakeTransport, parse_responses
 from test_protocol import echo, get, open_connection, run, settle, wait_for_responses
 
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n"
@@ -590,6 +590,60 @@ def test_settings_reach_the_protocol_from_the_component(impl):
         ({"max_body_size": 3}, get("/", method="POST", body=b"abcd"), 413),
     ]:
         refused(impl, data, status, **cfg)
+
+
+class _SlottedComponent:
+    """A component that cannot be weakly referenced (``__slots__`` without ``__weakref__``)."""
+
+    __slots__ = ("app", "cfg", "connection_made", "connection_lost")
+
+    def __init__(self, app, **cfg):
+        plain = FakeComponent(app, **cfg)
+        self.app, self.cfg = app, cfg
+        self.connection_made, self.connection_lost = plain.connection_made, plain.connection_lost
+
+    def get_server_name(self):
+        return "testserver"
+
+
+def test_settings_of_components_without_weak_references_are_their_own(impl):
+    # Such components are remembered by identity (see the reused-id test below): each one's
+    # settings reach its connections, one after the other, in both implementations.
+    async def serve(max_url_size, target):
+        app = FakeApp(lambda request: Response("ok"), loop=asyncio.get_running_loop())
+        component = _SlottedComponent(app, max_url_size=max_url_size)
+        protocol = impl.protocol_class(component, None, "127.0.0.1", 8080)
+        transport = FakeTransport()
+        protocol.connection_made(transport)
+        protocol.data_received(get(target))
+        await settle()
+        [response] = parse_responses(transport.take())
+        protocol.connection_lost(None)
+        return response.status
+
+    async def main():
+        for _ in range(5):
+            assert await serve(5, "/abcdef") == 414
+            assert await serve(8190, "/abcdef") == 200
+
+    run(main())
+
+
+def test_a_reused_id_does_not_inherit_another_components_settings():
+    from kyoukai_fast._config import server_state_for
+
+    app = FakeApp(lambda request: Response("ok"))
+    first = _SlottedComponent(app, max_url_size=5)
+    assert server_state_for(first, 8080).config.max_url_size == 5
+    freed_id = id(first)
+    del first
+    # Objects of one size are usually allocated where the last one was freed: the first new
+    # component would take the freed one's id, were it free.
+    for _ in range(200):
+        other = _SlottedComponent(app, max_url_size=8190)
+        assert server_state_for(other, 8080).config.max_url_size == 8190
+        if id(other) == freed_id:
+            break
 
 
 # --- the pipeline backlog ---------------------------------------------------------------------

@@ -148,15 +148,23 @@ class ServerState:
 
 
 _states: "weakref.WeakKeyDictionary[Any, ServerState]" = weakref.WeakKeyDictionary()
-_states_by_id: dict[int, ServerState] = {}
+#: Components that cannot be weakly referenced, by id, with the component itself: holding it
+#: keeps its id from being reused by another object (kept for the life of the process).
+_states_by_id: dict[int, tuple[Any, ServerState]] = {}
+
+
+def existing_server_state(component: Any) -> "ServerState | None":
+    """The :class:`ServerState` of ``component`` if it has served a connection, else ``None``."""
+    try:
+        return _states.get(component)
+    except TypeError:  # not weak-referenceable: by identity (see _states_by_id)
+        entry = _states_by_id.get(id(component))
+        return entry[1] if entry is not None and entry[0] is component else None
 
 
 def server_state_for(component: Any, server_port: Any) -> ServerState:
     """The :class:`ServerState` of ``component``, made on its first connection."""
-    try:
-        state = _states.get(component)
-    except TypeError:  # not weak-referenceable: fall back to identity (kept for process life)
-        state = _states_by_id.get(id(component))
+    state = existing_server_state(component)
     if state is not None:
         return state
     cfg = getattr(component, "cfg", None)
@@ -167,5 +175,5 @@ def server_state_for(component: Any, server_port: Any) -> ServerState:
     try:
         _states[component] = state
     except TypeError:
-        _states_by_id[id(component)] = state
+        _states_by_id[id(component)] = (component, state)
     return state

@@ -5,17 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
-from ._config import _states, _states_by_id
+from ._config import existing_server_state
 
 __all__ = ("graceful_shutdown",)
-
-
-def _state_of(component):
-    try:
-        state = _states.get(component)
-    except TypeError:
-        state = None
-    return state if state is not None else _states_by_id.get(id(component))
 
 
 async def graceful_shutdown(component, timeout: float | None = None) -> int:
@@ -30,7 +22,7 @@ async def graceful_shutdown(component, timeout: float | None = None) -> int:
     server = getattr(component, "server", None)
     if server is not None:
         server.close()
-    state = _state_of(component)
+    state = existing_server_state(component)
     if state is None:
         return 0
     state.closing = True
