@@ -646,6 +646,46 @@ def test_a_reused_id_does_not_inherit_another_components_settings():
             break
 
 
+def test_a_server_without_connections_lets_go_of_its_loop(impl):
+    # Components outlive their event loop in test suites and in apps that restart their server:
+    # once the last connection is gone, nothing of the server may keep the loop alive.
+    import gc
+    import weakref
+
+    from kyoukai_fast._config import existing_server_state
+
+    loop = asyncio.new_event_loop()
+    component = FakeComponent(FakeApp(lambda request: Response("ok")))
+
+    async def serve():
+        protocols = []
+        for _ in range(2):
+            protocol = impl.protocol_class(component, None, "127.0.0.1", 8080)
+            transport = FakeTransport()
+            protocol.connection_made(transport)
+            protocol.data_received(get("/"))
+            protocols.append((protocol, transport))
+        await settle()
+        state = existing_server_state(component)
+        for protocol, transport in protocols:
+            assert parse_responses(transport.take())[0].status == 200
+            assert state._reaper is not None  # timeouts are checked while a connection lives
+            protocol.connection_lost(None)
+        assert state._reaper is None and not state.connections
+
+    loop.run_until_complete(serve())
+    loop.close()
+    # what the test doubles themselves recorded (requests and signal events name the protocols)
+    component.app.requests.clear()
+    component.connection_made.events.clear()
+    component.connection_lost.events.clear()
+    dead_loop = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert dead_loop() is None
+    assert existing_server_state(component) is not None  # the component keeps its settings
+
+
 # --- the pipeline backlog ---------------------------------------------------------------------
 
 def _live_request_states(impl):

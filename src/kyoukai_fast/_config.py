@@ -103,7 +103,7 @@ class ProtocolConfig:
 class ServerState:
     """What every connection of one component shares."""
 
-    __slots__ = ("config", "environ_template", "connections", "closing", "_reaper",
+    __slots__ = ("config", "environ_template", "connections", "closing", "compiled", "_reaper",
                  "__weakref__")
 
     def __init__(self, config: ProtocolConfig, server_name: str, server_port: Any):
@@ -118,6 +118,8 @@ class ServerState:
         self.connections: set = set()
         #: Set once shutdown has begun: new requests get ``Connection: close``.
         self.closing = False
+        #: The compiled protocol's typed copy of this state (its ServerShared), made once.
+        self.compiled = None
         self._reaper = None
 
     # One timer per server, not one per connection: an idle connection then costs no timer
@@ -137,6 +139,17 @@ class ServerState:
         self.connections.add(connection)
         if self._reaper is None:
             self._reaper = loop.call_later(self.reap_interval, self._reap, loop)
+
+    def remove_connection(self, connection) -> None:
+        """Forget a connection; the timeout checks stop with the last one.
+
+        Stopping them lets go of the event loop: a component outlives its loop in tests and in
+        apps that restart their server, and its state must not keep that loop alive.
+        """
+        self.connections.discard(connection)
+        if not self.connections and self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
 
     def _reap(self, loop) -> None:
         self._reaper = None

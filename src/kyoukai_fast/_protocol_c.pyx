@@ -67,20 +67,20 @@ cdef object _monotonic = time.monotonic
 
 
 # Each server's ServerShared (limits and the environ template, copied into a table with room
-# for a whole request: see _wsgi_c.presized_copy), keyed by the ServerState's id; the state is
-# kept alive with it, and its config and template are constant once the server exists. Bounded:
-# a process starting many servers rebuilds.
-cdef dict _shared_by_server = {}
-cdef Py_ssize_t _SHARED_BY_SERVER_MAX = 256
-
-
+# for a whole request: see _wsgi_c.presized_copy), made on its first connection and kept on the
+# ServerState itself (``compiled``), so it lives exactly as long as the server's state. The
+# config and template are constant once the server exists.
 cdef ServerShared _server_shared(server):
-    cdef PyObject* found = PyDict_GetItem(_shared_by_server, id(server))
-    if found != NULL and (<ServerShared>found).server is server:
-        return <ServerShared>found
-    if len(_shared_by_server) >= _SHARED_BY_SERVER_MAX:
-        _shared_by_server.clear()
-    cdef ServerShared shared = ServerShared.__new__(ServerShared)
+    shared = server.compiled
+    if shared is not None:
+        return <ServerShared>shared
+    shared = ServerShared.__new__(ServerShared)
+    _fill_shared(<ServerShared>shared, server)
+    server.compiled = shared
+    return <ServerShared>shared
+
+
+cdef _fill_shared(ServerShared shared, server):
     config = server.config
     shared.server = server
     shared.environ_template = presized_copy(server.environ_template, _wsgi_c.ENVIRON_CAPACITY)
@@ -92,8 +92,6 @@ cdef ServerShared _server_shared(server):
     shared.keepalive_timeout = config.keepalive_timeout
     shared.header_timeout = config.header_timeout
     shared.write_high_water = config.write_high_water
-    _shared_by_server[id(server)] = shared
-    return shared
 
 
 cdef class ServerShared:
@@ -268,7 +266,7 @@ cdef class HTTPProtocolCore:
 
     def connection_lost(self, exc):
         self._closing = True
-        self._shared.server.connections.discard(self)
+        self._shared.server.remove_connection(self)
         handler = self._handler
         if handler is not None:
             handler.cancel()
@@ -804,7 +802,7 @@ cdef class HTTPProtocolCore:
         self._closing = True
         self._queue = None
         self._out = None
-        self._shared.server.connections.discard(self)
+        self._shared.server.remove_connection(self)
 
     # --- public API of the stock backend ------------------------------------------------------
 

@@ -155,7 +155,7 @@ class KyoukaiProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc):
         self._closing = True
-        self._server.connections.discard(self)
+        self._server.remove_connection(self)
         handler = self._handler
         if handler is not None:
             handler.cancel()
@@ -647,7 +647,7 @@ class KyoukaiProtocol(asyncio.Protocol):
         self._closing = True
         self._queue = None
         self._out = None
-        self._server.connections.discard(self)
+        self._server.remove_connection(self)
 
     # --- public API of the stock backend ----------------------------------------------------
 
