@@ -27,6 +27,7 @@ and a coverage-guided one with atheris: ``fuzz/fuzz_protocol.py``.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -304,4 +305,17 @@ def test_mutated_valid_requests(twins, data, payload, cfg):
 def test_flat_byte_inputs_as_atheris_decodes_them(twins, raw):
     # The decoding the atheris entry point (fuzz/fuzz_protocol.py) uses, so it cannot rot.
     steps, cfg = steps_from_bytes(raw)
+    run_both(twins, steps, cfg=cfg)
+
+
+SEEDS = sorted((Path(__file__).resolve().parent.parent / "fuzz" / "seeds").glob("*"))
+assert SEEDS, "fuzz/seeds travels with tests/ (scripts/test_wheel.sh copies both)"
+
+
+@pytest.mark.parametrize("seed", SEEDS, ids=[p.name for p in SEEDS])
+def test_atheris_seeds_and_past_findings(twins, seed):
+    # fuzz/seeds: the atheris corpus seeds, and inputs a long run once flagged
+    # (h2c-after-pipelined-head: a HEAD answer without a length before an h2c 101, which the
+    # checker read as a close-delimited body running over the 101).
+    steps, cfg = steps_from_bytes(seed.read_bytes())
     run_both(twins, steps, cfg=cfg)

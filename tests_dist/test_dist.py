@@ -39,7 +39,8 @@ def test_sdist_ships_the_cython_sources_and_no_generated_files(dist):
     for module in COMPILED:
         assert f"src/kyoukai_fast/{module}.pyx" in names
         assert f"src/kyoukai_fast/{module}.pxd" in names
-    top_level = {"setup.py", "pyproject.toml", "MANIFEST.in", "README.md", "tests/conftest.py"}
+    top_level = {"setup.py", "pyproject.toml", "MANIFEST.in", "README.md", "tests/conftest.py",
+                 "fuzz/seeds/get"}
     assert top_level <= set(names)
     assert not [n for n in names if n.endswith(GENERATED)]
 
