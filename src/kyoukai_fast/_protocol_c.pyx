@@ -71,16 +71,10 @@ cdef object _monotonic = time.monotonic
 # ServerState itself (``compiled``), so it lives exactly as long as the server's state. The
 # config and template are constant once the server exists.
 cdef ServerShared _server_shared(server):
-    shared = server.compiled
-    if shared is not None:
-        return <ServerShared>shared
-    shared = ServerShared.__new__(ServerShared)
-    _fill_shared(<ServerShared>shared, server)
-    server.compiled = shared
-    return <ServerShared>shared
-
-
-cdef _fill_shared(ServerShared shared, server):
+    existing = server.compiled
+    if existing is not None:
+        return <ServerShared>existing
+    cdef ServerShared shared = ServerShared.__new__(ServerShared)
     config = server.config
     shared.server = server
     shared.environ_template = presized_copy(server.environ_template, _wsgi_c.ENVIRON_CAPACITY)
@@ -92,6 +86,8 @@ cdef _fill_shared(ServerShared shared, server):
     shared.keepalive_timeout = config.keepalive_timeout
     shared.header_timeout = config.header_timeout
     shared.write_high_water = config.write_high_water
+    server.compiled = shared
+    return shared
 
 
 cdef class ServerShared:
