@@ -499,7 +499,8 @@ def test_app_keep_alive_cannot_contradict_the_servers_close(impl, request_data, 
     run(main())
 
 
-@pytest.mark.parametrize("name", ["Bad Name", "X:Y", "", "Caf\xe9", "X\tY", "X-Ok "])
+@pytest.mark.parametrize("name", ["Bad Name", "X:Y", "", "Caf\xe9", "X\tY", "X-Ok ",
+                                  "X-A\r\nX-Injected", "X-A\n"])
 @pytest.mark.parametrize("body", [lambda: [b"hi"], lambda: iter([b"h", b"i"])],
                          ids=["buffered", "streamed"])
 def test_app_header_name_that_is_not_a_token_is_refused(impl, name, body):

@@ -537,7 +537,8 @@ cdef tuple _render_fast(object response, dict environ, str version, bint keep_al
                 raise ValueError(_py_invalid_name_message(name))
             else:
                 return None
-        if _has_newline(value) or _has_newline(name):
+        # The name is a token (an INVALID_NAME raised above), so only the value can hold a newline.
+        if _has_newline(value):
             raise ValueError("header names and values must not contain newline characters")
         pieces.append(name)
         pieces.append(": ")

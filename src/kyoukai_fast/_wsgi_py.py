@@ -338,10 +338,10 @@ def format_head(version: str, status: str, headers, extra: bytes = b"") -> bytes
     """Status line, header fields, ``extra`` (pre-formatted lines) and the blank line."""
     parts = [status_line(version, status)]
     for name, value in headers:
-        if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
-            raise ValueError("header names and values must not contain newline characters")
-        if _header_kind(name) == _INVALID_NAME:
+        if _header_kind(name) == _INVALID_NAME:  # a token holds no newline either
             raise ValueError(invalid_name_message(name))
+        if "\n" in value or "\r" in value:
+            raise ValueError("header names and values must not contain newline characters")
         parts.append(("%s: %s\r\n" % (name, value)).encode("latin-1"))
     parts.append(extra)
     parts.append(b"\r\n")
