@@ -467,6 +467,12 @@ def micro_ratios(seconds: float) -> dict:
     return out
 
 
+def asyncio_cpu(rows: list) -> dict:
+    """Server CPU µs per request by server, asyncio loop, no pipelining."""
+    return {row["server"]: row["cpu_us"] for row in rows
+            if row["loop"] == "asyncio" and row["pipeline"] == 1}
+
+
 def ceilings(rows: list) -> list:
     """Where a request's server CPU goes, and the best ratio any backend could reach.
 
@@ -476,8 +482,7 @@ def ceilings(rows: list) -> list:
     (``fast-c-minimal`` or ``fast-kyoukai`` minus ``fast-c-prebuilt``). A backend costing nothing
     beyond the floor would still spend floor + app per request.
     """
-    cpu = {row["server"]: row["cpu_us"] for row in rows
-           if row["loop"] == "asyncio" and row["pipeline"] == 1}
+    cpu = asyncio_cpu(rows)
 
     def have(*kinds):
         return all(cpu.get(k) == cpu.get(k) and cpu.get(k) for k in kinds)  # present, not NaN
@@ -788,8 +793,7 @@ def main(argv=None) -> int:
         md.append("")
     limits = ceilings(rows)
     if limits:
-        cpu = {r["server"]: r["cpu_us"] for r in rows
-               if r["loop"] == "asyncio" and r["pipeline"] == 1}
+        cpu = asyncio_cpu(rows)
         md += [f"Where a request's server CPU goes (asyncio, no pipelining): floor "
                f"{cpu['floor']:.1f} µs; kyoukai_fast's own cost above it "
                f"{cpu['fast-c-prebuilt'] - cpu['floor']:.1f} µs (`fast-c-prebuilt`); the "

@@ -31,8 +31,9 @@ def pytest_collection_modifyitems(config, items):
 
     if not INSTALLED:
         return
-    kept = [item for item in items if item.get_closest_marker("source_tree") is None]
-    dropped = [item for item in items if item.get_closest_marker("source_tree") is not None]
+    kept, dropped = [], []
+    for item in items:
+        (dropped if item.get_closest_marker("source_tree") else kept).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
