@@ -8,6 +8,7 @@ the cython cases instead of skipping them.
 from __future__ import annotations
 
 import os
+import subprocess
 
 import pytest
 
@@ -49,3 +50,15 @@ def impl(request) -> Implementation:
                         f"{chosen.error}")
         pytest.skip(f"{chosen.name} implementation not built")
     return chosen
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1: ``(cert.pem, key.pem)`` (openssl, bounded)."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key

@@ -181,18 +181,6 @@ def test_missing_kyoukai_is_a_one_line_error():
     assert "pip install --no-deps kyoukai==2.2.1.post1" in result.stderr
 
 
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory):
-    """A self-signed certificate for 127.0.0.1 (openssl, bounded)."""
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True, timeout=60)
-    return cert, key
-
-
 def tls_handshake(port, cert, alpn):
     context = ssl.create_default_context(cafile=str(cert))
     context.set_alpn_protocols(alpn)

@@ -69,6 +69,7 @@ cdef class HTTPProtocolCore:
     cdef object _handler
     cdef object _out                 # writes held back while batching: None, bytes or list
     cdef ColdState _cold             # None until one of its fields is needed
+    cdef object _read_buffer         # this thread's read buffer (memoryview), see _read_buffer
     cdef Py_ssize_t _out_size        # bytes in _out once it holds more than one write
     cdef double _last_activity
     cdef double _message_started     # read time at the last message boundary (begin or end)
@@ -82,6 +83,7 @@ cdef class HTTPProtocolCore:
     cdef flag _batching
 
     cdef ColdState _cold_state(self)
+    cdef _received(self, data)
     cdef _on_message_begin(self)
     cdef _on_url(self, bytes url)
     cdef _on_header(self, bytes name, bytes value)

@@ -25,12 +25,13 @@ from werkzeug.exceptions import (
     RequestURITooLarge,
 )
 
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.contextvars cimport PyContext_CopyCurrent, PyContext_Enter, PyContext_Exit
 from cpython.dict cimport PyDict_Copy, PyDict_GetItem
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_XDECREF
 from cpython.list cimport PyList_GET_ITEM
+from cpython.memoryview cimport PyMemoryView_GET_BUFFER
 from cpython.unicode cimport PyUnicode_DecodeLatin1
 from libc.string cimport memcmp
 
@@ -44,6 +45,7 @@ from ._wsgi_c cimport (
 )
 
 from ._input import EMPTY_INPUT
+from ._read_buffer import bad_read_size, read_buffer
 
 from . import _wsgi_c
 from ._body import decode_body
@@ -220,7 +222,7 @@ cdef class RequestState:
 
 
 cdef class HTTPProtocolCore:
-    """The compiled protocol; :class:`KyoukaiProtocol` adds ``asyncio.Protocol`` as a base."""
+    """The compiled protocol; :class:`KyoukaiProtocol` adds the asyncio protocol bases."""
 
     def __init__(self, component, parent_context, server_ip, server_port):
         self.component = component
@@ -234,6 +236,7 @@ cdef class HTTPProtocolCore:
         self.client_port = None
         self._shared = _server_shared(server_state_for(component, server_port))
         self._url_scheme = "http"
+        self._read_buffer = read_buffer()  # this thread's, shared by its connections
 
     # --- asyncio callbacks --------------------------------------------------------------------
 
@@ -277,7 +280,23 @@ cdef class HTTPProtocolCore:
         self._queue = None
         self.component.connection_lost.dispatch(protocol=self)
 
+    def get_buffer(self, sizehint):
+        return self._read_buffer
+
+    def buffer_updated(self, Py_ssize_t nbytes):
+        cdef Py_buffer* buffer = PyMemoryView_GET_BUFFER(self._read_buffer)
+        if not 0 <= nbytes <= buffer.len:
+            raise bad_read_size(nbytes)
+        data = PyBytes_FromStringAndSize(<char*>buffer.buf, nbytes)
+        if type(self) is KyoukaiProtocol:
+            self._received(data)
+        else:
+            self.data_received(data)  # a subclass may override it
+
     def data_received(self, data):
+        self._received(data)
+
+    cdef _received(self, data):
         if self._closing or self._parse_failed:
             if (self._cold is not None and self._cold.upgrade_body is not None
                     and not self._closing):
@@ -888,7 +907,11 @@ cdef class _HandlerDone:
         self.protocol._handler_done(task, self.req)
 
 
-class KyoukaiProtocol(HTTPProtocolCore, asyncio.Protocol):
-    """The Kyoukai HTTP/1.0 and HTTP/1.1 protocol (compiled implementation)."""
+class KyoukaiProtocol(HTTPProtocolCore, asyncio.BufferedProtocol, asyncio.Protocol):
+    """The Kyoukai HTTP/1.0 and HTTP/1.1 protocol (compiled implementation).
+
+    Transports read into this thread's shared buffer (``get_buffer``/``buffer_updated``, see
+    ``_read_buffer``); ``data_received`` stays, as in every ``asyncio.Protocol``.
+    """
 
     __slots__ = ()

@@ -37,6 +37,7 @@ from ._config import FEED_SLICE, server_state_for, slice_end
 from ._conformance import (TRAILER_BASE, VALID_HOSTS, check_head, head_too_large,
                            hold_to_declared_length, interim_status_error, trailer_field)
 from ._input import EMPTY_INPUT
+from ._read_buffer import read_buffer, read_bytes
 from ._errors import HTTPLimitExceeded, error_response, half_close, logger, parser_error_to_http
 from ._streaming import stream_body
 from ._tasks import continue_in_task
@@ -80,8 +81,12 @@ class RequestState:
         self.head_received = 0
 
 
-class KyoukaiProtocol(asyncio.Protocol):
-    """The Kyoukai HTTP/1.0 and HTTP/1.1 protocol (pure Python implementation)."""
+class KyoukaiProtocol(asyncio.BufferedProtocol, asyncio.Protocol):
+    """The Kyoukai HTTP/1.0 and HTTP/1.1 protocol (pure Python implementation).
+
+    Transports read into this thread's shared buffer (``get_buffer``/``buffer_updated``, see
+    ``_read_buffer``); ``data_received`` stays, as in every ``asyncio.Protocol``.
+    """
 
     # Slots, like the compiled twin's typed fields: an instance dict would hold more keys than
     # CPython shares between instances, costing memory per connection and time per attribute.
@@ -91,7 +96,7 @@ class KyoukaiProtocol(asyncio.Protocol):
         "_handler", "_busy", "_closing", "_eof", "_parse_failed", "_reading_paused",
         "_writing_paused", "_drain_waiter", "_last_activity", "_message_started", "_linger_until",
         "_continue_pending", "_batching", "_out", "_out_size", "_upgrade_body", "_backlog",
-        "_backlog_scheduled",
+        "_backlog_scheduled", "_read_buffer",
     )
 
     def __init__(self, component, parent_context, server_ip, server_port):
@@ -128,6 +133,7 @@ class KyoukaiProtocol(asyncio.Protocol):
         self._upgrade_body = None   # UpgradeBody of an h2c upgrade still receiving its body
         self._backlog = None        # bytes read but not parsed while the pipeline was full
         self._backlog_scheduled = False
+        self._read_buffer = read_buffer()  # this thread's, shared by its connections
 
     # --- asyncio callbacks ------------------------------------------------------------------
 
@@ -167,6 +173,12 @@ class KyoukaiProtocol(asyncio.Protocol):
         self._queue = None
         self._backlog = None
         self.component.connection_lost.dispatch(protocol=self)
+
+    def get_buffer(self, sizehint):
+        return self._read_buffer
+
+    def buffer_updated(self, nbytes):
+        self.data_received(read_bytes(self._read_buffer, nbytes))
 
     def data_received(self, data):
         if self._closing or self._parse_failed:
