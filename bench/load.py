@@ -89,12 +89,27 @@ def _announce(port: int) -> None:
 def _floor_protocol():
     import httptools
 
-    class FloorProtocol(asyncio.Protocol):
-        """Parse with httptools, answer every request with one constant response."""
+    class FloorProtocol(asyncio.BufferedProtocol, asyncio.Protocol):
+        """Parse with httptools, answer every request with one constant response.
+
+        It reads the way kyoukai_fast does, so that it stays the floor: on asyncio into one
+        buffer made once (``get_buffer``), never into a new 256 KiB ``bytes`` per read (see
+        ``kyoukai_fast._read_buffer``); uvloop, which reads into its own buffer, keeps calling
+        ``data_received`` of a protocol that is also an ``asyncio.Protocol``.
+        """
+
+        buffer = memoryview(bytearray(256 * 1024))
 
         def connection_made(self, transport):
             self.transport = transport
             self.parser = httptools.HttpRequestParser(self)
+
+        def get_buffer(self, sizehint):
+            return self.buffer
+
+        def buffer_updated(self, nbytes):
+            # the parser copies what it keeps; nothing here outlives the call
+            self.data_received(self.buffer[:nbytes])
 
         def data_received(self, data):
             try:
@@ -274,11 +289,20 @@ class Server:
                     return int(line.split()[1]) * 1024
         raise RuntimeError("no VmRSS")
 
+    def _stat(self) -> list:
+        with open(f"/proc/{self.proc.pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()
+
     def cpu_seconds(self) -> float:
         """User + system CPU time the server process has used so far."""
-        with open(f"/proc/{self.proc.pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
+        fields = self._stat()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def page_faults(self) -> int:
+        """Minor page faults of the server process so far. A server that maps fresh memory
+        per read (asyncio's 256 KiB receive served by mmap, see kyoukai_fast._read_buffer)
+        shows one or more per request, where a steady one shows almost none."""
+        return int(self._stat()[7])
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -324,21 +348,26 @@ function done(summary, latency, requests)
     "  req = table.concat(r)\n", "  req = table.concat(r)\n  ok = 0\n  bad = 0\n")
 
 
-def ensure_wrk() -> str | None:
-    """wrk from PATH, else installed from Debian's packages; ``None`` if that cannot be done."""
-    found = shutil.which("wrk")
+def ensure_tool(command: str, package: str) -> str | None:
+    """``command`` from PATH, else installed from Debian's ``package``; ``None`` if that cannot
+    be done."""
+    found = shutil.which(command)
     if found:
         return found
     if shutil.which("apt-get"):
-        log("wrk not found: installing it with apt-get")
+        log(f"{command} not found: installing {package} with apt-get")
         sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
-        for command in (["apt-get", "install", "-y", "wrk"], ["apt-get", "update"],
-                        ["apt-get", "install", "-y", "wrk"]):
-            subprocess.run(sudo + command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        for step in (["apt-get", "install", "-y", package], ["apt-get", "update"],
+                     ["apt-get", "install", "-y", package]):
+            subprocess.run(sudo + step, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            timeout=600, check=False)
-            if shutil.which("wrk"):
-                return shutil.which("wrk")
+            if shutil.which(command):
+                return shutil.which(command)
     return None
+
+
+def ensure_wrk() -> str | None:
+    return ensure_tool("wrk", "wrk")
 
 
 def run_wrk(wrk: str, script: str, port: int, connections: int, duration: float,
@@ -522,6 +551,8 @@ def summarize(rounds: dict, correctness: dict) -> list:
                 "x_floor": rps / medians["floor"] if medians.get("floor") else None,
                 "x_stock": rps / stock if stock else None,
                 "cpu_us": cpu[kind],
+                "faults_per_request": median([r.get("faults_per_request", float("nan"))
+                                              for r in runs]),
                 "cpu_x_floor": (cpu["floor"] / cpu[kind]) if "floor" in cpu else None,
                 "cpu_x_stock": (cpu[STOCK_OF.get(kind, "stock-minimal")] / cpu[kind]
                                 if STOCK_OF.get(kind, "stock-minimal") in cpu else None),
@@ -540,8 +571,8 @@ def _fmt_ratio(value):
 
 def markdown_table(rows: list) -> str:
     lines = ["| loop | pipelining | server | req/s (median) | p99 ms | × floor | × stock "
-             "| server CPU µs/req | CPU: × floor | CPU: × stock | correct |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| server CPU µs/req | CPU: × floor | CPU: × stock | page faults/req | correct |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for row in rows:
         if row["checked_ok"] is None:
             correct = "not checked"
@@ -556,7 +587,7 @@ def markdown_table(rows: list) -> str:
             f"| {row['rps']:,.0f} | {p99} | {_fmt_ratio(row['x_floor'])} "
             f"| {_fmt_ratio(row['x_stock'])} | {row['cpu_us']:.1f} "
             f"| {_fmt_ratio(row['cpu_x_floor'])} | {_fmt_ratio(row['cpu_x_stock'])} "
-            f"| {correct} |")
+            f"| {row.get('faults_per_request', float('nan')):.2f} | {correct} |")
     return "\n".join(lines)
 
 
@@ -732,11 +763,15 @@ def main(argv=None) -> int:
                             for kind, server in running.items():
                                 step += 1
                                 cpu_before = server.cpu_seconds()
+                                faults_before = server.page_faults()
                                 result = load(server.port, depth, args.duration)
                                 # CPU time per request: steadier than req/s on a shared machine,
                                 # where a server gets only part of a core.
+                                requests = max(1, result["requests"])
                                 result["cpu_us"] = ((server.cpu_seconds() - cpu_before)
-                                                    / max(1, result["requests"]) * 1e6)
+                                                    / requests * 1e6)
+                                result["faults_per_request"] = ((server.page_faults()
+                                                                 - faults_before) / requests)
                                 rounds.setdefault((loop_name, depth), {}).setdefault(
                                     kind, []).append(result)
                                 log(f"[{step:3}/{total}] {loop_name:8} pipeline={depth:<2} "

@@ -32,9 +32,9 @@ def test_server_answers_correctly(kind, depth, tmp_path):
     assert result["bad"] == 0
 
 
-def _run(rps, p99_us=1000.0, cpu_us=None):
+def _run(rps, p99_us=1000.0, cpu_us=None, faults=0.0):
     return {"rps": rps, "p99_us": p99_us, "cpu_us": cpu_us or 1e6 / rps, "status_errors": 0, "read_errors": 0,
-            "write_errors": 0, "connect_errors": 0, "timeouts": 0}
+            "write_errors": 0, "connect_errors": 0, "timeouts": 0, "faults_per_request": faults}
 
 
 def test_summary_ratios_and_targets():
@@ -48,7 +48,8 @@ def test_summary_ratios_and_targets():
             "fast-kyoukai": [_run(9.0)],
             "uvicorn": [_run(20.0)],
         },
-        ("asyncio", 16): {"fast-c-minimal": [_run(100.0)], "floor": [_run(200.0)]},
+        ("asyncio", 16): {"fast-c-minimal": [_run(100.0, faults=3.0), _run(90.0, faults=1.0)],
+                          "floor": [_run(200.0)]},
     }
     correctness = {("asyncio", 16, "fast-c-minimal"): {"ok": 10, "bad": 0}}
     rows = load.summarize(rounds, correctness)
@@ -59,7 +60,8 @@ def test_summary_ratios_and_targets():
     kyoukai = next(r for r in rows if r["server"] == "fast-kyoukai")
     assert kyoukai["x_stock"] == pytest.approx(9 / 5)  # against the stock Kyoukai app
     table = load.markdown_table(rows)
-    assert "| asyncio | 16-deep | fast-c-minimal | 100 |" in table
+    assert "| asyncio | 16-deep | fast-c-minimal | 95 |" in table
+    assert "| page faults/req |" in table and "| 2.00 | yes (10) |" in table
     targets = {d: ok for d, _, ok in load.check_targets(
         rows, {"asyncio": {"floor": {"bytes_per_connection": 1000.0},
                            "fast-c-minimal": {"bytes_per_connection": 1600.0}}},
@@ -107,3 +109,41 @@ def test_idle_memory_measures_answered_connections(kind):
         pytest.skip("compiled implementation not built")
     # Each connection must have answered its request (asserted inside) and cost something.
     assert idle_memory.measure(kind, 20) > 0
+
+
+PERF_REPORT = """\
+# Samples: 15K of event 'cpu-clock'
+#
+# Overhead  Shared Object
+# ........  ...........................................
+#
+    54.55%  [kernel.kallsyms]
+    31.94%  libpython3.11.so.1.0
+     3.82%  _protocol_c.cpython-311-x86_64-linux-gnu.so
+     3.10%  parser.cpython-311-x86_64-linux-gnu.so
+     2.99%  libc.so.6
+     2.82%  _wsgi_c.cpython-311-x86_64-linux-gnu.so
+     0.42%  _socket.cpython-311-x86_64-linux-gnu.so
+     0.31%  [vdso]
+     0.05%  loop.cpython-311-x86_64-linux-gnu.so
+"""
+
+
+def test_perf_profile_groups_shared_objects():
+    import perf_profile
+
+    shares = perf_profile.parse_report(PERF_REPORT)
+    assert list(shares) == list(perf_profile.GROUPS)
+    assert shares["kernel"] == pytest.approx(54.86)
+    assert shares["interpreter"] == pytest.approx(31.94)
+    assert shares["kyoukai_fast"] == pytest.approx(6.64)
+    assert shares["httptools"] == pytest.approx(3.10)
+    assert shares["uvloop"] == pytest.approx(0.05)
+    assert shares["libc"] == pytest.approx(2.99)
+    assert shares["other"] == pytest.approx(0.42)
+    split = perf_profile.split_per_request(shares, 20.0)
+    assert sum(split.values()) == pytest.approx(20.0)
+    assert split["kyoukai_fast"] == pytest.approx(20.0 * 6.64 / sum(shares.values()))
+    table = perf_profile.markdown([{"loop": "asyncio", "server": "floor", "cpu_us": 20.0,
+                                    "shares": shares, "us_per_request": split}])
+    assert "| asyncio | floor | 20.0 | 10.97 (55%) | 6.39 (32%) | 1.33 (7%) |" in table
