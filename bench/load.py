@@ -89,27 +89,18 @@ def _announce(port: int) -> None:
 def _floor_protocol():
     import httptools
 
-    class FloorProtocol(asyncio.BufferedProtocol, asyncio.Protocol):
+    class FloorProtocol(asyncio.Protocol):
         """Parse with httptools, answer every request with one constant response.
 
-        It reads the way kyoukai_fast does, so that it stays the floor: on asyncio into one
-        buffer made once (``get_buffer``), never into a new 256 KiB ``bytes`` per read (see
-        ``kyoukai_fast._read_buffer``); uvloop, which reads into its own buffer, keeps calling
-        ``data_received`` of a protocol that is also an ``asyncio.Protocol``.
+        A plain ``Protocol``, as the issue defines the floor. Reading into a buffer made once
+        (``BufferedProtocol``, as kyoukai_fast does) costs a Python-level floor more than it
+        saves, two more Python calls a read; the page-fault column shows if a run's floor ever
+        paid asyncio's per-read mmap instead (see ``kyoukai_fast._read_buffer``).
         """
-
-        buffer = memoryview(bytearray(256 * 1024))
 
         def connection_made(self, transport):
             self.transport = transport
             self.parser = httptools.HttpRequestParser(self)
-
-        def get_buffer(self, sizehint):
-            return self.buffer
-
-        def buffer_updated(self, nbytes):
-            # the parser copies what it keeps; nothing here outlives the call
-            self.data_received(self.buffer[:nbytes])
 
         def data_received(self, data):
             try:
