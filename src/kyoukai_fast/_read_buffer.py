@@ -5,9 +5,10 @@ Why not a plain ``data_received`` protocol: for one of those, asyncio's selector
 receives every read into a new 256 KiB ``bytes`` and then shrinks it to what arrived. glibc serves
 an allocation that large with ``mmap`` unless its dynamic threshold was raised earlier in the
 life of the process; when it was not, every read costs ``mmap``, ``mremap`` and ``munmap`` and
-freshly zeroed pages. Measured here: a kyoukai_fast server on the asyncio loop fell to a third of
-its speed in about one start in three (``strace -c`` showed one ``mmap`` per request). Reading
-into a buffer that already exists costs none of that, in any process.
+freshly zeroed pages. Measured here: servers on the asyncio loop started the same way fell to a
+third of their speed in some starts and not in others (``strace -c`` showed one ``mmap`` per
+request); ``MALLOC_MMAP_THRESHOLD_=131072`` makes every start pay it. Reading into a buffer that
+already exists costs none of that, in any process.
 
 The protocols stay ``asyncio.Protocol`` subclasses too (``data_received`` is public API):
 asyncio's transports take the buffered path for any ``BufferedProtocol``, while uvloop keeps
