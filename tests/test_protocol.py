@@ -384,6 +384,30 @@ def test_environ_contents(impl):
     run(main())
 
 
+@pytest.mark.parametrize("tls", [False, True])
+def test_per_request_environ_values_never_leak_between_requests(impl, tls):
+    """SERVER_PROTOCOL, wsgi.url_scheme and wsgi.input of each request are its own, on one
+    keep-alive connection that alternates HTTP/1.0 and 1.1, bodies and none."""
+    async def main():
+        transport = FakeTransport(ssl_object=FakeSSLObject(alpn="http/1.1") if tls else None)
+        protocol, transport, component = await open_connection(impl, transport=transport)
+        keep = [("Connection", "keep-alive")]
+        protocol.data_received(get("/a", keep, version="1.0")
+                               + get("/b", method="POST", body=b"bee")
+                               + get("/c", keep, version="1.0", method="POST", body=b"sea")
+                               + get("/d"))
+        await wait_for_responses(transport, 4)
+        seen = [(r.environ["SERVER_PROTOCOL"], r.environ["wsgi.url_scheme"],
+                 r.environ["wsgi.input"].read()) for r in component.app.requests]
+        scheme = "https" if tls else "http"
+        assert seen == [("HTTP/1.0", scheme, b""), ("HTTP/1.1", scheme, b"bee"),
+                        ("HTTP/1.0", scheme, b"sea"), ("HTTP/1.1", scheme, b"")]
+        first = component.app.requests[0].environ["wsgi.input"]
+        assert first is component.app.requests[3].environ["wsgi.input"]  # the shared empty one
+
+    run(main())
+
+
 def test_https_url_scheme_with_ssl_object(impl):
     async def main():
         transport = FakeTransport(ssl_object=FakeSSLObject(alpn="http/1.1"))

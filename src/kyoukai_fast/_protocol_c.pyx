@@ -65,6 +65,7 @@ cdef extern from "Python.h":
 PROTOCOL_CLASS = "KyoukaiProtocol"
 
 cdef object _BytesIO = io.BytesIO
+cdef str _HTTP = "http"  # the default wsgi.url_scheme (compared by identity)
 cdef object _monotonic = time.monotonic
 
 
@@ -79,7 +80,11 @@ cdef ServerShared _server_shared(server):
     cdef ServerShared shared = ServerShared.__new__(ServerShared)
     config = server.config
     shared.server = server
-    shared.environ_template = presized_copy(server.environ_template, _wsgi_c.ENVIRON_CAPACITY)
+    # With the values most requests get, set once here: a request overwrites them only when
+    # its own differ (HTTP/1.0, TLS, a body), which saves dict writes per request.
+    shared.environ_template = presized_copy(
+        {**server.environ_template, "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": _HTTP,
+         "wsgi.input": EMPTY_INPUT}, _wsgi_c.ENVIRON_CAPACITY)
     shared.max_body_size = config.max_body_size
     shared.max_url_size = config.max_url_size
     shared.max_header_count = config.max_header_count
@@ -209,16 +214,28 @@ _PARSER_CALLBACKS = types.SimpleNamespace(
 cdef class RequestState:
     """Everything about one request while it is parsed and waits for its handler."""
 
-    def __cinit__(self, dict environ):
-        self.environ = environ
-        self.url = b""
-        self.body = None
-        self.body_size = 0
-        self.version = "1.1"
-        self.keep_alive = True
-        self.method = "GET"
-        self.header_count = 0
-        self.complete = False
+    def __init__(self, dict environ):
+        _init_request_state(self, environ)
+
+
+cdef inline _init_request_state(RequestState req, dict environ):
+    req.environ = environ
+    req.url = b""
+    req.body = None
+    req.body_size = 0
+    req.version = "1.1"
+    req.keep_alive = True
+    req.method = "GET"
+    req.header_count = 0
+    req.complete = False
+    req.head_received = 0
+
+
+cdef inline RequestState _new_request_state(dict environ):
+    """A RequestState without a Python-level constructor call (one per request)."""
+    cdef RequestState req = RequestState.__new__(RequestState)
+    _init_request_state(req, environ)
+    return req
 
 
 cdef class HTTPProtocolCore:
@@ -235,7 +252,7 @@ cdef class HTTPProtocolCore:
         self.ip = None
         self.client_port = None
         self._shared = _server_shared(server_state_for(component, server_port))
-        self._url_scheme = "http"
+        self._url_scheme = _HTTP
         self._read_buffer = read_buffer()  # this thread's, shared by its connections
 
     # --- asyncio callbacks --------------------------------------------------------------------
@@ -395,7 +412,7 @@ cdef class HTTPProtocolCore:
 
     cdef _on_message_begin(self):
         self._message_started = self._last_activity
-        self._current = RequestState(PyDict_Copy(self._shared.environ_template))
+        self._current = _new_request_state(PyDict_Copy(self._shared.environ_template))
 
     cdef _on_url(self, bytes url):
         cdef RequestState req = self._current
@@ -448,10 +465,12 @@ cdef class HTTPProtocolCore:
         environ["PATH_INFO"] = split[0]
         environ["QUERY_STRING"] = split[1]
         environ["RAW_URI"] = target
-        environ["SERVER_PROTOCOL"] = "HTTP/1.0" if req.version == "1.0" else "HTTP/1.1"
+        if req.version == "1.0":
+            environ["SERVER_PROTOCOL"] = "HTTP/1.0"  # the template says HTTP/1.1
         environ["REMOTE_ADDR"] = self.ip
         environ["REMOTE_PORT"] = _port_string(self.client_port)
-        environ["wsgi.url_scheme"] = self._url_scheme
+        if self._url_scheme is not _HTTP:
+            environ["wsgi.url_scheme"] = self._url_scheme  # the template says http
         environ["kyoukai.protocol"] = self
         found = PyDict_GetItem(environ, "HTTP_HOST")
         if (found == NULL or type(<object>found) is not str or not _valid_host_known(<str>found)
@@ -602,7 +621,8 @@ cdef class HTTPProtocolCore:
                 self._refuse(exc, req, True)
                 return
             environ["CONTENT_LENGTH"] = str(len(body))
-        environ["wsgi.input"] = _BytesIO(body) if PyBytes_GET_SIZE(body) else EMPTY_INPUT
+        if PyBytes_GET_SIZE(body):
+            environ["wsgi.input"] = _BytesIO(body)  # the template has EMPTY_INPUT
         context = PyContext_CopyCurrent()
         app = self.app
         try:
