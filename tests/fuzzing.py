@@ -158,7 +158,9 @@ class FuzzTransport(FakeTransport):
 
 @dataclasses.dataclass
 class Step:
-    """One client action: ``data`` (bytes read by the server), ``pause`` / ``resume`` (the
+    """One client action: ``data`` (bytes read by the server, handed to ``data_received``),
+    ``buffered`` (the same, read into the protocol's ``get_buffer`` as asyncio's transports
+    do), ``pause`` / ``resume`` (the
     client stops / starts reading: write flow control), ``eof`` (the client half-closes; data
     after it is not sent), ``lose`` (the client vanishes), or ``timeout`` (the server's timeout
     check runs an hour later)."""
@@ -270,7 +272,7 @@ async def _play(protocol_class, steps, out: dict, cfg):
             out["lost_by_client"] = True
             transport.lose(ConnectionResetError("client vanished"))
             break
-        elif not eof_sent:  # "data" or "eof"
+        elif not eof_sent:  # "data", "buffered" or "eof"
             if transport.reading_paused and writing_paused:
                 # A paused reader may wait for the client to read: as a real client would,
                 # read (resume writing) before sending more.
@@ -284,6 +286,8 @@ async def _play(protocol_class, steps, out: dict, cfg):
             if step.kind == "eof":
                 eof_sent = True
                 send_eof()
+            elif step.kind == "buffered":
+                call(deliver_buffered, protocol, step.data)
             else:
                 call(protocol.data_received, step.data)
         await _settle()
@@ -307,6 +311,20 @@ async def _play(protocol_class, steps, out: dict, cfg):
     current = asyncio.current_task()
     out["pending_tasks"] = sum(1 for t in asyncio.all_tasks() if t is not current
                                and not t.done())
+
+
+def deliver_buffered(protocol, data: bytes) -> None:
+    """Deliver ``data`` as asyncio's transports do to a ``BufferedProtocol``: read into
+    ``get_buffer()``, then ``buffer_updated(n)``, a buffer's length at a time; the buffer is
+    overwritten afterwards, as the next read into it does."""
+    start = 0
+    while start < len(data):
+        buffer = protocol.get_buffer(-1)
+        piece = data[start:start + len(buffer)]
+        buffer[:len(piece)] = piece
+        protocol.buffer_updated(len(piece))
+        buffer[:len(piece)] = b"\xff" * len(piece)
+        start += len(piece)
 
 
 def run_connection(protocol_class, steps, cfg=None) -> Outcome:
