@@ -214,11 +214,10 @@ _PARSER_CALLBACKS = types.SimpleNamespace(
 cdef class RequestState:
     """Everything about one request while it is parsed and waits for its handler."""
 
-    def __init__(self, dict environ):
-        _init_request_state(self, environ)
 
-
-cdef inline _init_request_state(RequestState req, dict environ):
+cdef inline RequestState _new_request_state(dict environ):
+    """A RequestState (made without a Python-level constructor call: one per request)."""
+    cdef RequestState req = RequestState.__new__(RequestState)
     req.environ = environ
     req.url = b""
     req.body = None
@@ -229,12 +228,6 @@ cdef inline _init_request_state(RequestState req, dict environ):
     req.header_count = 0
     req.complete = False
     req.head_received = 0
-
-
-cdef inline RequestState _new_request_state(dict environ):
-    """A RequestState without a Python-level constructor call (one per request)."""
-    cdef RequestState req = RequestState.__new__(RequestState)
-    _init_request_state(req, environ)
     return req
 
 

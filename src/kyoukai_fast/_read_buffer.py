@@ -18,14 +18,15 @@ it reads into a buffer of its own and allocates only the ``bytes`` of what arriv
 One buffer serves every connection of a thread because nothing runs between a transport's
 ``get_buffer`` and its ``buffer_updated`` (asyncio's selector and SSL transports call them back
 to back around one read; the proactor transport copies its own buffer into ours inside one
-call), and ``buffer_updated`` copies what was read into a ``bytes`` before anything else runs. A thread, not an event loop, is the unit: a loop runs in one thread, and any object
-can hold a thread-local where not every loop type can be weakly referenced.
+call), and ``buffer_updated`` copies what was read into a ``bytes`` before anything else runs.
+A thread, not an event loop, is the unit: a loop runs in one thread, and any object can hold a
+thread-local where not every loop type can be weakly referenced.
 """
 from __future__ import annotations
 
 import threading
 
-__all__ = ("READ_BUFFER_SIZE", "read_buffer", "read_bytes")
+__all__ = ("READ_BUFFER_SIZE", "bad_read_size", "read_buffer", "read_bytes")
 
 #: Bytes read at most per read: asyncio's own read size (its selector transports' ``max_size``).
 READ_BUFFER_SIZE = 256 * 1024
@@ -42,6 +43,7 @@ def read_buffer() -> memoryview:
 
 
 def bad_read_size(nbytes) -> ValueError:
+    """The error of a ``buffer_updated`` count outside the buffer (both protocols raise it)."""
     return ValueError(f"buffer_updated({nbytes!r}): not a byte count of the read buffer "
                       f"(0 to {READ_BUFFER_SIZE})")
 
