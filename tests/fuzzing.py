@@ -160,10 +160,9 @@ class FuzzTransport(FakeTransport):
 class Step:
     """One client action: ``data`` (bytes read by the server, handed to ``data_received``),
     ``buffered`` (the same, read into the protocol's ``get_buffer`` as asyncio's transports
-    do), ``pause`` / ``resume`` (the
-    client stops / starts reading: write flow control), ``eof`` (the client half-closes; data
-    after it is not sent), ``lose`` (the client vanishes), or ``timeout`` (the server's timeout
-    check runs an hour later)."""
+    do), ``pause`` / ``resume`` (the client stops / starts reading: write flow control),
+    ``eof`` (the client half-closes; data after it is not sent), ``lose`` (the client
+    vanishes), or ``timeout`` (the server's timeout check runs an hour later)."""
 
     kind: str
     data: bytes = b""

@@ -16,13 +16,16 @@ TIMEOUT = 5.0
 
 
 @contextlib.asynccontextmanager
-async def serving(impl, handler=None, **cfg):
+async def serving(impl, handler=None, protocol_class=None, ssl=None, **cfg):
+    """Serve ``impl``'s protocol (or ``protocol_class``, a subclass of it) on 127.0.0.1, with
+    TLS when ``ssl`` is a server context; yields ``(port, component)``."""
     loop = asyncio.get_running_loop()
     component = FakeComponent(FakeApp(handler, loop=loop), **cfg)
+    protocol_class = protocol_class or impl.protocol_class
     holder = {}
     server = await loop.create_server(
-        lambda: impl.protocol_class(component, None, "127.0.0.1", holder["port"]),
-        "127.0.0.1", 0)
+        lambda: protocol_class(component, None, "127.0.0.1", holder["port"]),
+        "127.0.0.1", 0, ssl=ssl)
     holder["port"] = server.sockets[0].getsockname()[1]
     try:
         yield holder["port"], component
@@ -31,8 +34,11 @@ async def serving(impl, handler=None, **cfg):
         await server.wait_closed()
 
 
-def connect(port) -> socket.socket:
+def connect(port, wrap=None) -> socket.socket:
+    """A client socket with a timeout; ``wrap``: e.g. an SSL context's ``wrap_socket``."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    if wrap is not None:
+        sock = wrap(sock)
     sock.settimeout(TIMEOUT)
     return sock
 

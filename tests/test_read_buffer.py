@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import ssl
 import threading
 
@@ -17,6 +16,7 @@ from werkzeug.wrappers import Response
 
 from helpers import FakeApp, FakeComponent, FakeTransport, parse_responses
 from kyoukai_fast._read_buffer import READ_BUFFER_SIZE
+from test_loopback import connect, in_thread, recv_responses, serving
 
 TIMEOUT = 5.0
 
@@ -132,45 +132,20 @@ def counting_class(impl, counts):
     return Counting
 
 
-def interleaved_clients(port, wrap=lambda sock: sock):
+def interleaved_clients(port, wrap=None):
     """Two connections whose reads interleave: a body split around another whole request."""
-    def open_one():
-        sock = wrap(socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT))
-        sock.settimeout(TIMEOUT)
-        return sock
-
-    def read_one(sock):
-        data = b""
-        while True:
-            try:
-                return parse_responses(data, closed=False)[0]
-            except (AssertionError, ValueError, IndexError):
-                chunk = sock.recv(65536)
-                assert chunk, "closed before a response"
-                data += chunk
-
-    with open_one() as first, open_one() as second:
+    with connect(port, wrap) as first, connect(port, wrap) as second:
         first.sendall(b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n01234")
         second.sendall(b"GET /b?q=2 HTTP/1.1\r\nHost: h\r\n\r\n")
-        answer_b = read_one(second)
+        [answer_b] = recv_responses(second, 1)
         first.sendall(b"56789")
-        answer_a = read_one(first)
+        [answer_a] = recv_responses(first, 1)
     return [(answer_a.status, answer_a.body), (answer_b.status, answer_b.body)]
 
 
-async def serve_and_run(protocol_class, client, ssl_context=None):
-    loop = asyncio.get_running_loop()
-    component = FakeComponent(FakeApp(echo, loop=loop))
-    holder = {}
-    server = await loop.create_server(
-        lambda: protocol_class(component, None, "127.0.0.1", holder["port"]),
-        "127.0.0.1", 0, ssl=ssl_context)
-    holder["port"] = server.sockets[0].getsockname()[1]
-    try:
-        return await asyncio.wait_for(asyncio.to_thread(client, holder["port"]), 20)
-    finally:
-        server.close()
-        await server.wait_closed()
+async def serve_and_run(impl, protocol_class, client, ssl_context=None):
+    async with serving(impl, echo, protocol_class=protocol_class, ssl=ssl_context) as (port, _):
+        return await in_thread(client, port)
 
 
 EXPECTED = [(200, b"POST /a?|0123456789"), (200, b"GET /b?q=2|")]
@@ -178,7 +153,7 @@ EXPECTED = [(200, b"POST /a?|0123456789"), (200, b"GET /b?q=2|")]
 
 def test_sockets_are_read_through_the_buffer(impl):
     counts = {"reads": 0}
-    answers = asyncio.run(serve_and_run(counting_class(impl, counts), interleaved_clients))
+    answers = asyncio.run(serve_and_run(impl, counting_class(impl, counts), interleaved_clients))
     assert answers == EXPECTED
     assert counts["reads"] >= 3  # every read went through buffer_updated
 
@@ -188,7 +163,7 @@ def test_uvloop_reads_with_data_received(impl):
     ``asyncio.Protocol`` the bytes (``data_received``): no per-read allocation to avoid there."""
     counts = {"reads": 0}
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        answers = runner.run(serve_and_run(counting_class(impl, counts), interleaved_clients))
+        answers = runner.run(serve_and_run(impl, counting_class(impl, counts), interleaved_clients))
     assert answers == EXPECTED
     assert counts["reads"] == 0
 
@@ -204,6 +179,6 @@ def test_tls_is_read_through_the_buffer(impl, certificate):
             port, lambda sock: client_context.wrap_socket(sock, server_hostname="127.0.0.1"))
 
     counts = {"reads": 0}
-    answers = asyncio.run(serve_and_run(counting_class(impl, counts), client, server_context))
+    answers = asyncio.run(serve_and_run(impl, counting_class(impl, counts), client, server_context))
     assert answers == EXPECTED
     assert counts["reads"] >= 3
