@@ -578,7 +578,7 @@ def markdown_table(rows: list) -> str:
             f"| {row['rps']:,.0f} | {p99} | {_fmt_ratio(row['x_floor'])} "
             f"| {_fmt_ratio(row['x_stock'])} | {row['cpu_us']:.1f} "
             f"| {_fmt_ratio(row['cpu_x_floor'])} | {_fmt_ratio(row['cpu_x_stock'])} "
-            f"| {row.get('faults_per_request', float('nan')):.2f} | {correct} |")
+            f"| {row['faults_per_request']:.2f} | {correct} |")
     return "\n".join(lines)
 
 

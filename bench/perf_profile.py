@@ -119,7 +119,7 @@ def profile(perf: str, wrk: str, kind: str, loop_name: str, duration: float,
 
 
 def markdown(rows: list) -> str:
-    head = ["loop", "server", "server CPU µs/req"] + [f"{group}" for group in GROUPS]
+    head = ["loop", "server", "server CPU µs/req", *GROUPS]
     lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
     for row in rows:
         cells = [row["loop"], row["server"], f"{row['cpu_us']:.1f}"]
