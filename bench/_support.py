@@ -89,8 +89,10 @@ class PrebuiltApp(MinimalApp):
 class MinimalComponent:
     """What a backend uses of ``kyoukai.asphalt.KyoukaiComponent``."""
 
-    def __init__(self, app):
+    def __init__(self, app, cfg=None):
         self.app = app
+        if cfg is not None:
+            self.cfg = cfg
         self.connection_made = Signal()
         self.connection_lost = Signal()
 
@@ -110,6 +112,54 @@ def kyoukai_hello_app(loop, path: str = "/hello/world"):
     async def index(ctx):
         return "Hello, world!"
 
+    app.finalize()
+    return app
+
+
+#: The realistic app's request mix, with the status each gets: a dynamic route, a static one
+#: in the blueprint, the root's, and a 404 answered by the blueprint's error handler.
+REALISTIC_MIX = (("/api/user/42?tab=posts", 200), ("/api/status", 200),
+                 ("/hello/world", 200), ("/api/missing", 404))
+
+
+def request_bytes(target: str) -> bytes:
+    """REQUEST_BYTES with another request target."""
+    return REQUEST_BYTES.replace(REQUEST_TARGET.encode(), target.encode(), 1)
+
+
+def kyoukai_realistic_app(loop):
+    """A Kyoukai app as apps are written: a blueprint with a prefix, a dynamic route, a
+    before-request hook, an error handler (404s outside any route go to the root's); answers :data:`REALISTIC_MIX` (finalized)."""
+    from kyoukai import Blueprint, Kyoukai
+    from kyoukai.util import as_json
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        app = Kyoukai("realistic", loop=loop)
+    api = Blueprint("api", prefix="/api")
+
+    @api.before_request
+    async def authenticate(ctx):
+        ctx.user = ctx.request.headers.get("User-Agent", "anonymous")[:8]
+        return ctx
+
+    @api.route("/user/<int:uid>")
+    async def user(ctx, uid):  # (annotations are strings in this module: not checkable)
+        return as_json({"id": uid, "name": f"user{uid}", "by": ctx.user})
+
+    @api.route("/status")
+    async def status(ctx):
+        return "ok"
+
+    @app.errorhandler(404)
+    async def not_found(ctx, exc):
+        return as_json({"error": "not found"}, code=404)
+
+    @app.route("/hello/world")
+    async def index(ctx):
+        return "Hello, world!"
+
+    app.register_blueprint(api)
     app.finalize()
     return app
 

@@ -30,24 +30,32 @@ from _support import (  # noqa: E402
     MemoryTransport,
     MinimalApp,
     MinimalComponent,
+    REALISTIC_MIX,
     PrebuiltApp,
     kyoukai_hello_app,
+    kyoukai_realistic_app,
+    request_bytes,
     split_responses,
 )
 
 
-def run(impl: str, app_kind: str, count: int, check: bool = True) -> float:
+def run(impl: str, app_kind: str, count: int, check: bool = True,
+        pipeline: str = "fast") -> float:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
         app = (kyoukai_hello_app(loop) if app_kind == "kyoukai"
+               else kyoukai_realistic_app(loop) if app_kind == "realistic"
                else PrebuiltApp(loop) if app_kind == "prebuilt" else MinimalApp(loop))
         parent_context = None
-        if app_kind == "kyoukai":
+        mix = [(REQUEST_BYTES, 200)]
+        if app_kind == "realistic":
+            mix = [(request_bytes(target), status) for target, status in REALISTIC_MIX]
+        if app_kind in ("kyoukai", "realistic"):
             from asphalt.core import Context
 
             parent_context = Context()
-        component = MinimalComponent(app)
+        component = MinimalComponent(app, {"fast_pipeline": pipeline == "fast"})
         protocol = IMPLEMENTATIONS[impl][0].KyoukaiProtocol(component, parent_context,
                                                             "127.0.0.1", 8080)
         transport = MemoryTransport()
@@ -57,8 +65,8 @@ def run(impl: str, app_kind: str, count: int, check: bool = True) -> float:
         stock = impl == "stock"
 
         async def requests(n):
-            for _ in range(n):
-                data_received(REQUEST_BYTES)
+            for i in range(n):
+                data_received(mix[i % len(mix)][0])
                 if stock:
                     # The loop turn that runs the stock backend's request task (kyoukai_fast
                     # answers a handler that does not suspend inside data_received).
@@ -73,7 +81,11 @@ def run(impl: str, app_kind: str, count: int, check: bool = True) -> float:
             if check:
                 responses = split_responses(data)
                 assert len(responses) == batch, (len(responses), batch)
-                assert all(s.endswith(" 200 OK") and b == HELLO for s, _, b in responses)
+                if app_kind == "realistic":
+                    assert [int(s.split()[1]) for s, _, _ in responses] == [
+                        mix[i % len(mix)][1] for i in range(batch)], responses[:4]
+                else:
+                    assert all(s.endswith(" 200 OK") and b == HELLO for s, _, b in responses)
             done += batch
         return time.perf_counter() - start
     finally:
@@ -83,8 +95,10 @@ def run(impl: str, app_kind: str, count: int, check: bool = True) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--impl", choices=("cython", "python", "stock"), default="cython")
-    parser.add_argument("--app", choices=("minimal", "prebuilt", "kyoukai"), default="minimal")
+    parser.add_argument("--app", choices=("minimal", "prebuilt", "kyoukai", "realistic"), default="minimal")
     parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--pipeline", choices=("fast", "stock"), default="fast",
+                        help="kyoukai_fast's request pipeline, or the app's own process_request")
     parser.add_argument("--profile", action="store_true", help="cProfile, top 25 by own time")
     parser.add_argument("--no-check", action="store_true",
                         help="do not parse and check the responses (for instruction counts)")
@@ -94,11 +108,11 @@ def main() -> None:
         import pstats
 
         profiler = cProfile.Profile()
-        profiler.runcall(run, args.impl, args.app, args.requests, False)
+        profiler.runcall(run, args.impl, args.app, args.requests, False, args.pipeline)
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
         return
-    elapsed = run(args.impl, args.app, args.requests, not args.no_check)
-    print(f"{args.impl} {args.app}: {args.requests} requests, "
+    elapsed = run(args.impl, args.app, args.requests, not args.no_check, args.pipeline)
+    print(f"{args.impl} {args.app} ({args.pipeline} pipeline): {args.requests} requests, "
           f"{elapsed / args.requests * 1e6:.2f} µs/request")
 
 

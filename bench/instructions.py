@@ -4,6 +4,7 @@ Instructions per request under callgrind: the steady measure on a shared, noisy 
 
     python bench/instructions.py                 # minimal app and Kyoukai app, every backend
     python bench/instructions.py --micro         # also environ construction and formatting
+    python bench/instructions.py --pipeline      # only the Kyoukai apps: fast vs stock pipeline
 
 Each case runs ``bench/inprocess.py`` (requests through the protocol against an in-memory
 transport) under ``valgrind --tool=callgrind`` twice, with N and 5N requests; the difference of
@@ -70,12 +71,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=500, help="N (default 500)")
     parser.add_argument("--micro", action="store_true")
+    parser.add_argument("--pipeline", action="store_true",
+                        help="only the Kyoukai apps, each backend with the fast and the stock "
+                             "request pipeline")
     parser.add_argument("--output", default=os.path.join(HERE, "results"))
     args = parser.parse_args()
     if not shutil.which("valgrind"):
         raise SystemExit("valgrind is needed (apt-get install valgrind)")
     results: dict = {}
     impls = ("cython", "python", "stock")
+    if args.pipeline:
+        pipeline_table(args)
+        return
     for app in ("minimal", "kyoukai"):
         for impl in impls:
             value = per_call(lambda n: [sys.executable, os.path.join(HERE, "inprocess.py"),
@@ -109,6 +116,39 @@ def main() -> None:
         f.write(f"Command: `python bench/instructions.py{' --micro' if args.micro else ''}`\n\n"
                 + text + "\n")
     with open(os.path.join(args.output, "instructions.json"), "w") as f:
+        json.dump(results, f, indent=2)
+
+
+def pipeline_table(args) -> None:
+    """Instructions per request of the Kyoukai apps: kyoukai_fast's pipeline against the app's
+    own ``process_request``, on both twins, and stock Kyoukai (its backend and pipeline)."""
+    cases = [("cython", "fast"), ("cython", "stock"), ("python", "fast"), ("python", "stock"),
+             ("stock", "stock")]
+    results: dict = {}
+    for app in ("kyoukai", "realistic"):
+        for impl, pipeline in cases:
+            value = per_call(lambda n: [sys.executable, os.path.join(HERE, "inprocess.py"),
+                                        "--no-check", "--impl", impl, "--app", app,
+                                        "--pipeline", pipeline, "--requests", str(n)],
+                             args.requests)
+            results.setdefault(app, {})[f"{impl}/{pipeline}"] = value
+            print(f"{app:9} {impl:7} {pipeline:5} {value:10,.0f} instructions/request",
+                  file=sys.stderr)
+    lines = ["| instructions per request (callgrind) | compiled, fast pipeline "
+             "| compiled, stock pipeline | pure-Python, fast pipeline "
+             "| pure-Python, stock pipeline | stock Kyoukai | stock ÷ compiled fast "
+             "| stock ÷ pure-Python fast |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for app, row in results.items():
+        stock = row["stock/stock"]
+        lines.append(f"| {app} app | {row['cython/fast']:,.0f} | {row['cython/stock']:,.0f} "
+                     f"| {row['python/fast']:,.0f} | {row['python/stock']:,.0f} | {stock:,.0f} "
+                     f"| {stock / row['cython/fast']:.2f}× | {stock / row['python/fast']:.2f}× |")
+    text = "\n".join(lines)
+    print(text)
+    os.makedirs(args.output, exist_ok=True)
+    with open(os.path.join(args.output, "instructions-pipeline.md"), "w") as f:
+        f.write("Command: `python bench/instructions.py --pipeline`\n\n" + text + "\n")
+    with open(os.path.join(args.output, "instructions-pipeline.json"), "w") as f:
         json.dump(results, f, indent=2)
 
 

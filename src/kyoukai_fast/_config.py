@@ -16,6 +16,7 @@ import time
 import weakref
 from typing import Any
 
+from ._pipeline import pipeline_disabled_by_env, request_handler
 from ._wsgi_py import ENVIRON_BASE
 
 __all__ = ("ProtocolConfig", "ServerState", "server_state_for", "FEED_SLICE", "slice_end")
@@ -83,6 +84,9 @@ class ProtocolConfig:
     #: Seconds a refused client may go on sending (read and discarded, the connection half
     #: closed) before the connection is closed; 0 closes at once.
     linger_timeout: float = 2.0
+    #: Serve Kyoukai apps through kyoukai_fast's own request pipeline (stock behaviour, less
+    #: work); off, or with KYOUKAI_FAST_NO_PIPELINE=1, the app's own process_request runs.
+    fast_pipeline: bool = True
 
     @classmethod
     def from_mapping(cls, cfg: dict[str, Any] | None) -> "ProtocolConfig":
@@ -93,18 +97,31 @@ class ProtocolConfig:
         for name in names:
             if name in cfg and cfg[name] is not None:
                 default = getattr(cls, name)
-                value = type(default)(cfg[name])
+                value = (_as_bool(name, cfg[name]) if isinstance(default, bool)
+                         else type(default)(cfg[name]))
                 if value < 0:
                     raise ValueError(f"kyoukai_fast setting {name} must not be negative: {value}")
                 values[name] = value
         return cls(**values)
 
 
+def _as_bool(name: str, value: Any) -> bool:
+    """A yes/no setting: a bool, or 1/true/yes/on, 0/false/no/off as text or number."""
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"kyoukai_fast setting {name} must be true or false: {value!r}")
+
+
 class ServerState:
     """What every connection of one component shares."""
 
     __slots__ = ("config", "environ_template", "connections", "closing", "compiled", "_reaper",
-                 "__weakref__")
+                 "request_handler", "__weakref__")
 
     def __init__(self, config: ProtocolConfig, server_name: str, server_port: Any):
         self.config = config
@@ -121,6 +138,8 @@ class ServerState:
         #: The compiled protocol's typed copy of this state (its ServerShared), made once.
         self.compiled = None
         self._reaper = None
+        #: ``handle(request, parent_context)``: the app's request pipeline (see _pipeline).
+        self.request_handler = None
 
     # One timer per server, not one per connection: an idle connection then costs no timer
     # handle, and a request costs no timer re-arming. Each tick asks every connection to check
@@ -185,6 +204,8 @@ def server_state_for(component: Any, server_port: Any) -> ServerState:
         cfg if isinstance(cfg, dict) else None
     )
     state = ServerState(config, component.get_server_name(), server_port)
+    state.request_handler = request_handler(
+        component.app, config.fast_pipeline and not pipeline_disabled_by_env())
     try:
         _states[component] = state
     except TypeError:

@@ -80,6 +80,7 @@ cdef ServerShared _server_shared(server):
     cdef ServerShared shared = ServerShared.__new__(ServerShared)
     config = server.config
     shared.server = server
+    shared.request_handler = server.request_handler
     # With the values most requests get, set once here: a request overwrites them only when
     # its own differ (HTTP/1.0, TLS, a body), which saves dict writes per request.
     shared.environ_template = presized_copy(
@@ -620,7 +621,7 @@ cdef class HTTPProtocolCore:
         app = self.app
         try:
             request = new_request(app.request_class, environ)
-            coro = app.process_request(request, self.parent_context)
+            coro = self._shared.request_handler(request, self.parent_context)
             PyContext_Enter(context)
             try:
                 status = PyIter_Send(coro, None, &result)

@@ -456,7 +456,7 @@ class KyoukaiProtocol(asyncio.BufferedProtocol, asyncio.Protocol):
         app = self.app
         try:
             request = _new_request(app.request_class, environ)
-            coro = app.process_request(request, self.parent_context)
+            coro = self._server.request_handler(request, self.parent_context)
             yielded = context.run(coro.send, None)
         except StopIteration as stop:
             self._write_result(req, stop.value)
