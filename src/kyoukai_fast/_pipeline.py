@@ -194,6 +194,7 @@ class _Stock:
         self.RequestRedirect, self.HTTPException = RequestRedirect, HTTPException
         self.BadRequestKeyError, self.InternalServerError = BadRequestKeyError, InternalServerError
         self.kyoukai_logger = logging.getLogger("Kyoukai")
+        self.log_sites = self._log_sites(Kyoukai.process_request)
         self.current_context_var = context_mod._current_context
         self.state_open = context_mod.ContextState.open
         self.state_closed = context_mod.ContextState.closed
@@ -216,6 +217,28 @@ class _Stock:
         if message is None or lineno is None:
             return None
         return message, code.co_filename, lineno, vars(asphalt_mod)
+
+    @staticmethod
+    def _log_sites(process_request):
+        """The lines of ``process_request``'s own ``logger.<method>(...)`` calls, in order:
+        [(method, lineno)], as a log record made there would show them; None if not found."""
+        instructions = list(dis.get_instructions(process_request))
+        sites = []
+        for index, ins in enumerate(instructions):
+            if (ins.opname in ("LOAD_METHOD", "LOAD_ATTR") and index
+                    and instructions[index - 1].argval == "logger"
+                    and ins.argval in ("debug", "info", "warning", "exception")):
+                for after in range(index + 1, len(instructions)):
+                    if instructions[after].opname == "POP_TOP":
+                        call = instructions[after - 1]
+                        if call.positions is None or not call.opname.startswith("CALL"):
+                            return None
+                        sites.append((ins.argval, call.positions.lineno))
+                        break
+        expected = ["debug", "debug", "info", "debug", "info", "exception"]
+        if [method for method, _ in sites] != expected:
+            return None
+        return [line for _, line in sites]
 
     def _context_keys(self, HTTPRequestContext):
         """The attribute names a new HTTPRequestContext has, in order (made with no parent, so
@@ -556,6 +579,28 @@ def _fast_handler(app, stock: _Stock) -> Callable:
                     result = replaced
         return result
 
+    log_sites = stock.log_sites
+    log_file = process_request.__code__.co_filename
+    Logger = logging.Logger
+    METHODS = {logging.DEBUG: "debug", logging.INFO: "info", logging.ERROR: "exception"}
+
+    def stock_log(site, level, message, exc_info=False):
+        """``logger.<level>(message)`` as made on line ``site`` of stock process_request: the
+        record shows that file, line and function, as stock's own call would."""
+        log = app_mod.logger
+        if log_sites is None or type(log) is not Logger:
+            getattr(log, METHODS[level])(message, **({"exc_info": True} if exc_info else {}))
+            return
+        if not log.isEnabledFor(level):
+            return
+        if logging._srcfile:
+            where = (log_file, log_sites[site], "process_request")
+        else:
+            where = ("(unknown file)", 0, "(unknown function)")
+        record = log.makeRecord(log.name, level, where[0], where[1], message, (),
+                                sys.exc_info() if exc_info else None, where[2], None, None)
+        log.handle(record)
+
     def log_route(request, code):
         if type(app).log_route is stock_log_route and "log_route" not in app.__dict__:
             if not kyoukai_logger.isEnabledFor(INFO):
@@ -600,13 +645,13 @@ def _fast_handler(app, stock: _Stock) -> Callable:
             ctx.rule = rule
         except NotFound as e:
             log_route(ctx.request, 404)
-            app_mod.logger.debug("Could not resolve route for {request.path}."
-                                 .format(request=request))
+            stock_log(0, logging.DEBUG, "Could not resolve route for {request.path}."
+                      .format(request=request))
             return await app.handle_httpexception(ctx, e, request.environ)
         except MethodNotAllowed as e:
             log_route(ctx.request, 405)
-            app_mod.logger.debug("Could not resolve valid method for "
-                                 "{request.path} ({request.method})".format(request=request))
+            stock_log(1, logging.DEBUG, "Could not resolve valid method for "
+                      "{request.path} ({request.method})".format(request=request))
             return await app.handle_httpexception(ctx, e, request.environ)
         except RequestRedirect as e:
             log_route(ctx.request, 307)
@@ -630,15 +675,15 @@ def _fast_handler(app, stock: _Stock) -> Callable:
             else:
                 result = await invoke(matched, ctx, params)
         except BadRequestKeyError as e:
-            app_mod.logger.info("BadRequestKeyError: {}".format(' '.join(e.args)), exc_info=True)
+            stock_log(2, logging.INFO, "BadRequestKeyError: {}".format(' '.join(e.args)), True)
             result = await app.handle_httpexception(ctx, e, request.environ)
         except HTTPException as e:
-            app_mod.logger.debug(''.join(traceback_format(type(e), e, e.__traceback__)))
-            app_mod.logger.info(
-                "Hit HTTPException ({}) inside function, delegating.".format(str(e)))
+            stock_log(3, logging.DEBUG, ''.join(traceback_format(type(e), e, e.__traceback__)))
+            stock_log(4, logging.INFO,
+                      "Hit HTTPException ({}) inside function, delegating.".format(str(e)))
             result = await app.handle_httpexception(ctx, e, request.environ)
         except Exception as e:
-            app_mod.logger.exception("Unhandled exception in route function")
+            stock_log(5, logging.ERROR, "Unhandled exception in route function", True)
             new_e = InternalServerError()
             new_e.__cause__ = e
             result = await app.handle_httpexception(ctx, new_e, request.environ)
