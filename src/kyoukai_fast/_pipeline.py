@@ -54,7 +54,8 @@ import os
 import sys
 import types
 import warnings
-from asyncio import current_task, get_running_loop
+from asyncio import get_running_loop
+from asyncio.tasks import _current_tasks
 from typing import Any, Awaitable, Callable
 
 __all__ = ("request_handler", "fast_pipeline_refusal", "pipeline_disabled_by_env",
@@ -354,7 +355,7 @@ class _RoutePlan:
         self.callable = func = route._callable
         self.error = None
         self.checks = ()
-        self.arg_count = 0
+        self.arg_count = None  # (None: the signature could not be read)
         try:
             sig = inspect.signature(func, follow_wrapped=True)
         except Exception:  # let the stock check raise it, every time
@@ -386,6 +387,30 @@ class _Routes:
 
 
 _NOT_FOUND = object()
+
+
+def _matches(pattern, text) -> bool:
+    """A warning filter's message or module pattern against ``text``, as the C warnings
+    module matches it (None: anything; a str: equal; else ``pattern.match``)."""
+    if pattern is None:
+        return True
+    if type(pattern) is str:
+        return pattern == text
+    return bool(pattern.match(text))
+
+
+def _ignores(filters, text, module, lineno) -> bool:
+    """Whether the first of ``filters`` matching a DeprecationWarning with this message,
+    module and line says "ignore" (False when none matches: the default action decides)."""
+    for item in filters:
+        if type(item) is not tuple or len(item) != 5:
+            return False
+        action, message, category, module_pattern, line = item
+        if (_matches(message, text) and isinstance(category, type)
+                and issubclass(DeprecationWarning, category) and _matches(module_pattern, module)
+                and (line == 0 or line == lineno)):
+            return action == "ignore"
+    return False
 
 
 def _plain_header_value(value) -> bool:
@@ -425,29 +450,10 @@ def _fast_handler(app, stock: _Stock) -> Callable:
     plain_value = [None]  # the last header value checked by _plain_header_value
     plans: dict = {}
     routes_box = [None]
+    ignoring = [None]  # warnings.filters as they were when they ignored the context warning
+    current_tasks = _current_tasks
+    CoroutineType = types.CoroutineType
     traceback_format = __import__("traceback").format_exception
-
-    def new_context(parent_context, request):
-        if not fast_context or warnings.warn is not c_warn or (
-                warnings.warn_explicit is not c_warn_explicit):
-            return HTTPRequestContext(parent_context, request)
-        if parent_context is None:
-            parent = current_var.get(None)
-        else:
-            registry = warning_globals.get("__warningregistry__")
-            if registry is None:
-                registry = warning_globals["__warningregistry__"] = {}
-            c_warn_explicit(warning_message, DeprecationWarning, warning_file, warning_line,
-                            "kyoukai.asphalt", registry)
-            parent = parent_context
-        ctx = new(HTTPRequestContext)
-        ctx.__dict__ = {
-            "_parent": parent, "_state": OPEN, "_resources": {}, "_resource_factories": {},
-            "_resource_factories_by_context_attr": {}, "_teardown_callbacks": [],
-            "app": None, "request": request, "params": None, "route": None, "bp": None,
-            "rule": None, "environ": request.environ, "proto": None,
-        }
-        return ctx
 
     def match(root, environ):
         rule_map = root.map
@@ -602,10 +608,24 @@ def _fast_handler(app, stock: _Stock) -> Callable:
         log.handle(record)
 
     def log_route(request, code):
-        if type(app).log_route is stock_log_route and "log_route" not in app.__dict__:
-            if not kyoukai_logger.isEnabledFor(INFO):
-                return
-        app.log_route(request, code)
+        """``app.log_route(request, code)``, skipped when it is stock's and would log nothing."""
+        if (type(app).log_route is not stock_log_route or "log_route" in app.__dict__
+                or kyoukai_logger.isEnabledFor(INFO)):
+            app.log_route(request, code)
+
+    def context_warning():
+        """The DeprecationWarning ``HTTPRequestContext(parent, request)`` issues, as
+        ``warnings.warn`` in ``Context.__init__`` would issue it."""
+        filters = warnings.filters
+        if type(filters) is list and _ignores(filters, warning_message, "kyoukai.asphalt",
+                                              warning_line):
+            ignoring[0] = list(filters)  # until the filters change, nothing to do
+            return
+        registry = warning_globals.get("__warningregistry__")
+        if registry is None:
+            registry = warning_globals["__warningregistry__"] = {}
+        c_warn_explicit(warning_message, DeprecationWarning, warning_file, warning_line,
+                        "kyoukai.asphalt", registry)
 
     async def handle(request, parent_context):
         if (type(app).process_request is not process_request or app.__dict__.get(
@@ -614,20 +634,37 @@ def _fast_handler(app, stock: _Stock) -> Callable:
         root = app._root_bp
         if not root.finalized:
             raise RuntimeError("App was not finalized")
-        ctx = new_context(parent_context, request)
+        # ctx = HTTPRequestContext(parent_context, request), the same object
+        if (fast_context and warnings.warn is c_warn
+                and warnings.warn_explicit is c_warn_explicit):
+            if parent_context is None:
+                parent = current_var.get(None)
+            else:
+                if warnings.filters != ignoring[0]:
+                    context_warning()
+                parent = parent_context
+            ctx = new(HTTPRequestContext)
+            ctx.__dict__ = {
+                "_parent": parent, "_state": OPEN, "_resources": {}, "_resource_factories": {},
+                "_resource_factories_by_context_attr": {}, "_teardown_callbacks": [],
+                "app": None, "request": request, "params": None, "route": None, "bp": None,
+                "rule": None, "environ": request.environ, "proto": None,
+            }
+        else:
+            ctx = HTTPRequestContext(parent_context, request)
         ctx.app = app
-        # async with ctx: Context.__aenter__, inline
-        if ctx._state is CLOSED:
-            ctx._check_closed()
+        # async with ctx: Context.__aenter__, inline (the context is new: open, no loop)
+        loop = get_running_loop()
         if ctx._loop is None:
-            ctx._loop = get_running_loop()
-        ctx._host_task = current_task()
+            ctx._loop = loop
+        ctx._host_task = current_tasks.get(loop)
         ctx._reset_token = current_var.set(ctx)
         try:
             result = await serve(request, ctx, root)
         except BaseException as exc:
             await ctx.__aexit__(type(exc), exc, exc.__traceback__)
             raise
+        # Context.__aexit__ with nothing to tear down, inline
         if (ctx._state is OPEN and not ctx._teardown_callbacks
                 and current_var.get(None) is ctx):
             ctx._state = CLOSED
@@ -665,6 +702,7 @@ def _fast_handler(app, stock: _Stock) -> Callable:
         ctx.bp = ctx.route.bp
 
         result = None
+        untouched = False  # result is a plain_text response no user code has seen
         try:
             if invoked_bound or "route_invoked" in ctx.__dict__:
                 ctx.route_invoked.dispatch(ctx=ctx)
@@ -673,7 +711,29 @@ def _fast_handler(app, stock: _Stock) -> Callable:
                 result.headers["Allow"] = ",".join(x for x in ctx.rule.methods
                                                    if x != "OPTIONS")
             else:
-                result = await invoke(matched, ctx, params)
+                # await matched.invoke(ctx, params=params); inline for a route with no
+                # hooks, no arguments to check and the stock wrap_response
+                bp = matched.bp
+                plan = plans.get(matched)
+                if (plan is not None and plan.callable is matched._callable
+                        and type(matched) is Route and len(matched.__dict__) == 8
+                        and not matched.hooks and type(bp) is Blueprint
+                        and bp._parent is None and not bp._request_hooks
+                        and not params and type(params) is dict and plan.arg_count == 0
+                        and route_mod.wrap_response is stock_wrap):
+                    ctx.route = matched
+                    returned = matched._callable(ctx)
+                    if type(returned) is CoroutineType or isawaitable(returned):
+                        returned = await returned
+                    response_class = ctx.app.response_class
+                    if (type(returned) is str and returned and response_class is Response
+                            and plain_text is not None):
+                        result = plain_text(returned)
+                        untouched = True
+                    else:
+                        result = stock_wrap(returned, response_class)
+                else:
+                    result = await invoke(matched, ctx, params)
         except BadRequestKeyError as e:
             stock_log(2, logging.INFO, "BadRequestKeyError: {}".format(' '.join(e.args)), True)
             result = await app.handle_httpexception(ctx, e, request.environ)
@@ -690,21 +750,34 @@ def _fast_handler(app, stock: _Stock) -> Callable:
         else:
             if completed_bound or "route_completed" in ctx.__dict__:
                 ctx.route_completed.dispatch(ctx=ctx, result=result)
+                untouched = False
         finally:
             if result:
-                log_route(ctx.request, result.status_code)
+                if (type(app).log_route is not stock_log_route or "log_route" in app.__dict__
+                        or kyoukai_logger.isEnabledFor(INFO)):
+                    app.log_route(ctx.request, result.status_code)
 
         version_format = app_mod.version_format
-        headers = result.headers
         if version_format is not plain_value[0]:
             plain_value[0] = version_format if _plain_header_value(version_format) else None
-        if type(headers) is Headers and version_format is plain_value[0]:
-            set_plain(headers._list, "Server", "server", version_format)
-            if not isinstance(result.response, (bytes, str, list)):
-                result.set_data(str(result.response))
-            set_plain(result.headers._list, "X-Powered-By", "x-powered-by", version_format)
-            return result
-        headers["Server"] = version_format
+        if version_format is plain_value[0]:
+            if untouched:
+                # the list is plain_text's two headers; the body is a list
+                result.headers._list += [("Server", version_format),
+                                         ("X-Powered-By", version_format)]
+                return result
+            headers = result.headers
+            if type(headers) is Headers:
+                set_plain(headers._list, "Server", "server", version_format)
+                if not isinstance(result.response, (bytes, str, list)):
+                    result.set_data(str(result.response))
+                headers = result.headers
+                if type(headers) is Headers:
+                    set_plain(headers._list, "X-Powered-By", "x-powered-by", version_format)
+                else:
+                    headers["X-Powered-By"] = version_format
+                return result
+        result.headers["Server"] = version_format
         if not isinstance(result.response, (bytes, str, list)):
             result.set_data(str(result.response))
         result.headers["X-Powered-By"] = version_format
