@@ -131,6 +131,30 @@ def test_every_protocol_setting_has_an_option():
     assert "--max-body-size" in help_text and "Largest request body accepted" in help_text
 
 
+@pytest.mark.parametrize("args, extra_env, expected", [
+    ((), {}, "fast pipeline"),
+    (("--no-fast-pipeline",), {}, r"stock pipeline \(fast_pipeline is off\)"),
+    (("--fast-pipeline", "false"), {}, r"stock pipeline \(fast_pipeline is off\)"),
+    ((), {"KYOUKAI_FAST_NO_PIPELINE": "yes"}, r"stock pipeline \(KYOUKAI_FAST_NO_PIPELINE"),
+    ((), {"KYOUKAI_FAST_NO_PIPELINE": "0"}, "fast pipeline"),
+])
+def test_start_line_says_which_pipeline_serves(args, extra_env, expected):
+    with Server([*RUN, "served_app:app", "--port", "0", *args],
+                env={**env(), **extra_env}) as server:
+        port = int(server.wait_for(
+            rf"serving served_app:app on http://127\.0\.0\.1:(\d+) .*{expected}").group(1))
+        assert request(port, "GET", "/")[::2] == (200, b"Hello from served_app")
+        assert request(port, "GET", "/no/such/page")[0] == 404
+
+
+def test_bad_pipeline_switch_is_a_clean_error():
+    result = run([*RUN, "served_app:app", "--port", "0"],
+                 env={**env(), "KYOUKAI_FAST_NO_PIPELINE": "perhaps"})
+    assert result.returncode == 2
+    assert "KYOUKAI_FAST_NO_PIPELINE" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_bad_protocol_setting_is_a_clean_error():
     result = run([*RUN, "served_app:app", "--port", "0", "--keepalive-timeout", "-1"], env=env())
     assert result.returncode == 2

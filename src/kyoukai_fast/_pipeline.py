@@ -50,6 +50,7 @@ import collections.abc
 import dis
 import inspect
 import logging
+import operator
 import os
 import sys
 import types
@@ -59,7 +60,7 @@ from asyncio.tasks import _current_tasks
 from typing import Any, Awaitable, Callable
 
 __all__ = ("request_handler", "fast_pipeline_refusal", "pipeline_disabled_by_env",
-           "ENV_SWITCH")
+           "pipeline_status", "ENV_SWITCH")
 
 logger = logging.getLogger("kyoukai_fast")
 
@@ -321,6 +322,22 @@ def fast_pipeline_refusal(app) -> "str | None":
     return None
 
 
+def pipeline_status(component) -> str:
+    """What serves the requests of a Kyoukai component's app, for a start-up line: "fast
+    pipeline", or "stock pipeline (why)"."""
+    from ._config import ProtocolConfig
+
+    cfg = getattr(component, "cfg", None)
+    config = cfg if isinstance(cfg, ProtocolConfig) else ProtocolConfig.from_mapping(
+        cfg if isinstance(cfg, dict) else None)
+    if not config.fast_pipeline:
+        return "stock pipeline (fast_pipeline is off)"
+    if pipeline_disabled_by_env():
+        return f"stock pipeline ({ENV_SWITCH} is set)"
+    refusal = fast_pipeline_refusal(getattr(component, "app", None))
+    return "fast pipeline" if refusal is None else f"stock pipeline ({refusal})"
+
+
 def _stock_handler(app) -> Callable:
     def handle(request, parent_context):
         return app.process_request(request, parent_context)
@@ -452,6 +469,8 @@ def _fast_handler(app, stock: _Stock) -> Callable:
     routes_box = [None]
     ignoring = [None]  # warnings.filters as they were when they ignored the context warning
     current_tasks = _current_tasks
+    usual_keys = operator.itemgetter("HTTP_HOST", "SERVER_NAME", "SERVER_PORT", "wsgi.url_scheme",
+                                     "SCRIPT_NAME", "PATH_INFO", "REQUEST_METHOD")
     CoroutineType = types.CoroutineType
     traceback_format = __import__("traceback").format_exception
 
@@ -464,10 +483,14 @@ def _fast_handler(app, stock: _Stock) -> Callable:
             routes = routes_box[0] = _Routes(root, rule_map)
         if rule_map._remap:
             return root.match(environ)
+        # everything bind_to_environ and match read from the environ
         get = environ.get
-        key = (get("HTTP_HOST"), get("SERVER_NAME"), get("SERVER_PORT"), get("wsgi.url_scheme"),
-               get("HTTP_CONNECTION"), get("HTTP_UPGRADE"), get("SCRIPT_NAME"), get("PATH_INFO"),
-               get("REQUEST_METHOD"))
+        try:
+            key = (usual_keys(environ), get("HTTP_CONNECTION"), get("HTTP_UPGRADE"))
+        except KeyError:
+            key = (get("HTTP_HOST"), get("SERVER_NAME"), get("SERVER_PORT"),
+                   get("wsgi.url_scheme"), get("SCRIPT_NAME"), get("PATH_INFO"),
+                   get("REQUEST_METHOD"), get("HTTP_CONNECTION"), get("HTTP_UPGRADE"))
         answers = routes.answers
         answer = answers.get(key)
         if answer is not None:
@@ -660,7 +683,98 @@ def _fast_handler(app, stock: _Stock) -> Callable:
         ctx._host_task = current_tasks.get(loop)
         ctx._reset_token = current_var.set(ctx)
         try:
-            result = await serve(request, ctx, root)
+            # the body of ``async with ctx`` in stock process_request
+            environ = request.environ
+            try:
+                matched, params, rule = match(root, environ)
+                ctx.params = params
+                ctx.rule = rule
+            except NotFound as e:
+                log_route(ctx.request, 404)
+                stock_log(0, logging.DEBUG, "Could not resolve route for {request.path}."
+                          .format(request=request))
+                result = await app.handle_httpexception(ctx, e, request.environ)
+                routed = False
+            except MethodNotAllowed as e:
+                log_route(ctx.request, 405)
+                stock_log(1, logging.DEBUG, "Could not resolve valid method for "
+                          "{request.path} ({request.method})".format(request=request))
+                result = await app.handle_httpexception(ctx, e, request.environ)
+                routed = False
+            except RequestRedirect as e:
+                log_route(ctx.request, 307)
+                e.code = 307
+                result = e.get_response(request.environ)
+                routed = False
+            else:
+                routed = True
+                if matched_bound or "route_matched" in ctx.__dict__:
+                    ctx.route_matched.dispatch(ctx=ctx)
+
+            if routed:
+                ctx.route = matched
+                ctx.bp = ctx.route.bp
+
+                result = None
+                untouched = False  # result is a plain_text response no user code has seen
+                try:
+                    if invoked_bound or "route_invoked" in ctx.__dict__:
+                        ctx.route_invoked.dispatch(ctx=ctx)
+                    if ctx.request.method.upper() == "OPTIONS":
+                        result = app_mod.Response(status=204)
+                        result.headers["Allow"] = ",".join(x for x in ctx.rule.methods
+                                                           if x != "OPTIONS")
+                    else:
+                        # await matched.invoke(ctx, params=params); inline for a route with no
+                        # hooks, no arguments to check and the stock wrap_response
+                        bp = matched.bp
+                        plan = plans.get(matched)
+                        if (plan is not None and plan.callable is matched._callable
+                                and type(matched) is Route and len(matched.__dict__) == 8
+                                and not matched.hooks and type(bp) is Blueprint
+                                and bp._parent is None and not bp._request_hooks
+                                and not params and type(params) is dict
+                                and plan.arg_count == 0
+                                and route_mod.wrap_response is stock_wrap):
+                            ctx.route = matched
+                            returned = matched._callable(ctx)
+                            if type(returned) is CoroutineType or isawaitable(returned):
+                                returned = await returned
+                            response_class = ctx.app.response_class
+                            if (type(returned) is str and returned
+                                    and response_class is Response and plain_text is not None):
+                                result = plain_text(returned)
+                                untouched = True
+                            else:
+                                result = stock_wrap(returned, response_class)
+                        else:
+                            result = await invoke(matched, ctx, params)
+                except BadRequestKeyError as e:
+                    stock_log(2, logging.INFO,
+                              "BadRequestKeyError: {}".format(' '.join(e.args)), True)
+                    result = await app.handle_httpexception(ctx, e, request.environ)
+                except HTTPException as e:
+                    stock_log(3, logging.DEBUG,
+                              ''.join(traceback_format(type(e), e, e.__traceback__)))
+                    stock_log(4, logging.INFO,
+                              "Hit HTTPException ({}) inside function, delegating.".format(str(e)))
+                    result = await app.handle_httpexception(ctx, e, request.environ)
+                except Exception as e:
+                    stock_log(5, logging.ERROR, "Unhandled exception in route function", True)
+                    new_e = InternalServerError()
+                    new_e.__cause__ = e
+                    result = await app.handle_httpexception(ctx, new_e, request.environ)
+                else:
+                    if completed_bound or "route_completed" in ctx.__dict__:
+                        ctx.route_completed.dispatch(ctx=ctx, result=result)
+                        untouched = False
+                finally:
+                    if result:
+                        if (type(app).log_route is not stock_log_route
+                                or "log_route" in app.__dict__
+                                or kyoukai_logger.isEnabledFor(INFO)):
+                            app.log_route(ctx.request, result.status_code)
+                result = finish(result, untouched)
         except BaseException as exc:
             await ctx.__aexit__(type(exc), exc, exc.__traceback__)
             raise
@@ -673,90 +787,9 @@ def _fast_handler(app, stock: _Stock) -> Callable:
             await ctx.__aexit__(None, None, None)
         return result
 
-    async def serve(request, ctx, root):
-        """The body of ``async with ctx`` in stock ``process_request``."""
-        environ = request.environ
-        try:
-            matched, params, rule = match(root, environ)
-            ctx.params = params
-            ctx.rule = rule
-        except NotFound as e:
-            log_route(ctx.request, 404)
-            stock_log(0, logging.DEBUG, "Could not resolve route for {request.path}."
-                      .format(request=request))
-            return await app.handle_httpexception(ctx, e, request.environ)
-        except MethodNotAllowed as e:
-            log_route(ctx.request, 405)
-            stock_log(1, logging.DEBUG, "Could not resolve valid method for "
-                      "{request.path} ({request.method})".format(request=request))
-            return await app.handle_httpexception(ctx, e, request.environ)
-        except RequestRedirect as e:
-            log_route(ctx.request, 307)
-            e.code = 307
-            return e.get_response(request.environ)
-        else:
-            if matched_bound or "route_matched" in ctx.__dict__:
-                ctx.route_matched.dispatch(ctx=ctx)
-
-        ctx.route = matched
-        ctx.bp = ctx.route.bp
-
-        result = None
-        untouched = False  # result is a plain_text response no user code has seen
-        try:
-            if invoked_bound or "route_invoked" in ctx.__dict__:
-                ctx.route_invoked.dispatch(ctx=ctx)
-            if ctx.request.method.upper() == "OPTIONS":
-                result = app_mod.Response(status=204)
-                result.headers["Allow"] = ",".join(x for x in ctx.rule.methods
-                                                   if x != "OPTIONS")
-            else:
-                # await matched.invoke(ctx, params=params); inline for a route with no
-                # hooks, no arguments to check and the stock wrap_response
-                bp = matched.bp
-                plan = plans.get(matched)
-                if (plan is not None and plan.callable is matched._callable
-                        and type(matched) is Route and len(matched.__dict__) == 8
-                        and not matched.hooks and type(bp) is Blueprint
-                        and bp._parent is None and not bp._request_hooks
-                        and not params and type(params) is dict and plan.arg_count == 0
-                        and route_mod.wrap_response is stock_wrap):
-                    ctx.route = matched
-                    returned = matched._callable(ctx)
-                    if type(returned) is CoroutineType or isawaitable(returned):
-                        returned = await returned
-                    response_class = ctx.app.response_class
-                    if (type(returned) is str and returned and response_class is Response
-                            and plain_text is not None):
-                        result = plain_text(returned)
-                        untouched = True
-                    else:
-                        result = stock_wrap(returned, response_class)
-                else:
-                    result = await invoke(matched, ctx, params)
-        except BadRequestKeyError as e:
-            stock_log(2, logging.INFO, "BadRequestKeyError: {}".format(' '.join(e.args)), True)
-            result = await app.handle_httpexception(ctx, e, request.environ)
-        except HTTPException as e:
-            stock_log(3, logging.DEBUG, ''.join(traceback_format(type(e), e, e.__traceback__)))
-            stock_log(4, logging.INFO,
-                      "Hit HTTPException ({}) inside function, delegating.".format(str(e)))
-            result = await app.handle_httpexception(ctx, e, request.environ)
-        except Exception as e:
-            stock_log(5, logging.ERROR, "Unhandled exception in route function", True)
-            new_e = InternalServerError()
-            new_e.__cause__ = e
-            result = await app.handle_httpexception(ctx, new_e, request.environ)
-        else:
-            if completed_bound or "route_completed" in ctx.__dict__:
-                ctx.route_completed.dispatch(ctx=ctx, result=result)
-                untouched = False
-        finally:
-            if result:
-                if (type(app).log_route is not stock_log_route or "log_route" in app.__dict__
-                        or kyoukai_logger.isEnabledFor(INFO)):
-                    app.log_route(ctx.request, result.status_code)
-
+    def finish(result, untouched):
+        """The end of stock process_request: the Server and X-Powered-By headers, a body that
+        is not bytes, str or list stringified."""
         version_format = app_mod.version_format
         if version_format is not plain_value[0]:
             plain_value[0] = version_format if _plain_header_value(version_format) else None

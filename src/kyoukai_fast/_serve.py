@@ -24,6 +24,7 @@ from typing import Any
 
 from . import compat
 from ._config import ProtocolConfig
+from ._pipeline import pipeline_disabled_by_env
 from ._shutdown import graceful_shutdown
 
 __all__ = ("TargetError", "Target", "Served", "load_target", "bind", "make_ssl_context",
@@ -252,6 +253,7 @@ def validate_settings(settings: dict | None) -> dict:
     settings = {k: v for k, v in (settings or {}).items() if v is not None}
     try:
         ProtocolConfig.from_mapping(settings)
+        pipeline_disabled_by_env()
     except (TypeError, ValueError) as exc:
         raise TargetError(str(exc)) from None
     return settings

@@ -16,6 +16,8 @@ Importing this module applies :mod:`kyoukai_fast.compat`. The class is Kyoukai's
 ``KyoukaiComponent`` with two additions: ``backend`` defaults to ``kyoukai_fast``, and when the
 Asphalt context closes (SIGTERM or Ctrl-C under ``asphalt run``) the server shuts down
 gracefully (:func:`kyoukai_fast.graceful_shutdown`) instead of dropping in-flight requests.
+The start-up log line says whether the fast request pipeline serves the app (the
+``fast_pipeline`` key, like every ProtocolConfig setting, can be set in the YAML block).
 """
 import logging
 
@@ -25,6 +27,7 @@ compat.apply()
 
 from kyoukai.asphalt import KyoukaiComponent as _KyoukaiComponent  # noqa: E402
 
+from ._pipeline import pipeline_disabled_by_env, pipeline_status  # noqa: E402
 from ._shutdown import graceful_shutdown  # noqa: E402
 
 __all__ = ("KyoukaiComponent",)
@@ -38,12 +41,15 @@ class KyoukaiComponent(_KyoukaiComponent):
         super().__init__(app, ip, port, **cfg)
 
     async def start(self, ctx):
+        pipeline_disabled_by_env()  # a bad value fails the start, not the first request
         await super().start(ctx)
         if self.server is not None:
             ctx.add_teardown_callback(self._shut_down)
+            status = pipeline_status(self)
             for sock in self.server.sockets:  # the real port, also when the config says 0
                 host, port = sock.getsockname()[:2]
-                logging.getLogger("kyoukai_fast").info("kyoukai_fast serving on %s:%s", host, port)
+                logging.getLogger("kyoukai_fast").info("kyoukai_fast serving on %s:%s (%s)",
+                                                       host, port, status)
 
     async def _shut_down(self):
         await graceful_shutdown(self)

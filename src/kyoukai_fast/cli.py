@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                             type=_parse_bool if kind is bool else kind,
                             metavar=kind.__name__.upper(),
                             help=f"{helps.get(field.name, field.name)} (default {default})")
+    limits.add_argument("--no-fast-pipeline", dest="fast_pipeline", action="store_const",
+                        const=False, help="the same as --fast-pipeline false")
     return parser
 
 
@@ -192,7 +194,11 @@ async def _serve_here(target, sockets, ssl_context, settings, where, spec, imple
         except (NotImplementedError, RuntimeError):  # Windows: Ctrl-C is a KeyboardInterrupt
             pass
     served = await _serve.start(target, sockets, ssl_context=ssl_context, settings=settings)
-    print(f"{PROG}: serving {spec} on {where} ({implementation}, pid {os.getpid()})", flush=True)
+    from ._pipeline import pipeline_status
+
+    pipelines = ", ".join(sorted({pipeline_status(c) for c in served.components}))
+    print(f"{PROG}: serving {spec} on {where} ({implementation}, {pipelines}, "
+          f"pid {os.getpid()})", flush=True)
     try:
         await stopping.wait()
     except (KeyboardInterrupt, asyncio.CancelledError):
