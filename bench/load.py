@@ -52,13 +52,16 @@ ROOT = os.path.dirname(HERE)
 RESULTS = os.path.join(HERE, "results")
 
 SERVERS = ("floor", "stock-minimal", "fast-c-minimal", "fast-c-prebuilt", "fast-py-minimal",
-           "stock-kyoukai", "fast-kyoukai", "uvicorn")
+           "stock-kyoukai", "fast-kyoukai", "fast-py-kyoukai", "fast-kyoukai-stock-pipeline",
+           "uvicorn", "starlette")
 LOOPS = ("asyncio", "uvloop")
 BODY = b"Hello, world!"
 FLOOR_RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n"
                   b"Content-Length: 13\r\n\r\n" + BODY)
 #: What "x stock" compares each server to.
-STOCK_OF = {"stock-kyoukai": "stock-kyoukai", "fast-kyoukai": "stock-kyoukai"}
+STOCK_OF = {"stock-kyoukai": "stock-kyoukai", "fast-kyoukai": "stock-kyoukai",
+            "fast-py-kyoukai": "stock-kyoukai", "fast-kyoukai-stock-pipeline": "stock-kyoukai",
+            "starlette": "stock-kyoukai"}
 IDLE_TIMEOUT = 600.0  # keep idle connections open through the memory measurement
 
 
@@ -180,11 +183,23 @@ async def _asgi_hello(scope, receive, send):
     await send({"type": "http.response.body", "body": BODY})
 
 
-async def _serve_uvicorn(loop_name: str) -> None:
+def _starlette_hello():
+    """What a user would pick instead of Kyoukai: Starlette, one hello-world route."""
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def index(request):
+        return PlainTextResponse("Hello, world!")
+
+    return Starlette(routes=[Route("/", index)])
+
+
+async def _serve_uvicorn(loop_name: str, app=None) -> None:
     import uvicorn
 
     sock = _listening_socket()
-    config = uvicorn.Config(_asgi_hello, http="httptools", loop=loop_name, lifespan="off",
+    config = uvicorn.Config(app or _asgi_hello, http="httptools", loop=loop_name, lifespan="off",
                             log_level="warning", access_log=False, backlog=4096)
     server = uvicorn.Server(config)
     # serve() announces nothing: announce once the socket is being served.
@@ -208,10 +223,13 @@ def serve(kind: str, loop_name: str) -> None:
     asyncio.set_event_loop(loop)
     if kind in ("floor", "stock-minimal", "fast-c-minimal", "fast-c-prebuilt", "fast-py-minimal"):
         main = _serve_minimal(kind)
-    elif kind in ("stock-kyoukai", "fast-kyoukai"):
+    elif kind in ("stock-kyoukai", "fast-kyoukai", "fast-py-kyoukai",
+                  "fast-kyoukai-stock-pipeline"):
         main = _serve_kyoukai(kind)
     elif kind == "uvicorn":
         main = _serve_uvicorn(loop_name)
+    elif kind == "starlette":
+        main = _serve_uvicorn(loop_name, _starlette_hello())
     else:
         raise SystemExit(f"unknown server {kind}")
     loop.add_signal_handler(signal.SIGTERM, loop.stop)
@@ -246,8 +264,10 @@ class Server:
         self._log = open(os.path.join(log_dir, f"server-{kind}-{loop_name}.log"), "w")
         env = dict(os.environ)
         env["PYTHONPATH"] = os.path.join(ROOT, "src") + os.pathsep + env.get("PYTHONPATH", "")
-        if kind == "fast-py-minimal":
+        if kind in ("fast-py-minimal", "fast-py-kyoukai"):
             env["KYOUKAI_FAST_NO_EXTENSIONS"] = "1"
+        if kind == "fast-kyoukai-stock-pipeline":
+            env["KYOUKAI_FAST_NO_PIPELINE"] = "1"
         self.proc = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--serve", kind, "--loop", loop_name],
             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, stderr=self._log)
