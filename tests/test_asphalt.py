@@ -58,3 +58,14 @@ def test_sigterm_under_asphalt_run_is_graceful():
         assert (status, body) == (200, b"slow done")
         assert headers["Connection"] == "close"
         assert server.wait(15) == 0
+
+
+def test_config_key_turns_the_fast_pipeline_off():
+    """``fast_pipeline`` in the YAML block reaches the protocol; the log line says so."""
+    with asphalt() as server:
+        assert server.wait_for(r"kyoukai_fast serving on 127\.0\.0\.1:\d+ \(fast pipeline\)")
+    with asphalt("--set", "component.fast_pipeline=false") as server:
+        port = int(server.wait_for(r"kyoukai_fast serving on 127\.0\.0\.1:(\d+) "
+                                   r"\(stock pipeline \(fast_pipeline is off\)\)").group(1))
+        assert request(port, "GET", "/")[::2] == (200, b"Hello, world!")
+        assert request(port, "GET", "/nope")[0] == 404
