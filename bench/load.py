@@ -128,8 +128,8 @@ async def _serve_minimal(kind: str) -> None:
         module = {"stock-minimal": "stock", "fast-c-minimal": "cython", "fast-c-prebuilt": "cython",
                   "fast-py-minimal": "python"}[kind]
         protocol_class = _support.IMPLEMENTATIONS[module][0].KyoukaiProtocol
-        app_class = _support.PrebuiltApp if kind == "fast-c-prebuilt" else _support.MinimalApp
-        component = _support.MinimalComponent(app_class(loop))
+        app_class = _support.PrebuiltHelloApp if kind == "fast-c-prebuilt" else _support.HelloApp
+        component = _support.bench_component(app_class(loop))
         component.cfg = {"keepalive_timeout": IDLE_TIMEOUT}
         port = sock.getsockname()[1]
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 import pytest
 
 import load
-from _support import IMPLEMENTATIONS
-from conftest import EXPECT_COMPILED
+from _support import EXPECT_COMPILED, IMPLEMENTATIONS
 
 
 @pytest.mark.parametrize("kind, depth", [
