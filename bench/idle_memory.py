@@ -21,8 +21,8 @@ import tracemalloc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import load  # noqa: E402
 from _support import IMPLEMENTATIONS, HelloApp, bench_component, memory_transport  # noqa: E402
+from servers import floor_protocol  # noqa: E402
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
@@ -32,7 +32,7 @@ def measure(kind: str, count: int, top: int = 0) -> float:
 
     async def main() -> float:
         if kind == "floor":
-            factory = load._floor_protocol()
+            factory = floor_protocol()
         else:
             protocol_class = IMPLEMENTATIONS[kind][0].KyoukaiProtocol
             component = bench_component(HelloApp(asyncio.get_running_loop()))
