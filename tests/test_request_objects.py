@@ -231,7 +231,7 @@ def test_header_names_become_their_environ_keys(impl, names):
     expected = {}
     for i, name in enumerate(names):
         if "_" in name:
-            continue  # dropped by the server (test_protocol.py::test_underscore_header_names_dropped)
+            continue  # dropped by the server (test_underscore_header_names_dropped)
         key = name.upper().replace("-", "_")
         key = key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
         expected[key] = expected[key] + ", " + str(i) if key in expected else str(i)

@@ -351,7 +351,8 @@ cdef class HTTPProtocolCore:
     cdef _feed_in_slices(self, data):
         """Parse a large read piece by piece; stop once the pipeline backlog is full.
 
-        The unparsed rest waits in the cold state's ``backlog`` (reading is paused) until the queue drains.
+        The unparsed rest waits in the cold state's ``backlog`` (reading is paused) until the
+        queue drains.
         """
         if type(data) is not bytes:
             data = bytes(data)

@@ -206,6 +206,7 @@ def to_wsgi_environment(headers, method, path, http_version, body=None):
         add_header(environ, header_environ_key(name), value)
     return environ
 
+
 # --- request objects --------------------------------------------------------------------------
 # The compiled twin of _wsgi_py.new_request (see there for why and when it applies); which
 # classes qualify is decided by _wsgi_py.fast_request_type, probing this module's builder.
