@@ -314,13 +314,6 @@ class HTTPConnection:
                      exc_info=exc)
         self._refuse(InternalServerError(), req)
 
-    def _no_response(self, req):
-        """What ``process_request`` returning ``None`` is answered with (stock Kyoukai returns
-        it for an HTTP error without a custom handler)."""
-        logger.error("process_request returned no response for %s %s", req.method,
-                     req.environ.get("RAW_URI"))
-        return InternalServerError().get_response(req.environ)
-
     # --- refusals and lingering close --------------------------------------------------------
 
     def _refuse(self, error, req=None, linger=False):

@@ -51,6 +51,7 @@ from ._connection import FEED_SLICE, PARSE_FAILED, PARSING, HTTPConnection
 from ._errors import HTTPLimitExceeded, parser_error_to_http
 from ._input import EMPTY_INPUT
 from ._read_buffer import bad_read_size, read_buffer
+from ._request_cycle import response_or_error
 from ._streaming import stream_body
 from ._tasks import continue_in_task
 from ._upgrade import after_upgrade as _after_upgrade
@@ -529,7 +530,7 @@ cdef class HTTPProtocolCore:
         if self._closing:
             return
         if response is None:
-            response = self._no_response(req)
+            response = response_or_error(response, req)
         keep_alive = req.keep_alive and not self._shared.server.closing
         try:
             rendered = render_response(response, req.environ, req.version, keep_alive)

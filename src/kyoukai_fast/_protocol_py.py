@@ -18,8 +18,6 @@ One connection, one protocol object:
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import io
 import time
 
 import httptools
@@ -32,15 +30,14 @@ from werkzeug.exceptions import (
 )
 
 from . import _wsgi_py
-from ._body import decode_body
 from ._config import server_state_for
 from ._conformance import (TRAILER_BASE, VALID_HOSTS, check_head, hold_to_declared_length,
                            interim_status_error, trailer_field)
 from ._connection import FEED_SLICE, PARSE_FAILED, PARSING, HTTPConnection
 from ._environ import split_target
 from ._errors import HTTPLimitExceeded, parser_error_to_http
-from ._input import EMPTY_INPUT
 from ._read_buffer import read_buffer, read_bytes
+from ._request_cycle import response_or_error, set_input, start_handler
 from ._streaming import stream_body
 from ._tasks import continue_in_task
 from ._upgrade import after_upgrade
@@ -298,37 +295,22 @@ class KyoukaiProtocol(HTTPConnection, asyncio.BufferedProtocol, asyncio.Protocol
                 self._raw_write(_CONTINUE)
 
     def _start_request(self, req):
-        environ = req.environ
-        chunks = req.body
-        if chunks is None:
-            body = b""
-        elif len(chunks) == 1:
-            body = chunks[0]
-        else:
-            body = b"".join(chunks)
-        encoding = environ.get("HTTP_CONTENT_ENCODING")
-        if encoding is not None and body:
-            try:
-                body = decode_body(body, encoding, self._config.max_body_size)
-            except HTTPException as exc:
-                self._refuse(exc, req, True)
-                return
-            environ["CONTENT_LENGTH"] = str(len(body))
-        environ["wsgi.input"] = io.BytesIO(body) if body else EMPTY_INPUT
-        context = contextvars.copy_context()
-        app = self.app
         try:
-            request = _wsgi_py.new_request(app.request_class, environ)
-            coro = app.process_request(request, self.parent_context)
-            yielded = context.run(coro.send, None)
-        except StopIteration as stop:
-            self._write_result(req, stop.value)
+            set_input(req.environ, req.body, self._config.max_body_size)
+        except HTTPException as exc:
+            self._refuse(exc, req, True)
             return
+        try:
+            finished, value, coro, context = start_handler(
+                self.app, self.parent_context, req.environ, _wsgi_py.new_request)
         except (Exception, asyncio.CancelledError) as exc:
             self._handler_failed(req, exc)
             return
+        if finished:
+            self._write_result(req, value)
+            return
         self._busy = True
-        task = continue_in_task(self._loop, coro, yielded, context)
+        task = continue_in_task(self._loop, coro, value, context)
         self._handler = task
         task.add_done_callback(lambda t: self._handler_done(t, req))
 
@@ -338,7 +320,7 @@ class KyoukaiProtocol(HTTPConnection, asyncio.BufferedProtocol, asyncio.Protocol
         if self._closing:
             return
         if response is None:
-            response = self._no_response(req)
+            response = response_or_error(response, req)
         keep_alive = req.keep_alive and not self._server.closing
         try:
             data, app_iter, keep_alive, chunked = _wsgi_py.render_response(
