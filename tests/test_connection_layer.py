@@ -12,7 +12,6 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Request, Response
 
 from fakes import IMPLEMENTATIONS
-
 from kyoukai_fast import _connection, _protocol_py, _request_cycle, _wsgi_py
 from kyoukai_fast._input import EMPTY_INPUT
 
