@@ -27,13 +27,13 @@ from _support import (  # noqa: E402
     HELLO,
     IMPLEMENTATIONS,
     REQUEST_BYTES,
-    MemoryTransport,
-    MinimalApp,
-    MinimalComponent,
     REALISTIC_MIX,
-    PrebuiltApp,
+    HelloApp,
+    PrebuiltHelloApp,
+    bench_component,
     kyoukai_hello_app,
     kyoukai_realistic_app,
+    memory_transport,
     request_bytes,
     split_responses,
 )
@@ -46,7 +46,7 @@ def run(impl: str, app_kind: str, count: int, check: bool = True,
     try:
         app = (kyoukai_hello_app(loop) if app_kind == "kyoukai"
                else kyoukai_realistic_app(loop) if app_kind == "realistic"
-               else PrebuiltApp(loop) if app_kind == "prebuilt" else MinimalApp(loop))
+               else PrebuiltHelloApp(loop) if app_kind == "prebuilt" else HelloApp(loop))
         parent_context = None
         mix = [(REQUEST_BYTES, 200)]
         if app_kind == "realistic":
@@ -55,10 +55,10 @@ def run(impl: str, app_kind: str, count: int, check: bool = True,
             from asphalt.core import Context
 
             parent_context = Context()
-        component = MinimalComponent(app, {"fast_pipeline": pipeline == "fast"})
+        component = bench_component(app, fast_pipeline=pipeline == "fast")
         protocol = IMPLEMENTATIONS[impl][0].KyoukaiProtocol(component, parent_context,
                                                             "127.0.0.1", 8080)
-        transport = MemoryTransport()
+        transport = memory_transport()
         protocol.connection_made(transport)
         data_received = protocol.data_received
 
