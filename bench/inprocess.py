@@ -26,8 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _support import (  # noqa: E402
     HELLO,
     IMPLEMENTATIONS,
-    REQUEST_BYTES,
     REALISTIC_MIX,
+    REQUEST_BYTES,
     HelloApp,
     PrebuiltHelloApp,
     bench_component,
@@ -95,7 +95,8 @@ def run(impl: str, app_kind: str, count: int, check: bool = True,
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--impl", choices=("cython", "python", "stock"), default="cython")
-    parser.add_argument("--app", choices=("minimal", "prebuilt", "kyoukai", "realistic"), default="minimal")
+    parser.add_argument("--app", choices=("minimal", "prebuilt", "kyoukai", "realistic"),
+                        default="minimal")
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--pipeline", choices=("fast", "stock"), default="fast",
                         help="kyoukai_fast's request pipeline, or the app's own process_request")

@@ -128,10 +128,11 @@ def pipeline_table(args) -> None:
     results: dict = {}
     for app in ("kyoukai", "realistic"):
         for impl, pipeline in cases:
-            value = per_call(lambda n: [sys.executable, os.path.join(HERE, "inprocess.py"),
-                                        "--no-check", "--impl", impl, "--app", app,
-                                        "--pipeline", pipeline, "--requests", str(n)],
-                             args.requests)
+            def command(n, impl=impl, app=app, pipeline=pipeline):
+                return [sys.executable, os.path.join(HERE, "inprocess.py"), "--no-check",
+                        "--impl", impl, "--app", app, "--pipeline", pipeline,
+                        "--requests", str(n)]
+            value = per_call(command, args.requests)
             results.setdefault(app, {})[f"{impl}/{pipeline}"] = value
             print(f"{app:9} {impl:7} {pipeline:5} {value:10,.0f} instructions/request",
                   file=sys.stderr)

@@ -4,10 +4,11 @@ Differential harness for the request pipeline: one app built twice, one copy ser
 requests to both, and everything either shows compared.
 
 An app builder is ``build(rec) -> Kyoukai`` (not finalized; ``finalize`` options in the app's
-``test_map_options`` attribute). User code in it reports what it sees through ``rec(...)``; ``snap(ctx)``
-is what a callback saw of its context. :func:`outcome` of a request is a plain, comparable
-value: status, header list, body, the calls user code reported in order, the final context's
-attribute names and state, the ``Kyoukai`` log records, the warnings and the escaping exception.
+``test_map_options`` attribute). User code in it reports what it sees through ``rec(...)``;
+``snap(ctx)`` is what a callback saw of its context. :func:`outcome` of a request is a plain,
+comparable value: status, header list, body, the calls user code reported in order, the final
+context's attribute names and state, the ``Kyoukai`` log records, the warnings and the escaping
+exception.
 """
 from __future__ import annotations
 

@@ -17,9 +17,8 @@ import asyncio
 from io import BytesIO
 
 import pytest
-from kyoukai import __version__
+from kyoukai import __version__, testing
 from kyoukai.asphalt import HTTPRequestContext
-from kyoukai import testing
 from kyoukai.util import wrap_response
 from kyoukai.wsgi import get_formatted_response, to_wsgi_environment
 from werkzeug.wrappers import Request, Response

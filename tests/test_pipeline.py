@@ -21,12 +21,11 @@ from kyoukai.routegroup import route as group_route
 from kyoukai.util import as_html, as_json
 from werkzeug.exceptions import Forbidden, NotFound
 from werkzeug.routing import BaseConverter, ValidationError
-from werkzeug.wrappers import Response
+from werkzeug.wrappers import Request, Response
 
 from kyoukai_fast import _pipeline
-from kyoukai_fast._pipeline import (fast_pipeline_refusal, pipeline_disabled_by_env,
-                                    request_handler)
-from pipeline_harness import app_of, differences, snap
+from kyoukai_fast._pipeline import fast_pipeline_refusal, pipeline_disabled_by_env, request_handler
+from pipeline_harness import app_of, differences, make_environ, snap
 
 
 class Fatal(BaseException):
@@ -368,7 +367,7 @@ def arguments_app(rec):
         return f"decorated {n}"
 
     @app.route("/string-annotation/<n>")
-    async def string_annotation(ctx, n: "str"):
+    async def string_annotation(ctx, n: str):
         return "never"
 
     class Callable:
@@ -548,8 +547,6 @@ def test_not_finalized():
         app = app_of("unfinalized")
         handler = request_handler(app)
         assert handler.fast
-        from pipeline_harness import make_environ
-        from werkzeug.wrappers import Request
         with pytest.raises(RuntimeError, match="App was not finalized"):
             loop.run_until_complete(handler(Request(make_environ()), None))
     finally:
@@ -631,8 +628,10 @@ def test_generated_route_tables(rules, paths):
 # --- when the fast path is taken --------------------------------------------------------------
 
 def _hello(cls=Kyoukai, **kwargs):
-    app = app_of("hello", **kwargs) if cls is Kyoukai else cls("hello", loop=asyncio.new_event_loop(),
-                                                      **kwargs)
+    if cls is Kyoukai:
+        app = app_of("hello", **kwargs)
+    else:
+        app = cls("hello", loop=asyncio.new_event_loop(), **kwargs)
 
     @app.route("/")
     async def index(ctx):
@@ -664,8 +663,6 @@ def test_fast_path_taken_for_a_plain_app(monkeypatch):
             return real_match(self, environ)
         monkeypatch.setattr(Route, "invoke", counting_invoke)
         monkeypatch.setattr(KBlueprint, "match", counting_match)
-        from pipeline_harness import make_environ
-        from werkzeug.wrappers import Request
         signal = HTTPRequestContext.__dict__["route_completed"]
         gc.collect()  # contexts of earlier tests, and their bound signals, gone
         assert len(signal.bound_signals) == 0
@@ -702,8 +699,6 @@ def test_fast_path_refused_where_it_must_be():
             assert not request_handler(app).fast
         assert not request_handler(_hello(), enabled=False).fast
         # the refused app is served by its own process_request
-        from pipeline_harness import make_environ
-        from werkzeug.wrappers import Request
         response = loop.run_until_complete(
             request_handler(_hello(Overriding))(Request(make_environ()), None))
         assert response.get_data() == b"mine"
@@ -724,8 +719,6 @@ def test_patched_method_after_start_is_followed(monkeypatch):
         async def replaced(self, request, parent_context):
             return Response("replaced")
         monkeypatch.setattr(Kyoukai, "process_request", replaced)
-        from pipeline_harness import make_environ
-        from werkzeug.wrappers import Request
         response = loop.run_until_complete(handler(Request(make_environ()), None))
         assert response.get_data() == b"replaced"
     finally:

@@ -55,6 +55,7 @@ import os
 import sys
 import types
 import warnings
+import weakref
 from asyncio import get_running_loop
 from asyncio.tasks import _current_tasks
 from typing import Any, Awaitable, Callable
@@ -178,7 +179,7 @@ class _Stock:
         for name in ("route_matched", "route_invoked", "route_completed"):
             signal = HTTPRequestContext.__dict__.get(name)
             if type(signal) is not Signal or not isinstance(
-                    getattr(signal, "bound_signals", None), __import__("weakref").WeakKeyDictionary):
+                    getattr(signal, "bound_signals", None), weakref.WeakKeyDictionary):
                 self.refusal = f"HTTPRequestContext.{name} is not an Asphalt Signal"
                 return
             signals.append(signal)
@@ -381,7 +382,7 @@ class _RoutePlan:
         self.arg_count = len(sig.parameters) - 1
         is_method = isinstance(func, types.MethodType)
         checks = []
-        for n, (name, arg) in enumerate(sig.parameters.items()):
+        for n, arg in enumerate(sig.parameters.values()):
             if n == 0 or (is_method and n == 1):
                 continue
             annotation = arg.annotation
@@ -436,12 +437,11 @@ def _plain_header_value(value) -> bool:
 
 
 def _fast_handler(app, stock: _Stock) -> Callable:
-    Kyoukai = stock.Kyoukai
     HTTPRequestContext = stock.HTTPRequestContext
     Blueprint, Route = stock.Blueprint, stock.Route
     process_request = stock.process_request
     stock_log_route = stock.log_route
-    app_mod, route_mod = app_mod_, route_mod_ = stock.app_mod, stock.route_mod
+    app_mod, route_mod = stock.app_mod, stock.route_mod
     stock_wrap = stock.wrap_response
     Response = stock.Response
     NotFound, MethodNotAllowed = stock.NotFound, stock.MethodNotAllowed
@@ -826,6 +826,5 @@ def _fast_handler(app, stock: _Stock) -> Callable:
                 return
         header_list.append((name, value))
 
-    del app_mod_, route_mod_
     handle.fast = True
     return handle

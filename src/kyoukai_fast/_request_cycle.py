@@ -54,7 +54,8 @@ def start_handler(app, parent_context, environ: dict, new_request, handle=None):
     """Build the request and run the app's ``process_request`` until it first suspends.
 
     ``handle``: the server's ``request_handler`` (:mod:`._pipeline`), which serves the request
-    in place of ``app.process_request`` (called when it is None). Returns ``(True, response, None, None)`` when the handler finished without suspending, else
+    in place of ``app.process_request`` (called when it is None). Returns
+    ``(True, response, None, None)`` when the handler finished without suspending, else
     ``(False, yielded, coro, context)`` for :func:`~._tasks.continue_in_task`. What the app
     raises propagates (the caller answers it with a 500).
     """
