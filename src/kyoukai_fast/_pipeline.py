@@ -38,10 +38,18 @@ Kyoukai / Asphalt / werkzeug are not what these shortcuts were checked against (
 :func:`fast_pipeline_refusal`), :func:`request_handler` returns a handler that calls the app's
 own ``process_request``.
 
-What the fast path does not follow: Kyoukai's or werkzeug's *classes* patched after the first
-request of a server (the checks are made once), and a route added to the blueprint tree after
-the app was finalized taking the endpoint name of an already routed rule (``Blueprint.match``
-would find it with its linear scan; the remembered answer keeps the route found first).
+Checked per request: ``Kyoukai.process_request`` and ``log_route`` (class and instance),
+``context_class``, ``kyoukai.route.wrap_response``, ``kyoukai.app.version_format``, ``Response``
+and ``logger``, ``warnings.warn``, the route's class and attributes, the blueprint chain's
+classes and hooks, the root blueprint and its map (a root swapped at run time is followed).
+Checked once per process, when the first server starts: the other Kyoukai, Asphalt and werkzeug
+functions listed in :class:`_Stock` (patched later, they are not followed).
+
+What the fast path does not follow: a route added to the blueprint tree after the app was
+finalized taking the endpoint name of an already routed rule (``Blueprint.match`` would find it
+with its linear scan; the remembered answer keeps the route found first), and a route callable's
+signature changed after its first request (``__signature__``, ``__wrapped__``). Formatted
+tracebacks in log records show this module's frames where stock shows Kyoukai's.
 """
 from __future__ import annotations
 
