@@ -3,7 +3,6 @@ kyoukai_fast's request pipeline against stock ``Kyoukai.process_request``: many 
 requests, everything observable compared (see ``pipeline_harness``), plus hypothesis-made route
 tables and paths; and tests that the fast path is taken where it should be, and not elsewhere.
 """
-from __future__ import annotations
 
 import asyncio
 import functools
@@ -751,3 +750,50 @@ def test_env_switch(value, off):
 def test_env_switch_refuses_other_values():
     with pytest.raises(ValueError, match="KYOUKAI_FAST_NO_PIPELINE"):
         pipeline_disabled_by_env({"KYOUKAI_FAST_NO_PIPELINE": "maybe"})
+
+
+# --- through the protocols --------------------------------------------------------------------
+
+@pytest.mark.filterwarnings("ignore:Explicitly passing the parent context:DeprecationWarning")
+@pytest.mark.parametrize("fast_pipeline", [True, False])
+def test_both_protocol_twins_serve_through_the_resolved_handler(impl, fast_pipeline):
+    """Each twin calls its server's request handler: the fast pipeline unless it is switched
+    off, and the bytes on the wire are the same either way."""
+    from fakes import FakeComponent, FakeTransport
+
+    from kyoukai_fast._config import existing_server_state
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        app = app_of("wire")
+
+        @app.route("/")
+        async def index(ctx):
+            return "on the wire"
+
+        @app.route("/user/<int:uid>")
+        async def user(ctx, uid):  # (this module's annotations are strings: not checkable)
+            return f"user {uid}"
+        app.finalize()
+        from asphalt.core import Context
+        component = FakeComponent(app, server_name="127.0.0.1", fast_pipeline=fast_pipeline)
+        protocol = impl.protocol_class(component, Context(), "127.0.0.1", 8080)
+        transport = FakeTransport()
+        protocol.connection_made(transport)
+        assert existing_server_state(component).request_handler.fast is fast_pipeline
+
+        async def exchange():
+            for target in ("/", "/user/5", "/nope", "/"):
+                protocol.data_received(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            for _ in range(5):
+                await asyncio.sleep(0)
+        loop.run_until_complete(exchange())
+        data = transport.take()
+        assert data.count(b"HTTP/1.1 200 OK") == 3 and b"HTTP/1.1 404 NOT FOUND" in data
+        assert b"on the wire" in data and b"user 5" in data
+        assert data.count(b"Server: Kyoukai/") == 3
+        protocol.connection_lost(None)
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
