@@ -760,7 +760,6 @@ def test_both_protocol_twins_serve_through_the_resolved_handler(impl, fast_pipel
     """Each twin calls its server's request handler: the fast pipeline unless it is switched
     off, and the bytes on the wire are the same either way."""
     from fakes import FakeComponent, FakeTransport
-
     from kyoukai_fast._config import existing_server_state
 
     loop = asyncio.new_event_loop()
