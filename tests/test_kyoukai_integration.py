@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import http.client
 import json
 import os
@@ -17,13 +16,12 @@ import socket
 import urllib.parse
 
 import pytest
-from asphalt.core import Context
-from kyoukai import Blueprint, Kyoukai, KyoukaiComponent
+from kyoukai import Blueprint, Kyoukai
 from kyoukai.util import as_json
 from werkzeug.exceptions import Forbidden
 
 from fakes import IMPLEMENTATIONS
-from loopback import free_port
+from loopback import kyoukai_serving
 
 TIMEOUT = 5.0
 
@@ -103,23 +101,8 @@ def build_app(loop) -> Kyoukai:
 @contextlib.asynccontextmanager
 async def serving(backend: str):
     """A started KyoukaiComponent on a free 127.0.0.1 port (retried if it got taken)."""
-    loop = asyncio.get_running_loop()
-    app = build_app(loop)
-    async with Context() as ctx:
-        for attempt in range(5):
-            port = free_port()
-            component = KyoukaiComponent(app, "127.0.0.1", port, backend=backend)
-            try:
-                await component.start(ctx)
-                break
-            except OSError as exc:
-                if exc.errno != errno.EADDRINUSE or attempt == 4:
-                    raise
-        try:
-            yield port
-        finally:
-            component.server.close()
-            await component.server.wait_closed()
+    async with kyoukai_serving(build_app(asyncio.get_running_loop()), backend) as (port, _):
+        yield port
 
 
 def exchange(port, requests):
