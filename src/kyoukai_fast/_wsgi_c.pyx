@@ -201,6 +201,7 @@ def to_wsgi_environment(headers, method, path, http_version, body=None):
         add_header(environ, header_environ_key(name), value)
     return environ
 
+
 # --- request objects --------------------------------------------------------------------------
 # The compiled twin of _wsgi_py.new_request (see _environ for why and when it applies); which
 # classes qualify is decided by _environ.fast_request_type, probing this module's builder.
@@ -294,6 +295,7 @@ cpdef object new_request(object cls, dict environ):
     if fast is True:
         return _build_request(cls, environ)
     return cls(environ, False)
+
 
 # --- response side ----------------------------------------------------------------------------
 
