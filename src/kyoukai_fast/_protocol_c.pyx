@@ -46,8 +46,8 @@ from . import _wsgi_c
 from ._body import decode_body
 from ._config import server_state_for
 from ._conformance import VALID_HOSTS, check_head, hold_to_declared_length, interim_status_error
-from ._connection import FEED_SLICE, PARSE_FAILED, PARSING, HTTPConnection
-from ._errors import HTTPLimitExceeded, parser_error_to_http
+from ._connection import FEED_SLICE, PARSING, HTTPConnection
+from ._errors import HTTPLimitExceeded
 from ._input import EMPTY_INPUT
 from ._read_buffer import bad_read_size, read_buffer
 from ._request_cycle import response_or_error
@@ -66,7 +66,6 @@ cdef str _HTTP = "http"  # the default wsgi.url_scheme (compared by identity)
 # A module attribute, not a C global: the tests replace it with a clock of their own.
 _monotonic = time.monotonic
 cdef unsigned char _PARSING = PARSING
-cdef unsigned char _PARSE_FAILED = PARSE_FAILED
 
 
 # Each server's ServerShared (limits and the environ template, copied into a table with room
@@ -294,8 +293,7 @@ cdef class HTTPProtocolCore:
                 self._flush()
                 self._on_upgrade(_after_upgrade(data, upgrade))
             except _HttpParserError as exc:
-                self._parse_state = _PARSE_FAILED
-                self._enqueue(parser_error_to_http(exc))
+                self._parse_error(exc)
             _feeding = feeding  # the parser is done; what follows may run the app
             if self._current is not None and self._parse_state == _PARSING:
                 self._read_ended_in_request(len(data))

@@ -32,9 +32,9 @@ from werkzeug.exceptions import (
 from . import _wsgi_py
 from ._config import server_state_for
 from ._conformance import VALID_HOSTS, check_head, hold_to_declared_length, interim_status_error
-from ._connection import FEED_SLICE, PARSE_FAILED, PARSING, HTTPConnection
+from ._connection import FEED_SLICE, PARSING, HTTPConnection
 from ._environ import split_target
-from ._errors import HTTPLimitExceeded, parser_error_to_http
+from ._errors import HTTPLimitExceeded
 from ._read_buffer import read_buffer, read_bytes
 from ._request_cycle import response_or_error, set_input, start_handler
 from ._streaming import stream_body
@@ -147,8 +147,7 @@ class KyoukaiProtocol(HTTPConnection, asyncio.BufferedProtocol, asyncio.Protocol
                 self._flush()
                 self._on_upgrade(after_upgrade(data, upgrade))
             except httptools.HttpParserError as exc:
-                self._parse_state = PARSE_FAILED
-                self._enqueue(parser_error_to_http(exc))
+                self._parse_error(exc)
             if self._current is not None and self._parse_state == PARSING:
                 self._read_ended_in_request(len(data))
             if not self._busy:
@@ -300,9 +299,11 @@ class KyoukaiProtocol(HTTPConnection, asyncio.BufferedProtocol, asyncio.Protocol
         except HTTPException as exc:
             self._refuse(exc, req, True)
             return
+        app = self.app
         try:
+            request = _wsgi_py.new_request(app.request_class, req.environ)
             finished, value, coro, context = start_handler(
-                self.app, self.parent_context, req.environ, _wsgi_py.new_request)
+                app.process_request, request, self.parent_context)
         except (Exception, asyncio.CancelledError) as exc:
             self._handler_failed(req, exc)
             return
