@@ -32,7 +32,10 @@ from werkzeug.exceptions import RequestHeaderFieldsTooLarge
 
 from ._errors import HTTPLimitExceeded
 
-__all__ = ("VALID_HOSTS", "check_head", "valid_host", "head_too_large", "interim_status_error", "hold_to_declared_length", "DeclaredLength")
+__all__ = (
+    "VALID_HOSTS", "check_head", "valid_host", "head_too_large", "interim_status_error",
+    "hold_to_declared_length", "DeclaredLength",
+)
 
 #: ``Host`` values already found valid: the hot path looks a value up here before calling
 #: :func:`check_head`. Bounded, so that a client sending random hosts cannot grow it.
