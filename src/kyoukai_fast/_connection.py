@@ -348,6 +348,12 @@ class HTTPConnection:
         elif transport is not None:
             transport.close()
 
+    def _parse_error(self, exc):
+        """The parser refused the bytes (``feed_data`` raised ``exc``): parsing stops, and the
+        refusal waits behind the requests already parsed."""
+        self._parse_state = PARSE_FAILED
+        self._enqueue(parser_error_to_http(exc))
+
     def handle_parser_exception(self, exc):
         """Answer a parser exception with the matching HTTP error and close the connection."""
         self._parse_state = PARSE_FAILED
