@@ -306,5 +306,6 @@ def test_alpn_offers_h2_only_when_http2_is_available(monkeypatch):
     from kyoukai_fast import _serve, _upgrade
 
     assert _serve.alpn_protocols() == ["h2", "http/1.1"]  # Kyoukai and h2 are installed here
-    monkeypatch.setattr(_upgrade, "h2_protocol_class", lambda: None)
+    assert _serve.alpn_protocols(http2=False) == ["http/1.1"]  # the http2 setting off
+    monkeypatch.setattr(_upgrade, "http2_protocol_class", lambda: None)
     assert _serve.alpn_protocols() == ["http/1.1"]

@@ -55,7 +55,8 @@ from ._conformance import (TRAILER_BASE, VALID_HOSTS, check_head, head_too_large
 from ._errors import HTTPLimitExceeded, error_response, half_close, logger, parser_error_to_http
 from ._streaming import stream_body
 from ._tasks import continue_in_task
-from ._upgrade import (UpgradeBody, after_upgrade as _after_upgrade, hand_over_h2c, hand_over_tls,
+from ._upgrade import (UpgradeBody, after_upgrade as _after_upgrade, hand_over_h2c,
+                       hand_over_preface, hand_over_tls, http2_enabled, is_preface_error,
                        upgrade_refusal)
 
 cdef extern from "Python.h":
@@ -333,6 +334,11 @@ cdef class HTTPProtocolCore:
                 self._on_upgrade(_after_upgrade(data, upgrade))
             except _HttpParserError as exc:
                 self._parse_failed = True
+                _feeding = feeding
+                if (is_preface_error(exc, not self._busy and not self._queue)
+                        and hand_over_preface(self, self.transport, data)):
+                    self._handed_over()
+                    return
                 self._enqueue(parser_error_to_http(exc))
             _feeding = feeding  # the parser is done; what follows may run the app
             if self._current is not None and not self._parse_failed:
@@ -805,8 +811,8 @@ cdef class HTTPProtocolCore:
             upgrade = (req.environ.get("HTTP_UPGRADE") or "").strip().lower()
             if upgrade == "h2c" and not queue and not self._busy:
                 try:
-                    self._cold_state().upgrade_body = UpgradeBody(req.environ,
-                                                                  self._shared.max_body_size)
+                    self._cold_state().upgrade_body = UpgradeBody(
+                        req.environ, self._shared.max_body_size, req, http2_enabled(self))
                 except _HTTPException as exc:
                     self._enqueue(exc)
                     return
@@ -820,7 +826,15 @@ cdef class HTTPProtocolCore:
         if parts is None:
             return  # more of the body to come
         self._cold.upgrade_body = None
-        if hand_over_h2c(self, self.transport, pending.environ, parts[0], parts[1]):
+        cdef RequestState req
+        if not pending.http2:
+            # HTTP/2 is off: the upgrade is ignored, the request answered in HTTP/1.1 (and the
+            # connection closed after it: what follows was sent for HTTP/2).
+            req = <RequestState>pending.request
+            req.body = [parts[0]] if parts[0] else None
+            req.keep_alive = False
+            self._enqueue(req)
+        elif hand_over_h2c(self, self.transport, pending.environ, parts[0], parts[1]):
             self._handed_over()
         else:
             self._enqueue(BadRequest("Unsupported protocol upgrade."))
