@@ -47,7 +47,7 @@ from werkzeug.exceptions import (
 from . import _wsgi_py
 from ._body import decode_body
 from ._config import server_state_for
-from ._errors import error_page, logger
+from ._errors import error_page, half_close, logger
 from ._flow_control import FlowControl
 from ._input import EMPTY_INPUT
 from ._tasks import continue_in_task
@@ -224,6 +224,7 @@ class HTTP2Protocol(asyncio.Protocol):
         self._draining = None     # last stream id of a graceful GOAWAY
         self._last_activity = 0.0
         self._send_blocked_since = 0.0
+        self._linger_until = 0.0
         self._resets = _Bucket(RESET_BURST, RESET_RATE)
         self._floods = _Bucket(FLOOD_BURST, FLOOD_RATE)
         conn = self.conn = h2.connection.H2Connection(config=_H2_CONFIG)
@@ -883,8 +884,16 @@ class HTTP2Protocol(asyncio.Protocol):
             pass
         self._flush()
         self._closing = True
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport is None:
+            return
+        # Half-close and go on reading (discarding) for a while: closing with unread input
+        # would make the kernel reset the connection, and the GOAWAY could be lost.
+        timeout = self._config.linger_timeout
+        if timeout > 0 and half_close(transport):
+            self._linger_until = _monotonic() + timeout
+        else:
+            transport.close()
 
     def shutdown(self):
         """Graceful shutdown: GOAWAY now (no new streams), close once the open ones are done."""
@@ -908,6 +917,9 @@ class HTTP2Protocol(asyncio.Protocol):
     def check_timeouts(self, now):
         """Close a connection idle too long, or one whose client does not take its responses."""
         if self._closing:
+            if self._linger_until and now >= self._linger_until:
+                self._linger_until = 0.0
+                self.transport.close()
             return
         config = self._config
         blocked = self._send_blocked_since
