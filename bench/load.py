@@ -19,6 +19,12 @@ Servers (each its own subprocess on 127.0.0.1, an ephemeral port):
   ``KyoukaiComponent(..., backend=...)``;
 * ``uvicorn``: uvicorn (httptools) with a minimal ASGI app.
 
+Then HTTP/2 (``--http2-only`` runs just this part, ``--no-http2`` skips it), all over TLS and
+loaded with h2load: ``fast-c-tls`` (kyoukai_fast compiled, minimal app) answers HTTP/2 (64
+streams: 4 connections of 16) and, on the same server, HTTP/1.1 over TLS (``h2load --h1``, 64
+connections); ``fast-py-tls`` the same with the pure-Python twin; ``hypercorn`` (HTTP/2, the same
+minimal ASGI app as uvicorn's) is the peer. Results: ``bench/results/http2.{md,json}``.
+
 Rounds are interleaved (A B C ... A B C ...) so drift of this shared machine hits every server
 alike; the table gives the median requests/s, the median p99 latency, and ratios to the floor and
 to stock Kyoukai. A separate correctness pass checks with a wrk Lua ``response`` hook that every
@@ -192,6 +198,56 @@ async def _serve_uvicorn(loop_name: str) -> None:
     await server.serve(sockets=[sock])
 
 
+# --- HTTP/2 servers, over TLS ---------------------------------------------------------------
+
+HTTP2_SERVERS = ("fast-c-tls", "fast-py-tls", "hypercorn")
+
+
+def _bench_tls_context():
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(os.environ["KYOUKAI_FAST_BENCH_CERT"],
+                            os.environ["KYOUKAI_FAST_BENCH_KEY"])
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    return context
+
+
+async def _serve_tls(kind: str) -> None:
+    sys.path.insert(0, HERE)
+    import _support
+
+    loop = asyncio.get_running_loop()
+    sock = _listening_socket()
+    module = "cython" if kind == "fast-c-tls" else "python"
+    protocol_class = _support.IMPLEMENTATIONS[module][0].KyoukaiProtocol
+    component = _support.MinimalComponent(_support.MinimalApp(loop))
+    component.cfg = {"keepalive_timeout": IDLE_TIMEOUT}
+    port = sock.getsockname()[1]
+    server = await loop.create_server(lambda: protocol_class(component, None, "127.0.0.1", port),
+                                      sock=sock, backlog=4096, ssl=_bench_tls_context())
+    _announce(port)
+    await server.serve_forever()
+
+
+async def _serve_hypercorn() -> None:
+    from hypercorn.asyncio import serve as hypercorn_serve
+    from hypercorn.config import Config
+
+    port = _free_port()
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.certfile = os.environ["KYOUKAI_FAST_BENCH_CERT"]
+    config.keyfile = os.environ["KYOUKAI_FAST_BENCH_KEY"]
+    config.alpn_protocols = ["h2", "http/1.1"]
+    config.accesslog = None
+    config.errorlog = None
+    config.keep_alive_timeout = IDLE_TIMEOUT
+    config.h2_max_concurrent_streams = 100
+    asyncio.get_running_loop().call_later(0.5, _announce, port)
+    await hypercorn_serve(_asgi_hello, config)
+
+
 def serve(kind: str, loop_name: str) -> None:
     import logging
     import warnings
@@ -212,6 +268,10 @@ def serve(kind: str, loop_name: str) -> None:
         main = _serve_kyoukai(kind)
     elif kind == "uvicorn":
         main = _serve_uvicorn(loop_name)
+    elif kind in ("fast-c-tls", "fast-py-tls"):
+        main = _serve_tls(kind)
+    elif kind == "hypercorn":
+        main = _serve_hypercorn()
     else:
         raise SystemExit(f"unknown server {kind}")
     loop.add_signal_handler(signal.SIGTERM, loop.stop)
@@ -246,7 +306,7 @@ class Server:
         self._log = open(os.path.join(log_dir, f"server-{kind}-{loop_name}.log"), "w")
         env = dict(os.environ)
         env["PYTHONPATH"] = os.path.join(ROOT, "src") + os.pathsep + env.get("PYTHONPATH", "")
-        if kind == "fast-py-minimal":
+        if kind in ("fast-py-minimal", "fast-py-tls"):
             env["KYOUKAI_FAST_NO_EXTENSIONS"] = "1"
         self.proc = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--serve", kind, "--loop", loop_name],
@@ -672,6 +732,117 @@ def write_chart(rows: list, path: str) -> bool:
     return True
 
 
+def ensure_h2load() -> str | None:
+    return ensure_tool("h2load", "nghttp2-client")
+
+
+def run_h2load(h2load: str, port: int, duration: float, http1: bool) -> dict:
+    """h2load over TLS for ``duration`` seconds: 64 streams (4 connections of 16) on HTTP/2,
+    64 connections on HTTP/1.1."""
+    shape = ["--h1", "-c", "64", "-m", "1"] if http1 else ["-c", "4", "-m", "16"]
+    command = [h2load, *shape, "-D", str(max(1, round(duration))), "--warm-up-time", "1",
+               "-t", "1", f"https://127.0.0.1:{port}/"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60)
+    out = result.stdout
+    done = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                     r"(\d+) failed, (\d+) errored", out)
+    rps = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out)
+    protocol = re.search(r"Application protocol: (\S+)", out)
+    if result.returncode != 0 or not done or not rps:
+        raise RuntimeError(f"h2load failed: {out}\n{result.stderr}")
+    return {"requests": int(done.group(3)), "succeeded": int(done.group(4)),
+            "failed": int(done.group(5)) + int(done.group(6)), "rps": float(rps.group(1)),
+            "protocol": protocol.group(1) if protocol else "?"}
+
+
+def http2_section(args, h2load: str, output: str) -> tuple:
+    """The HTTP/2 rows: ``(markdown lines, json)``; all servers up at once, rounds interleaved."""
+    runs = [("fast-c-tls", False), ("fast-c-tls", True), ("fast-py-tls", False),
+            ("fast-py-tls", True), ("hypercorn", False)]
+    with tempfile.TemporaryDirectory() as tmp:
+        cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", cert],
+                       check=True, capture_output=True, timeout=60)
+        os.environ["KYOUKAI_FAST_BENCH_CERT"], os.environ["KYOUKAI_FAST_BENCH_KEY"] = cert, key
+        log("starting HTTP/2 servers (TLS)")
+        running = {kind: Server(kind, "asyncio", output) for kind in HTTP2_SERVERS}
+        results: dict = {}
+        try:
+            for kind, http1 in runs:  # warm-up
+                run_h2load(h2load, running[kind].port, 1.0, http1)
+            for round_index in range(args.rounds):
+                for kind, http1 in runs:
+                    server = running[kind]
+                    before = server.cpu_seconds()
+                    result = run_h2load(h2load, server.port, args.duration, http1)
+                    result["cpu_us"] = ((server.cpu_seconds() - before)
+                                        / max(1, result["requests"]) * 1e6)
+                    results.setdefault((kind, http1), []).append(result)
+                    log(f"[h2 round {round_index + 1}] {kind:12} {result['protocol']:9} "
+                        f"{result['rps']:9,.0f} req/s  server CPU {result['cpu_us']:6.1f} "
+                        f"µs/request  failed {result['failed']}")
+        finally:
+            for server in running.values():
+                server.stop()
+    rows = []
+    for (kind, http1), found in results.items():
+        rows.append({"server": kind, "protocol": "http/1.1" if http1 else "h2",
+                     "rps": median([r["rps"] for r in found]),
+                     "cpu_us": median([r["cpu_us"] for r in found]),
+                     "requests": sum(r["requests"] for r in found),
+                     "succeeded": sum(r["succeeded"] for r in found),
+                     "failed": sum(r["failed"] for r in found)})
+    by = {(r["server"], r["protocol"]): r for r in rows}
+    md = ["| server (TLS, asyncio) | protocol | load | req/s | server CPU µs/req | "
+          "succeeded / requests |", "|---|---|---|---:|---:|---:|"]
+    for r in rows:
+        shape = "64 connections" if r["protocol"] == "http/1.1" else "4 × 16 streams"
+        md.append(f"| {r['server']} | {r['protocol']} | {shape} | {r['rps']:,.0f} | "
+                  f"{r['cpu_us']:.1f} | {r['succeeded']:,} / {r['requests']:,} |")
+    targets = []
+    for impl in ("fast-c-tls", "fast-py-tls"):
+        h2_row, h1_row = by.get((impl, "h2")), by.get((impl, "http/1.1"))
+        if h2_row and h1_row:
+            ratio = h2_row["cpu_us"] / h1_row["cpu_us"]
+            targets.append((f"{impl}: HTTP/2 CPU per request / HTTP/1.1-over-TLS's", ratio,
+                            "≤ 1.5", ratio <= 1.5))
+        hyper = by.get(("hypercorn", "h2"))
+        if h2_row and hyper:
+            ratio = h2_row["rps"] / hyper["rps"]
+            targets.append((f"{impl}: HTTP/2 req/s / hypercorn's", ratio, "≥ 2", ratio >= 2))
+            ratio = hyper["cpu_us"] / h2_row["cpu_us"]
+            targets.append((f"{impl}: hypercorn's CPU per request / HTTP/2's", ratio, "(≥ 2)",
+                            ratio >= 2))
+    md += ["", "| HTTP/2 target | measured | target | met |", "|---|---:|---|---|"]
+    md += [f"| {d} | {m:.2f}× | {t} | {'yes' if ok else 'NO'} |" for d, m, t, ok in targets]
+    write_http2_chart(rows, os.path.join(output, "http2.png"))
+    return md, {"rows": rows, "targets": [{"target": d, "measured": m, "goal": t, "met": ok}
+                                          for d, m, t, ok in targets]}
+
+
+def write_http2_chart(rows: list, path: str) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    labels = [f"{r['server']}\n{r['protocol']}" for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.bar(labels, [r["rps"] for r in rows], color="#4c72b0")
+    left.set_title("requests/s (TLS, h2load, 64 streams or connections)")
+    right.bar(labels, [r["cpu_us"] for r in rows], color="#dd8452")
+    right.set_title("server CPU µs per request (lower is better)")
+    for axis in (left, right):
+        axis.tick_params(axis="x", labelsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--serve", help=argparse.SUPPRESS)
@@ -692,6 +863,8 @@ def main(argv=None) -> int:
     parser.add_argument("--python-load", action="store_true",
                         help="use the Python load generator even if wrk is available")
     parser.add_argument("--output", default=RESULTS, help="results folder")
+    parser.add_argument("--no-http2", action="store_true", help="skip the HTTP/2 (h2load) part")
+    parser.add_argument("--http2-only", action="store_true", help="only the HTTP/2 part")
     args = parser.parse_args(argv)
 
     if args.serve:
@@ -712,11 +885,31 @@ def main(argv=None) -> int:
             parser.error(f"unknown server {kind!r}")
     depths = [int(d) for d in args.pipeline.split(",")]
 
+    os.makedirs(args.output, exist_ok=True)
+    started = time.time()
+    if not args.no_http2 and not args.memory_only:
+        h2load = ensure_h2load()
+        if h2load is None:
+            log("HTTP/2 part skipped: h2load unavailable (scripts/install-clients.sh)")
+        else:
+            h2_md, h2_json = http2_section(args, h2load, args.output)
+            command = "python bench/load.py " + " ".join(sys.argv[1:] if argv is None else argv)
+            head = (f"Command: `{command.strip()}` ({platform.node()}, {os.cpu_count()} CPUs, "
+                    f"Python {platform.python_version()}, "
+                    f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+                    f"{args.rounds} × {args.duration:g} s rounds, h2load)")
+            text = "\n".join([head, ""] + h2_md)
+            print(text)
+            with open(os.path.join(args.output, "http2.md"), "w") as f:
+                f.write(text + "\n")
+            with open(os.path.join(args.output, "http2.json"), "w") as f:
+                json.dump({"command": command.strip(), **h2_json}, f, indent=2)
+    if args.http2_only:
+        return 0
+
     wrk = None if args.python_load else ensure_wrk()
     if wrk is None:
         log("load generator: Python fallback (wrk unavailable)")
-    os.makedirs(args.output, exist_ok=True)
-    started = time.time()
 
     rounds: dict = {}
     correctness: dict = {}
