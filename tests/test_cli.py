@@ -309,3 +309,11 @@ def test_alpn_offers_h2_only_when_http2_is_available(monkeypatch):
     assert _serve.alpn_protocols(http2=False) == ["http/1.1"]  # the http2 setting off
     monkeypatch.setattr(_upgrade, "http2_protocol_class", lambda: None)
     assert _serve.alpn_protocols() == ["http/1.1"]
+
+
+def test_http2_false_offers_only_http11_over_tls(certificate):
+    cert, key = certificate
+    with serve("served_app:app", "--port", "0", "--ssl-certfile", cert, "--ssl-keyfile", key,
+               "--http2", "false") as server:
+        port = server.port(r"https://127\.0\.0\.1:(\d+)")
+        assert tls_handshake(port, cert, ["h2", "http/1.1"]) == "http/1.1"

@@ -717,3 +717,16 @@ def test_differential_http11_and_http2(impl):
                 assert h1 == h2_, path
 
     asyncio.run(main())
+
+
+def test_http2_settings_are_validated():
+    from kyoukai_fast import ProtocolConfig
+
+    assert ProtocolConfig.from_mapping({"http2": "off"}).http2 is False
+    assert ProtocolConfig.from_mapping({"http2": "yes", "http2_max_concurrent_streams": "7"}) \
+        == ProtocolConfig(http2_max_concurrent_streams=7)
+    for bad in ({"http2": "maybe"}, {"http2": 2}, {"http2_stream_window": 0},
+                {"http2_max_concurrent_streams": 2 ** 31}, {"http2_connection_window": 1000},
+                {"http2_send_timeout": -1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            ProtocolConfig.from_mapping(bad)
