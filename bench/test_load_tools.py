@@ -149,19 +149,25 @@ def test_perf_profile_groups_shared_objects():
     assert "| asyncio | floor | 20.0 | 10.97 (55%) | 6.39 (32%) | 1.33 (7%) |" in table
 
 
-@pytest.mark.parametrize("kind, http1", [("fast-c-tls", False), ("fast-c-tls", True),
-                                         ("fast-py-tls", False), ("hypercorn", False)])
-def test_http2_servers_answer_h2load(kind, http1, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def bench_certificate(tmp_path_factory):
     import subprocess
 
-    h2load = load.ensure_h2load()
-    assert h2load, "h2load missing: scripts/install-clients.sh installs nghttp2-client"
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    folder = tmp_path_factory.mktemp("bench-tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
                     "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True, timeout=60)
-    monkeypatch.setenv("KYOUKAI_FAST_BENCH_CERT", str(cert))
-    monkeypatch.setenv("KYOUKAI_FAST_BENCH_KEY", str(key))
+    return cert, key
+
+
+@pytest.mark.parametrize("kind, http1", [("fast-c-tls", False), ("fast-c-tls", True),
+                                         ("fast-py-tls", False), ("hypercorn", False)])
+def test_http2_servers_answer_h2load(kind, http1, bench_certificate, tmp_path, monkeypatch):
+    h2load = load.ensure_h2load()
+    assert h2load, "h2load missing: scripts/install-clients.sh installs nghttp2-client"
+    monkeypatch.setenv("KYOUKAI_FAST_BENCH_CERT", str(bench_certificate[0]))
+    monkeypatch.setenv("KYOUKAI_FAST_BENCH_KEY", str(bench_certificate[1]))
     server = load.Server(kind, "asyncio", str(tmp_path))
     try:
         result = load.run_h2load(h2load, server.port, 1.0, http1)
