@@ -730,3 +730,34 @@ def test_http2_settings_are_validated():
                 {"http2_send_timeout": -1}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             ProtocolConfig.from_mapping(bad)
+
+
+def test_request_that_makes_no_progress_gets_408(impl):
+    def client(port):
+        import time
+
+        with H2Client(port) as h2c:
+            stalled = h2c.request("/echo", method="POST", end=False)
+            h2c.conn.send_data(stalled, b"partial")
+            h2c.flush()
+            for _ in range(100):  # 5 s at most, 20 PINGs a second (far below the flood budget)
+                if h2c.responses[stalled]["headers"] is not None or h2c.goaway is not None:
+                    break
+                h2c.conn.ping(b"keepbusy")  # other frames do not keep the request alive
+                h2c.flush()
+                time.sleep(0.05)
+                h2c.sock.settimeout(0.01)
+                try:
+                    h2c.receive()
+                except OSError:
+                    pass
+            h2c.sock.settimeout(5)
+            assert h2c.goaway is None, (h2c.goaway, h2c.events[-8:])
+            status = dict(h2c.responses[stalled]["headers"] or ())[":status"]
+            return status, h2c.get("/")[0]
+
+    async def main():
+        async with serving(impl, app, header_timeout=0.3) as (port, _):
+            assert await in_thread(client, port) == ("408", 200)
+
+    asyncio.run(main())

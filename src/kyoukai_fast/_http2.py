@@ -166,7 +166,7 @@ class _Stream:
 
     __slots__ = ("id", "environ", "method", "body", "body_size", "held", "unacked", "complete",
                  "dispatched", "refused", "task", "headers_sent", "out", "out_size",
-                 "out_end", "ended", "waiter", "remote_closed")
+                 "out_end", "ended", "waiter", "remote_closed", "touched")
 
     def __init__(self, stream_id: int, environ: dict):
         self.id = stream_id
@@ -187,6 +187,7 @@ class _Stream:
         self.ended = False        # END_STREAM sent
         self.waiter = None        # a streaming producer waiting for out to drain
         self.remote_closed = False
+        self.touched = 0.0        # when the request last made progress (HEADERS, DATA)
 
 
 class _Bucket:
@@ -424,6 +425,7 @@ class HTTP2Protocol(asyncio.Protocol):
         config = self._config
         environ = self._server.environ_template.copy()
         stream = _Stream(stream_id, environ)
+        stream.touched = self._last_activity
         self._streams[stream_id] = stream
         method = path = authority = None
         count = 0
@@ -500,6 +502,7 @@ class HTTP2Protocol(asyncio.Protocol):
             if size:
                 self.conn.acknowledge_received_data(size, event.stream_id)
             return
+        stream.touched = self._last_activity
         stream.body_size += len(data)
         if stream.body_size > self._config.max_body_size:
             if size:
@@ -938,10 +941,19 @@ class HTTP2Protocol(asyncio.Protocol):
         elif not self._streams:
             if now >= self._last_activity + config.keepalive_timeout:
                 self._close_connection(h2.errors.ErrorCodes.NO_ERROR)
-        elif now >= self._last_activity + config.header_timeout and not any(
-                stream.dispatched or stream.refused for stream in self._streams.values()):
-            # Streams opened, and their requests never completed.
-            self._close_connection(h2.errors.ErrorCodes.NO_ERROR)
+        else:
+            # A request that makes no progress for header_timeout (slowloris: a stream opened,
+            # its body never finished, the connection kept busy by other frames) gets 408.
+            deadline = now - config.header_timeout
+            late = [stream for stream in self._streams.values()
+                    if not (stream.dispatched or stream.refused) and stream.touched <= deadline]
+            if late:
+                from werkzeug.exceptions import RequestTimeout
+
+                for stream in late:
+                    self._refuse(stream, RequestTimeout())
+                self._flush()
+                self._pump()
 
     def close(self):
         """Close the connection (GOAWAY NO_ERROR first)."""
