@@ -4,6 +4,7 @@ HTTP/2 engines compared at the protocol layer, server side: h2 (what kyoukai_fas
 when installed, ngh2 (libnghttp2).
 
     python bench/http2_engines.py [--batches 400]
+    python bench/http2_engines.py --profile-protocol    # where kyoukai_fast's HTTP/2 time goes
 
 Each batch is 16 GET requests on one connection (HEADERS with END_STREAM, as h2load sends
 them); the server engine takes the bytes, answers each stream with a 3-field header block and a
@@ -92,10 +93,97 @@ def measure(make_server, batches: int) -> float:
     return best
 
 
+def profile_protocol(batches: int) -> None:
+    """cProfile of ``HTTP2Protocol`` itself (in process, a minimal app), self time by package."""
+    import asyncio
+    import cProfile
+    import os
+    import pstats
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path.insert(0, here)
+    sys.path.insert(0, os.path.join(os.path.dirname(here), "src"))
+    import _support
+
+    import kyoukai_fast.compat
+
+    kyoukai_fast.compat.apply()
+    from kyoukai_fast._http2 import HTTP2Protocol
+
+    class Transport:
+        def __init__(self):
+            self.out = bytearray()
+
+        def get_extra_info(self, name, default=None):
+            return ("127.0.0.1", 5000) if name == "peername" else default
+
+        def set_write_buffer_limits(self, high=None, low=None):
+            pass
+
+        def write(self, data):
+            self.out += data
+
+        def is_closing(self):
+            return False
+
+        def take(self):
+            data = bytes(self.out)
+            self.out.clear()
+            return data
+
+    async def run():
+        component = _support.MinimalComponent(_support.MinimalApp(asyncio.get_running_loop()))
+        component.cfg = {}
+        transport = Transport()
+        protocol = HTTP2Protocol(component, None, 8080, "https")
+        protocol.connection_made(transport)
+        peer = client()
+        protocol.data_received(peer.data_to_send())
+        peer.receive_data(transport.take())
+        profiler = cProfile.Profile()
+        for _ in range(batches):
+            for _ in range(16):
+                peer.send_headers(peer.get_next_available_stream_id(), HEADERS, end_stream=True)
+            data = peer.data_to_send()
+            profiler.enable()
+            protocol.data_received(data)
+            profiler.disable()
+            for event in peer.receive_data(transport.take()):
+                if isinstance(event, h2.events.DataReceived):
+                    peer.acknowledge_received_data(event.flow_controlled_length,
+                                                   event.stream_id)
+            pending = peer.data_to_send()
+            if pending:
+                protocol.data_received(pending)
+        stats = pstats.Stats(profiler)
+        shares: dict = {}
+        for (filename, _, _), (_, _, self_time, _, _) in stats.stats.items():
+            if "/h2/" in filename or "hpack" in filename or "hyperframe" in filename:
+                key = "h2 engine (h2, hpack, hyperframe)"
+            elif "werkzeug" in filename:
+                key = "werkzeug (request and response objects)"
+            elif "kyoukai_fast" in filename:
+                key = "kyoukai_fast (_http2 and the shared request path)"
+            elif "_support" in filename:
+                key = "the minimal app"
+            else:
+                key = "other (stdlib, builtins)"
+            shares[key] = shares.get(key, 0.0) + self_time
+        for key, value in sorted(shares.items(), key=lambda item: -item[1]):
+            print(f"{value / stats.total_tt * 100:5.1f}%  {key}")
+
+    asyncio.run(run())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batches", type=int, default=400)
+    parser.add_argument("--profile-protocol", action="store_true")
     args = parser.parse_args()
+    if args.profile_protocol:
+        profile_protocol(args.batches)
+        return
     results = {"h2": measure(h2_server, args.batches)}
     try:
         results["ngh2"] = measure(ngh2_server, args.batches)
