@@ -11,9 +11,8 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
-import h2.frame_buffer
 import h2.settings
-from hyperframe.frame import DataFrame, HeadersFrame
+from hyperframe.frame import DataFrame, Frame, GoAwayFrame, HeadersFrame
 
 TIMEOUT = 5.0
 
@@ -32,7 +31,8 @@ class H2Client:
         self.goaway = None
         self.responses = {}  # stream id -> {"headers", "body", "ended", "reset"}
         self.auto_ack = True
-        self._raw = None  # frame parser once h2's client state machine closed (after GOAWAY)
+        self._buffer = bytearray()  # received bytes not yet a whole frame
+        self._raw = False  # frames read by hand once h2's client closed (after a GOAWAY)
         if preface:
             if settings:
                 self.conn.local_settings = h2.settings.Settings(client=True,
@@ -98,87 +98,75 @@ class H2Client:
         if not data:
             self.closed = True
             return False
-        if self._raw is not None:
-            self._receive_raw(data)
-            return True
-        try:
-            events = self.conn.receive_data(data)
-        except h2.exceptions.ProtocolError:
-            if self.goaway is None:
-                self.goaway = self._goaway_in(data)
-            if self.goaway is None:
-                raise
-            # h2's client takes nothing after a GOAWAY, though streams up to its last stream
-            # id are still answered (RFC 9113 6.8): read those frames by hand.
-            self._raw = h2.frame_buffer.FrameBuffer(server=False)
-            self._raw.max_frame_size = 16384
-            self._raw.add_data(b"")
-            self._receive_raw(self._unparsed(data))
-            return True
-        for event in events:
-            self.events.append(event)
-            stream = self.responses.get(getattr(event, "stream_id", None))
-            if isinstance(event, h2.events.ResponseReceived) and stream is not None:
-                stream["headers"] = event.headers
-            elif isinstance(event, h2.events.InformationalResponseReceived) and stream:
-                stream["informational"].append(event.headers)
-            elif isinstance(event, h2.events.DataReceived):
-                if stream is not None:
-                    stream["body"] += event.data
-                if self.auto_ack and event.flow_controlled_length:
-                    self.conn.acknowledge_received_data(event.flow_controlled_length,
-                                                        event.stream_id)
-            elif isinstance(event, h2.events.StreamEnded) and stream is not None:
-                stream["ended"] = True
-            elif isinstance(event, h2.events.StreamReset) and stream is not None:
-                stream["reset"] = event.error_code
-            elif isinstance(event, h2.events.ConnectionTerminated):
-                self.goaway = event
+        # Frame by frame, so that a frame h2's client refuses (any frame after a GOAWAY: its
+        # state machine is closed then, though streams up to the GOAWAY's last stream id are
+        # still answered, RFC 9113 6.8) loses no other frame's events; from there on frames
+        # are read by hand.
+        self._buffer += data
+        while len(self._buffer) >= 9:
+            end = 9 + int.from_bytes(self._buffer[:3], "big")
+            if len(self._buffer) < end:
+                break
+            frame = bytes(self._buffer[:end])
+            del self._buffer[:end]
+            if not self._raw:
+                try:
+                    events = self.conn.receive_data(frame)
+                except h2.exceptions.ProtocolError:
+                    if self.goaway is None:
+                        raise
+                    self._raw = True
+                else:
+                    for event in events:
+                        self._event(event)
+                    continue
+            self._raw_frame(frame)
         try:
             self.flush()
         except OSError:
             pass
         return True
 
-    @staticmethod
-    def _goaway_in(data):
-        buffer = h2.frame_buffer.FrameBuffer(server=False)
-        buffer.max_frame_size = 16384
-        buffer.add_data(data)
-        for frame in buffer:
-            if type(frame).__name__ == "GoAwayFrame":
-                event = h2.events.ConnectionTerminated()
-                event.error_code = frame.error_code
-                event.last_stream_id = frame.last_stream_id
-                return event
-        return None
+    def _event(self, event):
+        self.events.append(event)
+        stream = self.responses.get(getattr(event, "stream_id", None))
+        if isinstance(event, h2.events.ResponseReceived) and stream is not None:
+            stream["headers"] = event.headers
+        elif isinstance(event, h2.events.InformationalResponseReceived) and stream:
+            stream["informational"].append(event.headers)
+        elif isinstance(event, h2.events.DataReceived):
+            if stream is not None:
+                stream["body"] += event.data
+            if self.auto_ack and event.flow_controlled_length:
+                self.conn.acknowledge_received_data(event.flow_controlled_length,
+                                                    event.stream_id)
+        elif isinstance(event, h2.events.StreamEnded) and stream is not None:
+            stream["ended"] = True
+        elif isinstance(event, h2.events.StreamReset) and stream is not None:
+            stream["reset"] = event.error_code
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self.goaway = event
 
-    def _unparsed(self, data):
-        # The frames after the GOAWAY in this read: h2 parsed the read up to the frame it
-        # refused, so re-parse the whole read and skip what came before the GOAWAY.
-        buffer = h2.frame_buffer.FrameBuffer(server=False)
-        buffer.max_frame_size = 16384
-        buffer.add_data(data)
-        frames = list(buffer)
-        for index, frame in enumerate(frames):
-            if type(frame).__name__ == "GoAwayFrame":
-                return b"".join(f.serialize() for f in frames[index + 1:])
-        return b"".join(f.serialize() for f in frames)
-
-    def _receive_raw(self, data):
-        self._raw.add_data(data)
-        for frame in self._raw:
-            stream = self.responses.get(frame.stream_id)
-            if stream is None:
-                continue
-            if isinstance(frame, HeadersFrame):
-                headers = self.conn.decoder.decode(frame.data, raw=False)
-                if stream["headers"] is None:
-                    stream["headers"] = headers
-            elif isinstance(frame, DataFrame):
-                stream["body"] += frame.data
-            if "END_STREAM" in frame.flags:
-                stream["ended"] = True
+    def _raw_frame(self, data):
+        frame, _ = Frame.parse_frame_header(memoryview(data[:9]))
+        frame.parse_body(memoryview(data[9:]))
+        if isinstance(frame, GoAwayFrame):
+            event = h2.events.ConnectionTerminated()
+            event.error_code = frame.error_code
+            event.last_stream_id = frame.last_stream_id
+            self.goaway = event
+            return
+        stream = self.responses.get(frame.stream_id)
+        if stream is None:
+            return
+        if isinstance(frame, HeadersFrame):
+            headers = self.conn.decoder.decode(frame.data, raw=False)
+            if stream["headers"] is None:
+                stream["headers"] = headers
+        elif isinstance(frame, DataFrame):
+            stream["body"] += frame.data
+        if "END_STREAM" in frame.flags:
+            stream["ended"] = True
 
     def until(self, condition, timeout=TIMEOUT):
         """Read until ``condition()`` holds (or fail after ``timeout`` seconds)."""
