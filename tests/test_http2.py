@@ -761,3 +761,25 @@ def test_request_that_makes_no_progress_gets_408(impl):
             assert await in_thread(client, port) == ("408", 200)
 
     asyncio.run(main())
+
+
+def test_streamed_body_held_to_its_declared_length(impl):
+    def handler(request):
+        produced = int(request.args["n"])
+        return Response(StreamingBody(iter([b"x" * produced])), headers={"Content-Length": "10"})
+
+    def client(port):
+        with H2Client(port) as h2c:
+            longer = h2c.get("/?n=20")
+            shorter_id = h2c.request("/?n=5")
+            h2c.response(shorter_id)
+            return longer, h2c.responses[shorter_id]["reset"], h2c.get("/?n=10")
+
+    async def main():
+        async with serving(impl, handler) as (port, _):
+            longer, reset, exact = await in_thread(client, port)
+        assert longer[0] == 200 and longer[2] == b"x" * 10  # cut at the declared length
+        assert reset == h2.errors.ErrorCodes.INTERNAL_ERROR  # ended short: reset, not ended
+        assert exact[2] == b"x" * 10
+
+    asyncio.run(main())

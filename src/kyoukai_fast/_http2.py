@@ -47,6 +47,7 @@ from werkzeug.exceptions import (
 from . import _wsgi_py
 from ._body import decode_body
 from ._config import server_state_for
+from ._conformance import DeclaredLength
 from ._errors import error_page, half_close, logger
 from ._flow_control import FlowControl
 from ._input import EMPTY_INPUT
@@ -637,6 +638,12 @@ class HTTP2Protocol(asyncio.Protocol):
             app_iter = None
         if stream.method == "HEAD":
             body = b""
+        if app_iter is not None:
+            for name, value in head:
+                if name == b"content-length" and value.isdigit():
+                    # more would break the stream's framing, fewer is reset (RFC 9113 8.1.1)
+                    app_iter = DeclaredLength(app_iter, int(value))
+                    break
         self._send_response(stream, head, body, app_iter is None)
         if app_iter is not None:
             stream.task = self._loop.create_task(self._stream_body(stream, app_iter))
