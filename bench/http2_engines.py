@@ -133,8 +133,7 @@ def profile_protocol(batches: int) -> None:
             return data
 
     async def run():
-        component = _support.MinimalComponent(_support.MinimalApp(asyncio.get_running_loop()))
-        component.cfg = {}
+        component = _support.bench_component(_support.HelloApp(asyncio.get_running_loop()))
         transport = Transport()
         protocol = HTTP2Protocol(component, None, 8080, "https")
         protocol.connection_made(transport)

@@ -25,8 +25,8 @@ from hyperframe.frame import ContinuationFrame, DataFrame, HeadersFrame, PingFra
 from werkzeug.wrappers import Response
 
 from h2client import H2Client
-from helpers import parse_responses
-from test_loopback import connect, in_thread, recv_responses, serving
+from loopback import connect, in_thread, recv_responses, serving
+from wire import parse_responses
 
 from kyoukai_fast import StreamingBody, graceful_shutdown
 from kyoukai_fast._http2 import HTTP2Protocol
