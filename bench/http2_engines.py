@@ -105,7 +105,6 @@ def profile_protocol(batches: int) -> None:
     sys.path.insert(0, here)
     sys.path.insert(0, os.path.join(os.path.dirname(here), "src"))
     import _support
-
     import kyoukai_fast.compat
 
     kyoukai_fast.compat.apply()

@@ -57,7 +57,7 @@ class Server:
         self.args = [str(a) for a in args]
         self.proc = subprocess.Popen(self.args, env=env, cwd=str(cwd), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.lines: "queue.Queue[tuple[str, str]]" = queue.Queue()
+        self.lines: queue.Queue[tuple[str, str]] = queue.Queue()
         self.output: list[str] = []
         for name, stream in (("out", self.proc.stdout), ("err", self.proc.stderr)):
             threading.Thread(target=self._read, args=(name, stream), daemon=True).start()
@@ -82,8 +82,9 @@ class Server:
                 if self.proc.poll() is not None and self.lines.empty():
                     time.sleep(0.1)  # let the readers drain
                     if self.lines.empty():
-                        raise AssertionError(f"exited ({self.proc.returncode}) before a line "
-                                             f"matching {pattern!r}:\n" + "\n".join(self.output))
+                        raise AssertionError(
+                            f"exited ({self.proc.returncode}) before a line matching "
+                            f"{pattern!r}:\n" + "\n".join(self.output)) from None
                 continue
             self.output.append(line)
             match = regex.search(line)

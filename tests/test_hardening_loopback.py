@@ -285,7 +285,7 @@ def test_expect_100_continue_over_a_socket(impl):
 
 def test_http10_stream_is_close_delimited_over_a_socket(impl):
     def handler(request):
-        return Response((b"part%d;" % i for i in range(50)))
+        return Response(b"part%d;" % i for i in range(50))
 
     def client(port):
         with connect(port) as sock:

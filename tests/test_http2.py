@@ -25,11 +25,10 @@ from hyperframe.frame import ContinuationFrame, DataFrame, HeadersFrame, PingFra
 from werkzeug.wrappers import Response
 
 from h2client import H2Client
-from loopback import connect, in_thread, recv_responses, serving
-from wire import parse_responses
-
 from kyoukai_fast import StreamingBody, graceful_shutdown
 from kyoukai_fast._http2 import HTTP2Protocol
+from loopback import connect, in_thread, recv_responses, serving
+from wire import parse_responses
 
 PIECE = bytes(range(256)) * 256  # 64 KiB
 MiB = 1024 * 1024
@@ -506,7 +505,7 @@ def test_continuation_flood_is_stopped(impl):
             more = ContinuationFrame(1)
             more.data = b"\x40\x01a\x01b" * 100  # never END_HEADERS
             try:
-                for i in range(10_000):
+                for _ in range(10_000):
                     h2c.send_raw(more.serialize())
             except OSError:
                 return still_serving(port)  # closed by the server while flooding

@@ -204,8 +204,9 @@ def test_streaming_responses_snippet():
 
 
 def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_command():
-    # Issue 2: the README opens with "serve the example app" and "run all tests", and .ci/run
-    # calls that test command, which runs the whole suite with the compiled module required.
+    # The README opens with "serve the example app" and "run all tests", and .ci/run calls that
+    # test command, which lints, then runs the whole suite with the compiled module required,
+    # once with it selected and once with the pure-Python twin selected.
     first = re.findall(r"```sh\n(.*?)```", sections()[""], flags=re.S)[0]
     commands = [re.sub(r"\s+#.*$", "", line).strip() for line in first.splitlines()]
     assert commands[0].startswith("bash scripts/serve.sh") and commands[1:] == ["make test"]
@@ -220,4 +221,7 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_command():
     script = (ROOT / "scripts" / "test.sh").read_text()
     assert "export KYOUKAI_FAST_EXPECT_COMPILED=1" in script
     assert re.search(r"^\.venv/bin/python -m pytest tests\b", script, flags=re.M)
+    assert re.search(r"^KYOUKAI_FAST_NO_EXTENSIONS=1 \.venv/bin/python -m pytest -q tests\b",
+                     script, flags=re.M)
+    assert re.search(r"^make -s lint$", script, flags=re.M)
     assert "bash scripts/bootstrap.sh" in script  # a fresh clone: venv, dependencies, build

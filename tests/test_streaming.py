@@ -191,7 +191,7 @@ def test_body_read_before_rendering_still_streams(impl):
 
 
 def test_h2c_upgrade_gets_the_whole_body(impl):
-    from h2client import collect_stream, fake_reader, h2_client, split_101, upgrade_request
+    from h2_upgrade import collect_stream, fake_reader, h2_client, split_101, upgrade_request
 
     async def main():
         chunks = Chunks(b"over ", b"h2")

@@ -12,11 +12,11 @@ import socket
 
 import h2.events
 import pytest
-from kyoukai_fast._http2 import HTTP2Protocol
 from werkzeug.wrappers import Response
 
 from fakes import FakeApp, FakeComponent, FakeSSLObject, FakeTransport, open_connection
-from h2client import collect_stream, fake_reader, h2_client, split_101, upgrade_request
+from h2_upgrade import collect_stream, fake_reader, h2_client, split_101, upgrade_request
+from kyoukai_fast._http2 import HTTP2Protocol
 from wire import parse_responses
 
 

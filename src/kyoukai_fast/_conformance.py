@@ -134,18 +134,16 @@ def trailer_field(count: int, size: int, max_count: int, max_size: int) -> bool:
     return count - TRAILER_BASE <= max_count and size <= max_size
 
 
-def head_too_large(environ: dict, received: int, size: int, limit: int) -> int:
+def head_too_large(received: int, size: int, limit: int) -> int:
     """Account for one read that ended inside a request's head.
 
     ``received`` is what was counted so far for this request (0: nothing yet), ``size`` the
     length of this read. The read that started the head also carried the requests before it, so
     it is not counted: a head may reach ``limit`` plus one read (256 KiB in asyncio) at most.
 
-    :return: the new count; -1 once the body is being read (nothing more to count).
+    :return: the new count.
     :raises HTTPLimitExceeded: 431 once the head is over ``limit``.
     """
-    if "REQUEST_METHOD" in environ:  # the head is complete: the body limit applies now
-        return -1
     if received == 0:
         return 1
     received += size

@@ -17,7 +17,7 @@ from werkzeug.exceptions import (
     NotImplemented as HTTPNotImplemented,
 )
 
-from . import _wsgi_py
+from ._rendering import date_line, format_head, response_parts
 
 __all__ = (
     "HTTPLimitExceeded",
@@ -96,7 +96,7 @@ def error_page(error: HTTPException, version: str = "1.1", method: str = "GET"):
         "wsgi.url_scheme": "http",
     }
     response = error.get_response(environ)
-    status, headers, body = _wsgi_py.response_parts(response, environ)
+    status, headers, body = response_parts(response, environ)
     if not isinstance(body, bytes):
         body = b"".join(body)
     return status, headers, body
@@ -106,7 +106,7 @@ def error_response(error: HTTPException, version: str = "1.1", method: str = "GE
                    keep_alive: bool = False) -> bytes:
     """The bytes of werkzeug's page for ``error``, framed with ``Connection: close``."""
     status, headers, body = error_page(error, version, method)
-    extra = _wsgi_py.http_date()
+    extra = date_line().encode("ascii")
     if not keep_alive:
         extra += b"Connection: close\r\n"
-    return _wsgi_py.format_head(version, status, headers, extra) + body
+    return format_head(version, status, headers, extra) + body

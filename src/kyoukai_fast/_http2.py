@@ -6,10 +6,11 @@ Every HTTP/2 connection kyoukai_fast accepts ends up here: a TLS connection that
 connection that opens with the HTTP/2 connection preface. The HTTP/1.1 protocol objects detect
 these in their cold paths and hand the transport over (``transport.set_protocol``).
 
-The request path is the HTTP/1.1 one: the environ starts from the server's template, the
-request object is built by ``new_request``, the app is called by :func:`dispatch`, responses
-go through ``response_parts`` (werkzeug's WSGI output, ``StreamingBody`` streamed), and errors
-are werkzeug's pages. What is HTTP/2's own:
+The request path is the HTTP/1.1 one: the environ starts from the server's template, and
+``_request_cycle`` gives it its body (``set_input``), builds the request object and calls the
+app (``start_handler``: the one place the app is called) and takes the response apart
+(``final_response_parts``: werkzeug's WSGI output, ``StreamingBody`` streamed); errors are
+werkzeug's pages. What is HTTP/2's own:
 
 * many streams at once, each with its own handler; at most ``http2_max_concurrent_streams``;
 * flow control both ways. A request body is taken (and its credit returned) as it arrives, up
@@ -25,8 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextvars
-import io
 import time
 
 import h2.config
@@ -44,16 +43,17 @@ from werkzeug.exceptions import (
     RequestURITooLarge,
 )
 
-from . import _wsgi_py
-from ._body import decode_body
 from ._config import server_state_for
 from ._conformance import DeclaredLength
+from ._environ import split_target
 from ._errors import error_page, half_close, logger
 from ._flow_control import FlowControl
-from ._input import EMPTY_INPUT
+from ._rendering import date_line, invalid_name_message, valid_field_name
+from ._request_cycle import final_response_parts, response_or_error, set_input, start_handler
 from ._tasks import continue_in_task
+from ._wsgi_py import add_header, header_environ_key_of_bytes, new_request
 
-__all__ = ("HTTP2Protocol", "dispatch", "PREFACE")
+__all__ = ("HTTP2Protocol", "PREFACE")
 
 #: The client connection preface (RFC 9113 3.4).
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -75,15 +75,7 @@ _CONNECTION_HEADERS = frozenset((b"connection", b"keep-alive", b"proxy-connectio
 _DROPPED_RESPONSE_HEADERS = frozenset(("connection", "keep-alive", "proxy-connection",
                                        "transfer-encoding", "upgrade"))
 
-_BytesIO = io.BytesIO
-_copy_context = contextvars.copy_context
 _monotonic = time.monotonic
-_new_request = _wsgi_py.new_request
-_response_parts = _wsgi_py.response_parts
-_environ_keys_of_bytes = _wsgi_py.environ_keys_of_bytes
-_header_environ_key_of_bytes = _wsgi_py.header_environ_key_of_bytes
-_add_header = _wsgi_py.add_header
-_split_target = _wsgi_py.split_target
 
 _H2_CONFIG = h2.config.H2Configuration(client_side=False, header_encoding=None,
                                        validate_inbound_headers=True,
@@ -100,11 +92,6 @@ class _Connection(h2.connection.H2Connection):
     MAX_CLOSED_STREAMS = 1000
 
 
-def dispatch(app, request, parent_context):
-    """The coroutine that answers ``request``: the one place HTTP/2 calls the app."""
-    return app.process_request(request, parent_context)
-
-
 # --- response headers -----------------------------------------------------------------------
 
 #: App header name -> its HTTP/2 form (lower-case bytes), or None when it is dropped. Bounded.
@@ -116,8 +103,8 @@ def _response_name(name: str):
     lower = name.lower()
     if lower in _DROPPED_RESPONSE_HEADERS:
         encoded = None
-    elif not _wsgi_py.valid_field_name(name):
-        raise ValueError(_wsgi_py.invalid_name_message(name))
+    elif not valid_field_name(name):
+        raise ValueError(invalid_name_message(name))
     else:
         encoded = lower.encode("latin-1")
     if len(_response_names) < _RESPONSE_NAMES_MAX:
@@ -133,7 +120,7 @@ def _date() -> bytes:
     global _date_second, _date_value
     now = int(time.time())
     if now != _date_second:
-        _date_value = _wsgi_py.http_date()[6:-2]
+        _date_value = date_line()[6:-2].encode("ascii")
         _date_second = now
     return _date_value
 
@@ -445,14 +432,12 @@ class HTTP2Protocol(asyncio.Protocol):
             if len(name) + len(value) > limit_size:
                 error = RequestHeaderFieldsTooLarge()
                 continue
-            key = _environ_keys_of_bytes.get(name)
+            key = header_environ_key_of_bytes(name)
             if key is None:
-                key = _header_environ_key_of_bytes(name)
-                if key is None:
-                    continue
+                continue  # a name with "_": dropped, as in HTTP/1.1
             text = value.decode("latin-1")
             if key in environ:
-                _add_header(environ, key, text)
+                add_header(environ, key, text)
             else:
                 environ[key] = text
         if count > config.max_header_count:
@@ -465,7 +450,7 @@ class HTTP2Protocol(asyncio.Protocol):
         if target[:1] == "/" and "?" not in target and "%" not in target and "#" not in target:
             path_info, query = target, ""
         else:
-            path_info, query = _split_target(target)
+            path_info, query = split_target(target)
         if "HTTP_HOST" not in environ and authority is not None:
             environ["HTTP_HOST"] = authority.decode("latin-1")
         environ["REQUEST_METHOD"] = method
@@ -539,44 +524,31 @@ class HTTP2Protocol(asyncio.Protocol):
             self._refuse(stream, RequestHeaderFieldsTooLarge())
 
     def _dispatch(self, stream):
-        """The request is complete: build the request object and call the app."""
+        """The request is complete: give it its body, build the request object, call the app
+        (``_request_cycle``, the request path HTTP/1.1 takes too)."""
         if stream.dispatched:
             return
         stream.dispatched = True
         environ = stream.environ
         chunks = stream.body
-        if chunks is None:
-            body = b""
-        elif len(chunks) == 1:
-            body = chunks[0]
-        else:
-            body = b"".join(chunks)
         stream.body = None
-        if body:
-            encoding = environ.get("HTTP_CONTENT_ENCODING")
-            if encoding is not None:
-                try:
-                    body = decode_body(body, encoding, self._config.max_body_size)
-                except HTTPException as exc:
-                    self._refuse(stream, exc)
-                    return
-            environ["CONTENT_LENGTH"] = str(len(body))
-            environ["wsgi.input"] = _BytesIO(body)
-        else:
-            environ["wsgi.input"] = EMPTY_INPUT
-        context = _copy_context()
-        app = self.app
+        if chunks and "CONTENT_LENGTH" not in environ:
+            environ["CONTENT_LENGTH"] = str(stream.body_size)  # HTTP/2 needs no content-length
         try:
-            request = _new_request(app.request_class, environ)
-            coro = dispatch(app, request, self.parent_context)
-            yielded = context.run(coro.send, None)
-        except StopIteration as stop:
-            self._respond(stream, stop.value)
+            set_input(environ, chunks, self._config.max_body_size)
+        except HTTPException as exc:
+            self._refuse(stream, exc)
             return
+        try:
+            done, result, coro, context = start_handler(self.app, self.parent_context, environ,
+                                                        new_request)
         except (Exception, asyncio.CancelledError) as exc:
             self._handler_failed(stream, exc)
             return
-        task = continue_in_task(self._loop, coro, yielded, context)
+        if done:
+            self._respond(stream, result)
+            return
+        task = continue_in_task(self._loop, coro, result, context)
         stream.task = task
         task.add_done_callback(lambda t: self._handler_done(t, stream))
 
@@ -609,35 +581,15 @@ class HTTP2Protocol(asyncio.Protocol):
     def _respond(self, stream, response):
         if self._streams.get(stream.id) is not stream:
             return
-        environ = stream.environ
-        if response is None:
-            # Stock Kyoukai returns None for an HTTP error without a custom handler.
-            logger.error("process_request returned no response for %s %s", stream.method,
-                         environ.get("RAW_URI"))
-            response = InternalServerError().get_response(environ)
-        try:
-            status, headers, body = _response_parts(response, environ)
-        except Exception as exc:
-            self._handler_failed(stream, exc)
-            return
         app_iter = None
-        if type(body) is not bytes:
-            app_iter, body = body, b""
         try:
-            if status[:1] == "1":
-                raise ValueError("an app returned an interim (1xx) status as its response: "
-                                 + status)
+            response = response_or_error(response, stream)
+            status, headers, body, app_iter = final_response_parts(response, stream.environ)
             head = response_headers(status, headers)
         except Exception as exc:
             _close(app_iter)
             self._handler_failed(stream, exc)
             return
-        code = status[:3]
-        if app_iter is not None and (stream.method == "HEAD" or code in ("204", "304")):
-            _close(app_iter)
-            app_iter = None
-        if stream.method == "HEAD":
-            body = b""
         if app_iter is not None:
             for name, value in head:
                 if name == b"content-length" and value.isdigit():
