@@ -99,8 +99,8 @@ class Server:
             except queue.Empty:
                 return "\n".join(self.output)
 
-    def port(self, pattern=r"(?:http|https)://127\.0\.0\.1:(\d+)") -> int:
-        return int(self.wait_for(pattern).group(1))
+    def port(self, pattern=r"(?:http|https)://127\.0\.0\.1:(\d+)", timeout: float = TIMEOUT) -> int:
+        return int(self.wait_for(pattern, timeout).group(1))
 
     def wait_workers(self, count: int, timeout: float = TIMEOUT) -> list:
         """Wait until ``count`` kyoukai_fast gunicorn workers serve (their pids). A signal sent

@@ -47,7 +47,7 @@ def _twin_classes():
 def test_the_connection_layer_is_implemented_once():
     assert {"connection_made", "connection_lost", "pause_writing", "resume_writing", "_drain",
             "_linger", "_refuse", "check_timeouts", "shutdown", "close", "_on_upgrade",
-            "_feed_in_slices", "_handler_done"} <= COLD
+            "_feed_in_slices", "_handler_done", "_parse_error"} <= COLD
     for name, cls in _twin_classes():
         own = _own_methods(cls)
         assert not own & COLD, (name, own & COLD)  # a twin redefining one would let them drift
@@ -130,8 +130,9 @@ class _App:
 def test_start_handler_finishes_a_handler_that_does_not_suspend():
     app = _App(suspend=False)
     environ = _wsgi_py.to_wsgi_environment([], "GET", "/a", "1.1")
+    request = _wsgi_py.new_request(Request, environ)
     finished, response, coro, context = _request_cycle.start_handler(
-        app, "ctx", environ, _wsgi_py.new_request)
+        app.process_request, request, "ctx")
     assert finished and coro is None and context is None
     assert response.get_data() == b"done" and app.seen == [("/a", "ctx")]
 
@@ -142,8 +143,9 @@ def test_start_handler_hands_back_a_suspended_handler():
     async def main():
         app = _App(suspend=True)
         environ = _wsgi_py.to_wsgi_environment([], "GET", "/b", "1.1")
+        request = _wsgi_py.new_request(Request, environ)
         finished, yielded, coro, context = _request_cycle.start_handler(
-            app, None, environ, _wsgi_py.new_request)
+            app.process_request, request, None)
         assert not finished
         response = await continue_in_task(asyncio.get_running_loop(), coro, yielded, context)
         return response.get_data()

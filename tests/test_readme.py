@@ -17,6 +17,7 @@ import pytest
 
 from procs import (
     ROOT,
+    TIMEOUT,
     VENV_BIN,
     Server,
     env,
@@ -66,7 +67,8 @@ def readme_commands() -> list[str]:
 # README command -> how the test runs it.
 HELLO = r"serving hello_app:app on http://127\.0\.0\.1:(\d+)"
 SERVERS = {
-    "bash scripts/serve.sh --port 4444": dict(port=HELLO),
+    # serve.sh bootstraps first (the venv, its packages, the build), then serves
+    "bash scripts/serve.sh --port 4444": dict(port=HELLO, timeout=60),
     "cd examples && kyoukai-fast run hello_app:app --port 4444": dict(port=HELLO),
     "cd examples && python -m kyoukai_fast run hello_app:app --port 4444 --loop asyncio "
     "--log-level warning": dict(port=HELLO),
@@ -140,7 +142,7 @@ def test_server_command(command, shims):
     argv, cwd = split(for_test(command), environment)
     assert "4444" not in " ".join(argv)
     with Server([*argv, *how.get("extra", [])], env=environment, cwd=cwd) as server:
-        port = server.port(how["port"])
+        port = server.port(how["port"], how.get("timeout", TIMEOUT))
         assert request(port, "GET", "/")[::2] == (200, b"Hello, world!")
         status = get_json(port, "/api/status")
         assert status["backend"].startswith("kyoukai_fast._protocol_")

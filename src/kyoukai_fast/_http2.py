@@ -539,9 +539,11 @@ class HTTP2Protocol(asyncio.Protocol):
         except HTTPException as exc:
             self._refuse(stream, exc)
             return
+        app = self.app
         try:
-            done, result, coro, context = start_handler(self.app, self.parent_context, environ,
-                                                        new_request)
+            request = new_request(app.request_class, environ)
+            done, result, coro, context = start_handler(app.process_request, request,
+                                                        self.parent_context)
         except (Exception, asyncio.CancelledError) as exc:
             self._handler_failed(stream, exc)
             return

@@ -8,7 +8,8 @@ cdef class RequestState:
     cdef public str version
     cdef public bint keep_alive
     cdef public str method
-    cdef public int header_count
+    cdef public int header_count      # header fields so far; trailer fields once in_trailers
+    cdef public bint in_trailers      # the head of a chunked request is complete
     cdef public bint complete
     cdef public Py_ssize_t head_received  # bytes of an incomplete head after its first read
 

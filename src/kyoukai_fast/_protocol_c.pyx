@@ -45,10 +45,9 @@ from ._wsgi_c cimport (
 from . import _wsgi_c
 from ._body import decode_body
 from ._config import server_state_for
-from ._conformance import (TRAILER_BASE, VALID_HOSTS, check_head, hold_to_declared_length,
-                           interim_status_error, trailer_field)
-from ._connection import FEED_SLICE, PARSE_FAILED, PARSING, HTTPConnection
-from ._errors import HTTPLimitExceeded, parser_error_to_http
+from ._conformance import VALID_HOSTS, check_head, hold_to_declared_length, interim_status_error
+from ._connection import FEED_SLICE, PARSING, HTTPConnection
+from ._errors import HTTPLimitExceeded
 from ._input import EMPTY_INPUT
 from ._read_buffer import bad_read_size, read_buffer
 from ._request_cycle import response_or_error
@@ -67,7 +66,6 @@ cdef str _HTTP = "http"  # the default wsgi.url_scheme (compared by identity)
 # A module attribute, not a C global: the tests replace it with a clock of their own.
 _monotonic = time.monotonic
 cdef unsigned char _PARSING = PARSING
-cdef unsigned char _PARSE_FAILED = PARSE_FAILED
 
 
 # Each server's ServerShared (limits and the environ template, copied into a table with room
@@ -223,6 +221,7 @@ cdef inline RequestState _new_request_state(dict environ):
     req.keep_alive = True
     req.method = "GET"
     req.header_count = 0
+    req.in_trailers = False
     req.complete = False
     req.head_received = 0
     return req
@@ -294,9 +293,7 @@ cdef class HTTPProtocolCore:
                 self._flush()
                 self._on_upgrade(_after_upgrade(data, upgrade))
             except _HttpParserError as exc:
-                self._parse_state = _PARSE_FAILED
-                if not self._hand_over_preface(exc, data):
-                    self._enqueue(parser_error_to_http(exc))
+                self._parse_error(exc, data)
             _feeding = feeding  # the parser is done; what follows may run the app
             if self._current is not None and self._parse_state == _PARSING:
                 self._read_ended_in_request(len(data))
@@ -332,10 +329,9 @@ cdef class HTTPProtocolCore:
         req.header_count += 1
         if (req.header_count > self._shared.max_header_count
                 or PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) > self._shared.max_header_size):
-            if trailer_field(req.header_count, PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value),
-                             self._shared.max_header_count, self._shared.max_header_size):
-                return  # a trailer field: never merged into the header fields (RFC 9110 6.5.1)
             raise HTTPLimitExceeded(RequestHeaderFieldsTooLarge())
+        if req.in_trailers:
+            return  # a trailer field: never merged into the header fields (RFC 9110 6.5.1)
         cdef str key = header_environ_key_of_bytes(name)
         if key is None:
             return  # a name with "_": dropped (it would alias the one with "-")
@@ -375,8 +371,9 @@ cdef class HTTPProtocolCore:
         if (found == NULL or type(<object>found) is not str or not _valid_host_known(<str>found)
                 or not target.startswith("/")
                 or PyDict_GetItem(environ, "HTTP_TRANSFER_ENCODING") != NULL):
-            if check_head(environ, req.method, req.version, target):
-                req.header_count = TRAILER_BASE  # what the parser reports now is a trailer
+            if check_head(environ, req.method, req.version, target):  # chunked
+                req.in_trailers = True  # what the parser reports from now on is a trailer
+                req.header_count = 0
         found = PyDict_GetItem(environ, "CONTENT_LENGTH")
         if found != NULL:
             length = <str>found

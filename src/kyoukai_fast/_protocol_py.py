@@ -31,11 +31,10 @@ from werkzeug.exceptions import (
 
 from . import _wsgi_py
 from ._config import server_state_for
-from ._conformance import (TRAILER_BASE, VALID_HOSTS, check_head, hold_to_declared_length,
-                           interim_status_error, trailer_field)
-from ._connection import FEED_SLICE, PARSE_FAILED, PARSING, HTTPConnection
+from ._conformance import VALID_HOSTS, check_head, hold_to_declared_length, interim_status_error
+from ._connection import FEED_SLICE, PARSING, HTTPConnection
 from ._environ import split_target
-from ._errors import HTTPLimitExceeded, parser_error_to_http
+from ._errors import HTTPLimitExceeded
 from ._read_buffer import read_buffer, read_bytes
 from ._request_cycle import response_or_error, set_input, start_handler
 from ._streaming import stream_body
@@ -55,7 +54,7 @@ class RequestState:
     """Everything about one request while it is parsed and waits for its handler."""
 
     __slots__ = ("environ", "url", "body", "body_size", "version", "keep_alive", "method",
-                 "header_count", "complete", "head_received")
+                 "header_count", "in_trailers", "complete", "head_received")
 
     def __init__(self, environ: dict):
         self.environ = environ
@@ -65,7 +64,8 @@ class RequestState:
         self.version = "1.1"
         self.keep_alive = True
         self.method = "GET"
-        self.header_count = 0
+        self.header_count = 0     # header fields so far; trailer fields once in_trailers
+        self.in_trailers = False  # the head of a chunked request is complete
         self.complete = False
         self.head_received = 0  # bytes of an incomplete head after its first read
 
@@ -147,9 +147,7 @@ class KyoukaiProtocol(HTTPConnection, asyncio.BufferedProtocol, asyncio.Protocol
                 self._flush()
                 self._on_upgrade(after_upgrade(data, upgrade))
             except httptools.HttpParserError as exc:
-                self._parse_state = PARSE_FAILED
-                if not self._hand_over_preface(exc, data):
-                    self._enqueue(parser_error_to_http(exc))
+                self._parse_error(exc, data)
             if self._current is not None and self._parse_state == PARSING:
                 self._read_ended_in_request(len(data))
             if not self._busy:
@@ -178,10 +176,9 @@ class KyoukaiProtocol(HTTPConnection, asyncio.BufferedProtocol, asyncio.Protocol
         req.header_count += 1
         if (req.header_count > self._config.max_header_count
                 or len(name) + len(value) > self._config.max_header_size):
-            if trailer_field(req.header_count, len(name) + len(value),
-                             self._config.max_header_count, self._config.max_header_size):
-                return  # a trailer field: never merged into the header fields (RFC 9110 6.5.1)
             raise HTTPLimitExceeded(RequestHeaderFieldsTooLarge())
+        if req.in_trailers:
+            return  # a trailer field: never merged into the header fields (RFC 9110 6.5.1)
         key = _wsgi_py.header_environ_key_of_bytes(name)
         if key is None:
             return  # a name with "_": dropped (it would alias the one with "-")
@@ -215,8 +212,9 @@ class KyoukaiProtocol(HTTPConnection, asyncio.BufferedProtocol, asyncio.Protocol
         environ["kyoukai.protocol"] = self
         if (environ.get("HTTP_HOST") not in VALID_HOSTS or not target.startswith("/")
                 or "HTTP_TRANSFER_ENCODING" in environ):
-            if check_head(environ, req.method, req.version, target):
-                req.header_count = TRAILER_BASE  # what the parser reports now is a trailer
+            if check_head(environ, req.method, req.version, target):  # chunked
+                req.in_trailers = True  # what the parser reports from now on is a trailer
+                req.header_count = 0
         length = environ.get("CONTENT_LENGTH")
         if length is not None and length.isdigit() and int(length) > self._config.max_body_size:
             raise HTTPLimitExceeded(RequestEntityTooLarge())
@@ -301,9 +299,11 @@ class KyoukaiProtocol(HTTPConnection, asyncio.BufferedProtocol, asyncio.Protocol
         except HTTPException as exc:
             self._refuse(exc, req, True)
             return
+        app = self.app
         try:
+            request = _wsgi_py.new_request(app.request_class, req.environ)
             finished, value, coro, context = start_handler(
-                self.app, self.parent_context, req.environ, _wsgi_py.new_request)
+                app.process_request, request, self.parent_context)
         except (Exception, asyncio.CancelledError) as exc:
             self._handler_failed(req, exc)
             return

@@ -5,9 +5,9 @@ HTTP/1.1 (both twins) and HTTP/2 differ in how a request arrives and how its res
 what happens in between is written here once:
 
 * :func:`set_input`: the body joined, its ``Content-Encoding`` decoded, ``wsgi.input`` set;
-* :func:`start_handler`: the ``Request`` built, ``process_request`` called and stepped once in a
-  copy of the context (a handler that does not suspend needs no task); one that suspends is
-  continued in a task (:func:`~._tasks.continue_in_task`);
+* :func:`start_handler`: the app's handler (``process_request``) called with the ``Request`` and
+  stepped once in a copy of the context (a handler that does not suspend needs no task); one
+  that suspends is continued in a task (:func:`~._tasks.continue_in_task`);
 * :func:`response_or_error`: what a ``None`` from stock Kyoukai's pipeline is answered with;
 * :func:`final_response_parts`: status, headers and body of a final response, for a framing that
   is not HTTP/1.1's (HTTP/1.1 renders its whole head at once with ``_wsgi.render_response``).
@@ -50,16 +50,16 @@ def set_input(environ: dict, chunks, max_body_size: int) -> None:
     environ["wsgi.input"] = io.BytesIO(body) if body else EMPTY_INPUT
 
 
-def start_handler(app, parent_context, environ: dict, new_request):
-    """Build the request and run the app's ``process_request`` until it first suspends.
+def start_handler(handle, request, parent_context):
+    """Run ``handle(request, parent_context)`` (the app's ``process_request``) until it first
+    suspends, in a copy of the current context.
 
     Returns ``(True, response, None, None)`` when the handler finished without suspending, else
     ``(False, yielded, coro, context)`` for :func:`~._tasks.continue_in_task`. What the app
     raises propagates (the caller answers it with a 500).
     """
     context = contextvars.copy_context()
-    request = new_request(app.request_class, environ)
-    coro = app.process_request(request, parent_context)
+    coro = handle(request, parent_context)
     try:
         yielded = context.run(coro.send, None)
     except StopIteration as stop:

@@ -296,6 +296,7 @@ cpdef object new_request(object cls, dict environ):
         return _build_request(cls, environ)
     return cls(environ, False)
 
+
 # --- response side ----------------------------------------------------------------------------
 
 cdef time_t _date_second = -1
