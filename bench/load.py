@@ -14,6 +14,9 @@ the RSS growth per idle keep-alive connection and the micro ratios, all checked 
 ``bench/targets.py``. Results: ``bench/results/load.{md,json,png}``; a full run also rewrites
 the generated part of ``docs/benchmarks.md`` (``--docs`` / ``--no-docs`` to choose).
 
+Then HTTP/2 over TLS with h2load, hypercorn as the peer (``bench/http2_load.py``;
+``--http2-only`` runs just that part, ``--no-http2`` skips it): ``bench/results/http2.*``.
+
 The parts: ``servers.py`` (what is served), ``processes.py`` (server processes, tools),
 ``loadgen.py`` (wrk scripts, the Python fallback), ``idle_rss.py`` (memory), ``micro.py``
 (micro ratios), ``report.py`` (tables, targets, chart), ``targets.py`` (the goals).
@@ -27,6 +30,7 @@ import platform
 import sys
 import time
 
+import http2_load
 from idle_rss import measure_idle_memory
 from loadgen import LoadGenerator
 from micro import micro_ratios
@@ -102,6 +106,8 @@ def main(argv=None) -> int:
     parser.add_argument("--python-load", action="store_true",
                         help="use the Python load generator even if wrk is available")
     parser.add_argument("--output", default=RESULTS, help="results folder")
+    parser.add_argument("--no-http2", action="store_true", help="skip the HTTP/2 (h2load) part")
+    parser.add_argument("--http2-only", action="store_true", help="only the HTTP/2 part")
     docs = parser.add_mutually_exclusive_group()
     docs.add_argument("--docs", action="store_true", default=None,
                       help="also write the tables and chart into docs/benchmarks.md (the "
@@ -128,11 +134,16 @@ def main(argv=None) -> int:
             parser.error(f"unknown server {kind!r}")
     depths = [int(d) for d in args.pipeline.split(",")]
 
+    os.makedirs(args.output, exist_ok=True)
+    started = time.time()
+    command = "python bench/load.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if not args.no_http2 and not args.memory_only:
+        http2_load.run(args, command.strip())
+    if args.http2_only:
+        return 0
     wrk = None if args.python_load else ensure_wrk()
     if wrk is None:
         log("load generator: Python fallback (wrk unavailable)")
-    os.makedirs(args.output, exist_ok=True)
-    started = time.time()
 
     rounds: dict = {}
     correctness: dict = {}
@@ -151,7 +162,6 @@ def main(argv=None) -> int:
         micro = micro_ratios(0.2 if args.quick else 1.0)
 
     rows = summarize(rounds, correctness)
-    command = "python bench/load.py " + " ".join(sys.argv[1:] if argv is None else argv)
     info = (f"{platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
             f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
             f"{args.connections} connections, {args.rounds} × {args.duration:g} s rounds, "

@@ -20,6 +20,13 @@ The servers the load benchmark compares, each run as its own process on 127.0.0.
 * ``uvicorn``: uvicorn (httptools) with a minimal ASGI app;
 * ``starlette``: what a user would pick instead of Kyoukai: Starlette on uvicorn (httptools),
   one hello-world route.
+
+HTTP/2, over TLS (``KYOUKAI_FAST_BENCH_CERT`` / ``KYOUKAI_FAST_BENCH_KEY`` name the certificate),
+for ``bench/http2_load.py``:
+
+* ``fast-c-tls`` / ``fast-py-tls``: kyoukai_fast compiled / pure-Python with the minimal app,
+  ALPN ``h2`` and ``http/1.1`` (one server answers both protocols);
+* ``hypercorn``: hypercorn with the same minimal ASGI app as uvicorn's, ALPN ``h2``.
 """
 from __future__ import annotations
 
@@ -41,7 +48,9 @@ KYOUKAI_SERVERS = ("stock-kyoukai", "fast-kyoukai", "fast-py-kyoukai",
                    "fast-kyoukai-stock-pipeline")
 LOOPS = ("asyncio", "uvloop")
 #: Servers whose process must run the pure-Python implementation.
-PURE_PYTHON = ("fast-py-minimal", "fast-py-kyoukai")
+#: The HTTP/2 servers (TLS) of ``bench/http2_load.py``.
+HTTP2_SERVERS = ("fast-c-tls", "fast-py-tls", "hypercorn")
+PURE_PYTHON = ("fast-py-minimal", "fast-py-kyoukai", "fast-py-tls")
 #: Servers whose process must run with the fast request pipeline off.
 STOCK_PIPELINE = ("fast-kyoukai-stock-pipeline",)
 BODY = b"Hello, world!"
@@ -196,6 +205,50 @@ async def _serve_uvicorn(loop_name: str, app=None) -> None:
     await server.serve(sockets=[sock])
 
 
+def _bench_tls_context():
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(os.environ["KYOUKAI_FAST_BENCH_CERT"],
+                            os.environ["KYOUKAI_FAST_BENCH_KEY"])
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    return context
+
+
+async def _serve_tls(kind: str) -> None:
+    sys.path.insert(0, HERE)
+    import _support
+
+    loop = asyncio.get_running_loop()
+    sock = _listening_socket()
+    module = "cython" if kind == "fast-c-tls" else "python"
+    protocol_class = _support.IMPLEMENTATIONS[module][0].KyoukaiProtocol
+    component = _support.bench_component(_support.HelloApp(loop), keepalive_timeout=IDLE_TIMEOUT)
+    port = sock.getsockname()[1]
+    server = await loop.create_server(lambda: protocol_class(component, None, "127.0.0.1", port),
+                                      sock=sock, backlog=4096, ssl=_bench_tls_context())
+    _announce(port)
+    await server.serve_forever()
+
+
+async def _serve_hypercorn() -> None:
+    from hypercorn.asyncio import serve as hypercorn_serve
+    from hypercorn.config import Config
+
+    port = _free_port()
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.certfile = os.environ["KYOUKAI_FAST_BENCH_CERT"]
+    config.keyfile = os.environ["KYOUKAI_FAST_BENCH_KEY"]
+    config.alpn_protocols = ["h2", "http/1.1"]
+    config.accesslog = None
+    config.errorlog = None
+    config.keep_alive_timeout = IDLE_TIMEOUT
+    config.h2_max_concurrent_streams = 100
+    asyncio.get_running_loop().call_later(0.5, _announce, port)
+    await hypercorn_serve(_asgi_hello, config)
+
+
 def serve(kind: str, loop_name: str) -> None:
     """Serve ``kind`` on ``loop_name`` until SIGTERM; announces ``PORT <n>`` on stdout."""
     import logging
@@ -219,6 +272,10 @@ def serve(kind: str, loop_name: str) -> None:
         main = _serve_uvicorn(loop_name)
     elif kind == "starlette":
         main = _serve_uvicorn(loop_name, _starlette_hello())
+    elif kind in ("fast-c-tls", "fast-py-tls"):
+        main = _serve_tls(kind)
+    elif kind == "hypercorn":
+        main = _serve_hypercorn()
     else:
         raise SystemExit(f"unknown server {kind}")
     loop.add_signal_handler(signal.SIGTERM, loop.stop)
@@ -230,7 +287,7 @@ def serve(kind: str, loop_name: str) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])
-    parser.add_argument("kind", choices=SERVERS)
+    parser.add_argument("kind", choices=SERVERS + HTTP2_SERVERS)
     parser.add_argument("--loop", choices=LOOPS, default="asyncio")
     args = parser.parse_args()
     serve(args.kind, args.loop)

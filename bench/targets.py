@@ -41,3 +41,8 @@ CEILINGS = ("compiled minimal app vs floor", "compiled minimal app vs stock",
 
 def ratio(description: str) -> Ratio:
     return next(r for r in RATIOS if r.description == description)
+
+#: HTTP/2 over TLS (bench/http2_load.py): the compiled server's HTTP/2 CPU per request at most
+#: this many times its HTTP/1.1-over-TLS one, and at least this many times hypercorn's HTTP/2
+#: throughput (minimal apps, 64 streams or connections).
+HTTP2_TARGETS = {"cpu_vs_http11_tls": 1.5, "throughput_vs_hypercorn": 2}

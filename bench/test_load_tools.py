@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+import http2_load
 import loadgen
 import report
 from _support import EXPECT_COMPILED, IMPLEMENTATIONS
@@ -167,3 +168,31 @@ def test_a_run_rewrites_only_the_generated_part_of_the_docs(tmp_path):
     assert "| second run |" in second and "| first run |" not in second
     assert "Written by hand." in second and second.endswith("## Log\n\nAlso by hand.\n")
     assert second.count(report.DOCS_BEGIN) == second.count(report.DOCS_END) == 1
+
+
+@pytest.fixture(scope="module")
+def bench_certificate(tmp_path_factory):
+    import subprocess
+
+    folder = tmp_path_factory.mktemp("bench-tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+@pytest.mark.parametrize("kind, http1", [("fast-c-tls", False), ("fast-c-tls", True),
+                                         ("fast-py-tls", False), ("hypercorn", False)])
+def test_http2_servers_answer_h2load(kind, http1, bench_certificate, tmp_path, monkeypatch):
+    h2load = http2_load.ensure_h2load()
+    assert h2load, "h2load missing: scripts/install-clients.sh installs nghttp2-client"
+    monkeypatch.setenv("KYOUKAI_FAST_BENCH_CERT", str(bench_certificate[0]))
+    monkeypatch.setenv("KYOUKAI_FAST_BENCH_KEY", str(bench_certificate[1]))
+    server = Server(kind, "asyncio", str(tmp_path))
+    try:
+        result = http2_load.run_h2load(h2load, server.port, 1.0, http1)
+    finally:
+        server.stop()
+    assert result["protocol"] == ("http/1.1" if http1 else "h2")
+    assert result["succeeded"] == result["requests"] > 0 and result["failed"] == 0

@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+# curl and h2load (nghttp2-client), the HTTP/2 clients of the tests.
+bash scripts/install-clients.sh
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi

@@ -330,5 +330,33 @@ def test_alpn_offers_h2_only_when_http2_is_available(monkeypatch):
     from kyoukai_fast import _serve, _upgrade
 
     assert _serve.alpn_protocols() == ["h2", "http/1.1"]  # Kyoukai and h2 are installed here
-    monkeypatch.setattr(_upgrade, "h2_protocol_class", lambda: None)
+    assert _serve.alpn_protocols(http2=False) == ["http/1.1"]  # the http2 setting off
+    monkeypatch.setattr(_upgrade, "http2_protocol_class", lambda: None)
     assert _serve.alpn_protocols() == ["http/1.1"]
+
+
+def test_http2_false_offers_only_http11_over_tls(certificate):
+    cert, key = certificate
+    with serve("served_app:app", "--port", "0", "--ssl-certfile", cert, "--ssl-keyfile", key,
+               "--http2", "false") as server:
+        port = server.port(r"https://127\.0\.0\.1:(\d+)")
+        assert tls_handshake(port, cert, ["h2", "http/1.1"]) == "http/1.1"
+
+
+@posix_only
+def test_sigterm_sends_goaway_and_lets_http2_streams_finish(pure):
+    from h2client import H2Client
+
+    with serve("served_app:app", "--port", "0", pure=pure) as server:
+        port = server.port()
+        with H2Client(port) as h2c:
+            stream = h2c.request("/slow?s=0.8")
+            server.wait_for(r"slow request started")  # in flight
+            server.signal(signal.SIGTERM)
+            status, _, body = h2c.response(stream)
+            h2c.until_closed()
+            assert (status, body) == (200, b"slow done")
+            assert h2c.goaway is not None and h2c.goaway.last_stream_id == stream
+            assert h2c.goaway.error_code == 0  # NO_ERROR
+        assert server.wait() == 0
+        assert "stopped (0 connection(s) cut)" in server.drain()

@@ -282,3 +282,31 @@ def test_h2c_upgrade_reaches_the_kyoukai_app(backend):
     headers, body = asyncio.run(main())
     assert headers[":status"] == "200"
     assert json.loads(body) == {"user_id": 5, "slug": "over-h2"}
+
+
+def test_real_kyoukai_app_over_http2(backend):
+    """A browser's form POST over HTTP/2 reaches the route with its body and Content-Type, and
+    the same routes answer as over HTTP/1.1 (prior knowledge on cleartext)."""
+    from h2client import H2Client
+
+    def client(port):
+        with H2Client(port) as h2c:
+            form = h2c.get("/form", method="POST", body=b"a=1&a=2&b=x",
+                           headers=[("content-type", "application/x-www-form-urlencoded")])
+            raw = h2c.get("/raw", method="PUT", body=b"\xc3\xa9t\xc3\xa9",
+                          headers=[("content-type", "text/plain; charset=utf-8")])
+            return [form, raw, h2c.get("/protocol"), h2c.get("/users/7/posts/hi"),
+                    h2c.get("/forbidden"), h2c.get("/explode"), h2c.get("/nope")]
+
+    async def main():
+        async with serving(backend) as port:
+            return await asyncio.wait_for(asyncio.to_thread(client, port), 20)
+
+    form, raw, protocol, post, forbidden, explode, missing = asyncio.run(main())
+    assert form[0] == 200 and json.loads(form[2]) == {"form": {"a": ["1", "2"], "b": ["x"]}}
+    assert json.loads(raw[2]) == {"method": "PUT", "body": "\u00e9t\u00e9",
+                                  "type": "text/plain; charset=utf-8"}
+    assert json.loads(protocol[2]) == {"module": "kyoukai_fast._http2", "name": "HTTP2Protocol"}
+    assert json.loads(post[2]) == {"user_id": 7, "slug": "hi"} and "date" in post[1]
+    assert forbidden[0] == 403 and json.loads(forbidden[2]) == {"handled": 403}
+    assert explode[0] == 500 and missing[0] == 404

@@ -106,6 +106,8 @@ def test_imports_and_serves_without_asphalt_kyoukai_or_h2():
         (plain, plain_closed), (h2c, h2c_closed) = out[name]
         [response] = parse_responses(plain.encode("latin-1"), closed=False)
         assert (response.status, response.body, plain_closed) == (200, b"Hello, world!", False)
-        # No HTTP/2 to hand over to: an h2c upgrade is an unsupported upgrade (400 and close).
+        # No HTTP/2 to hand over to: the h2c upgrade is ignored, the request answered in
+        # HTTP/1.1, and the connection closed after it.
         [response] = parse_responses(h2c.encode("latin-1"))
-        assert response.status == 400 and h2c_closed
+        assert (response.status, response.body, h2c_closed) == (200, b"Hello, world!", True)
+        assert response.header("Connection") == "close"

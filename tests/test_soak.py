@@ -47,3 +47,26 @@ def test_soak_fails_on_rss_growth_beyond_the_limit():
                   "--rss-limit-mib", "-1000")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "RSS grew" in result.stderr and "0 lost" in result.stdout
+
+
+SOAK_HTTP2 = os.path.join(ROOT, "bench", "soak_http2.py")
+
+
+@pytest.mark.parametrize("impl_name", ["cython", "python"])
+def test_http2_soak_small_run_keeps_memory_flat(impl_name):
+    """``bench/soak_http2.py`` in miniature: requests on one HTTP/2 connection, RSS compared."""
+    impl = next(i for i in IMPLEMENTATIONS if i.name == impl_name)
+    if not impl.available:
+        pytest.fail(f"the {impl_name} implementation did not load: {impl.error}")
+    result = subprocess.run([sys.executable, SOAK_HTTP2, "--requests", "3000", "--impl",
+                             impl_name], capture_output=True, text=True, timeout=150, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{impl_name}: 3,000 of 3,000 requests succeeded on one connection" in result.stdout
+
+
+def test_http2_soak_fails_on_rss_growth_beyond_the_limit():
+    result = subprocess.run([sys.executable, SOAK_HTTP2, "--requests", "300", "--impl", "python",
+                             "--rss-limit-mib", "-1000"], capture_output=True, text=True,
+                            timeout=150, cwd=ROOT)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "300 of 300 requests succeeded" in result.stdout

@@ -202,7 +202,8 @@ def test_h2c_upgrade_gets_the_whole_body(impl):
         transport.protocol.data_received(client.data_to_send())
         headers, body, _ = await collect_stream(client, fake_reader(transport, rest))
         assert headers[":status"] == "200" and body == b"over h2"
-        assert headers["content-length"] == "7" and chunks.closed == 1
+        # streamed as it is produced (kyoukai_fast's HTTP/2 protocol), not counted first
+        assert "content-length" not in headers and chunks.closed == 1
 
     run(main())
 

@@ -1,5 +1,5 @@
 """
-HTTP/2 handover to Kyoukai's ``H2KyoukaiProtocol``: cleartext ``Upgrade: h2c`` and TLS ALPN ``h2``.
+HTTP/2 handover to kyoukai_fast's ``HTTP2Protocol``: cleartext ``Upgrade: h2c`` and TLS ALPN ``h2``.
 
 The client side is the h2 library itself, so the server's bytes are checked by a real HTTP/2
 state machine: the upgrading request must come back as the response on stream 1.
@@ -12,22 +12,16 @@ import socket
 
 import h2.events
 import pytest
-from kyoukai.backends.http2 import H2KyoukaiProtocol  # noqa: E402  (conftest applied compat)
 from werkzeug.wrappers import Response
 
 from fakes import FakeApp, FakeComponent, FakeSSLObject, FakeTransport, open_connection
 from h2_upgrade import collect_stream, fake_reader, h2_client, split_101, upgrade_request
+from kyoukai_fast._http2 import HTTP2Protocol
 from wire import parse_responses
 
 
 async def echo(request):
-    stream = request.environ["wsgi.input"]
-    if hasattr(stream, "read_async"):
-        # Kyoukai's HTTP/2 backend: the body is an async stream (its environ has no
-        # CONTENT_LENGTH, so werkzeug's get_data() sees none); this is how its apps read it.
-        body = await stream.read_async()
-    else:
-        body = request.get_data()
+    body = request.get_data()
     return Response(json.dumps({
         "method": request.method,
         "path": request.path,
@@ -51,7 +45,7 @@ def test_h2c_upgrade_answers_stream_one(impl, together):
         head, rest = split_101(transport.take())
         assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
         assert b"\r\nUpgrade: h2c\r\n" in head
-        assert isinstance(transport.protocol, H2KyoukaiProtocol)
+        assert isinstance(transport.protocol, HTTP2Protocol)
         if not together:
             transport.protocol.data_received(client.data_to_send())
         headers, body, events = await collect_stream(client, fake_reader(transport, rest))
@@ -154,7 +148,7 @@ def test_tls_alpn_h2_is_handed_over(impl):
     async def main():
         transport = FakeTransport(ssl_object=FakeSSLObject("h2"))
         protocol, transport, component = await open_connection(impl, echo, transport=transport)
-        assert isinstance(transport.protocol, H2KyoukaiProtocol)
+        assert isinstance(transport.protocol, HTTP2Protocol)
         assert transport.protocol.transport is transport
         client = h2_client()
         client.initiate_connection()
@@ -167,8 +161,8 @@ def test_tls_alpn_h2_is_handed_over(impl):
         seen = json.loads(body)
         assert seen["path"] == "/tls" and seen["args"] == {"y": ["2"]}
         assert seen["x_test"] == "t"
-        # the HTTP/1.1 object never took the connection
-        assert component.connection_made.events == []
+        # announced once, by the HTTP/2 protocol (the HTTP/1.1 object never took it)
+        assert component.connection_made.events == [{"protocol": transport.protocol}]
 
     asyncio.run(main())
 

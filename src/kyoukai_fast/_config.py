@@ -23,7 +23,7 @@ __all__ = ("ProtocolConfig", "ServerState", "server_state_for", "existing_server
 
 @dataclasses.dataclass
 class ProtocolConfig:
-    """Limits and timeouts of the HTTP/1.1 protocol. Every number here is configurable."""
+    """Limits and timeouts of the HTTP/1.1 and HTTP/2 protocols; every number is configurable."""
 
     #: Largest request body accepted, after any ``Content-Encoding`` is decoded (413 beyond).
     max_body_size: int = 12 * 1024 * 1024
@@ -53,6 +53,20 @@ class ProtocolConfig:
     #: Serve Kyoukai apps through kyoukai_fast's own request pipeline (stock behaviour, less
     #: work); off, or with KYOUKAI_FAST_NO_PIPELINE=1, the app's own process_request runs.
     fast_pipeline: bool = True
+    #: Serve HTTP/2: ALPN ``h2`` on TLS, ``Upgrade: h2c`` and the HTTP/2 connection preface on
+    #: cleartext. Off: ALPN offers only ``http/1.1`` and h2c upgrades are answered in HTTP/1.1.
+    http2: bool = True
+    #: Requests one HTTP/2 connection may have in flight (SETTINGS_MAX_CONCURRENT_STREAMS).
+    http2_max_concurrent_streams: int = 100
+    #: Bytes of request body an HTTP/2 client may send on one stream before the server has taken
+    #: them (the stream flow-control window, at most 2147483647).
+    http2_stream_window: int = 256 * 1024
+    #: Bytes of request bodies an HTTP/2 client may send on a connection before the server has
+    #: taken them (the connection flow-control window, at most 2147483647).
+    http2_connection_window: int = 1024 * 1024
+    #: Seconds an HTTP/2 response may wait for the client to take more of it (a flow-control
+    #: window kept closed, a socket never read) before the connection is closed.
+    http2_send_timeout: float = 30.0
 
     @classmethod
     def from_mapping(cls, cfg: dict[str, Any] | None) -> "ProtocolConfig":
@@ -63,24 +77,39 @@ class ProtocolConfig:
         for name in names:
             if name in cfg and cfg[name] is not None:
                 default = getattr(cls, name)
-                value = (_as_bool(name, cfg[name]) if isinstance(default, bool)
-                         else type(default)(cfg[name]))
+                value = _coerce(name, default, cfg[name])
                 if value < 0:
                     raise ValueError(f"kyoukai_fast setting {name} must not be negative: {value}")
+                low, high = _BOUNDS.get(name, (0, None))
+                if value < low or (high is not None and value > high):
+                    raise ValueError(f"kyoukai_fast setting {name} must be between {low} and "
+                                     f"{high}: {value}")
                 values[name] = value
         return cls(**values)
 
 
-def _as_bool(name: str, value: Any) -> bool:
-    """A yes/no setting: a bool, or 1/true/yes/on, 0/false/no/off as text or number."""
-    if isinstance(value, bool):
-        return value
-    word = str(value).strip().lower()
-    if word in ("1", "true", "yes", "on"):
-        return True
-    if word in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"kyoukai_fast setting {name} must be true or false: {value!r}")
+#: Settings with a range narrower than "not negative": ``name -> (lowest, highest)``.
+_BOUNDS = {
+    "http2_max_concurrent_streams": (1, 2 ** 31 - 1),
+    "http2_stream_window": (1, 2 ** 31 - 1),
+    "http2_connection_window": (65535, 2 ** 31 - 1),
+}
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _coerce(name: str, default, value):
+    """``value`` as the type of the setting's default (a bool also from its usual spellings)."""
+    if type(default) is bool:
+        if isinstance(value, str):
+            text = value.strip().lower()
+            if text in _TRUE or text in _FALSE:
+                return text in _TRUE
+        elif isinstance(value, (bool, int)) and value in (0, 1):
+            return bool(value)
+        raise ValueError(f"kyoukai_fast setting {name} must be true or false: {value!r}")
+    return type(default)(value)
 
 
 class ServerState:

@@ -29,7 +29,8 @@ from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError, 
 
 from ._errors import HTTPLimitExceeded, error_response, half_close, logger, parser_error_to_http
 from ._conformance import head_too_large
-from ._upgrade import UpgradeBody, hand_over_h2c, hand_over_tls, upgrade_refusal
+from ._upgrade import (UpgradeBody, hand_over_h2c, hand_over_preface, hand_over_tls,
+                       http2_enabled, is_preface_error, upgrade_refusal)
 
 __all__ = ("HTTPConnection", "ColdState", "FEED_SLICE", "slice_end", "PARSING", "PARSE_FAILED",
            "UPGRADED")
@@ -348,10 +349,13 @@ class HTTPConnection:
         elif transport is not None:
             transport.close()
 
-    def _parse_error(self, exc):
-        """The parser refused the bytes (``feed_data`` raised ``exc``): parsing stops, and the
-        refusal waits behind the requests already parsed."""
+    def _parse_error(self, exc, data=b""):
+        """The parser refused the bytes (``feed_data`` raised ``exc`` on the read ``data``):
+        parsing stops, and the refusal waits behind the requests already parsed. Unless it was
+        the HTTP/2 connection preface: the connection then goes to the HTTP/2 protocol."""
         self._parse_state = PARSE_FAILED
+        if data and self._hand_over_preface(exc, data):
+            return
         self._enqueue(parser_error_to_http(exc))
 
     def handle_parser_exception(self, exc):
@@ -407,8 +411,8 @@ class HTTPConnection:
             upgrade = (environ.get("HTTP_UPGRADE") or "").strip().lower()
             if upgrade == "h2c" and not queue and not self._busy:
                 try:
-                    self._cold_state().upgrade_body = UpgradeBody(environ,
-                                                                  self._config.max_body_size)
+                    self._cold_state().upgrade_body = UpgradeBody(
+                        environ, self._config.max_body_size, item, http2_enabled(self))
                 except HTTPException as exc:
                     self._enqueue(exc)
                     return
@@ -433,10 +437,28 @@ class HTTPConnection:
         if parts is None:
             return  # more of the body to come
         cold.upgrade_body = None
-        if hand_over_h2c(self, self.transport, pending.environ, parts[0], parts[1]):
+        if not pending.http2:
+            # HTTP/2 is off: the upgrade is ignored, the request answered in HTTP/1.1 (and the
+            # connection closed after it: what follows was sent for HTTP/2).
+            request = pending.request
+            request.body = [parts[0]] if parts[0] else None
+            request.keep_alive = False
+            self._enqueue(request)
+        elif hand_over_h2c(self, self.transport, pending.environ, parts[0], parts[1]):
             self._handed_over()
         else:
             self._enqueue(BadRequest("Unsupported protocol upgrade."))
+
+    def _hand_over_preface(self, exc, data) -> bool:
+        """After a parser error: whether it was llhttp stopping at the HTTP/2 connection preface
+        (``PRI * HTTP/2.0``, prior knowledge) and the connection went to the HTTP/2 protocol.
+        False when it is another error, or HTTP/2 is off (the caller refuses it as before)."""
+        if not is_preface_error(exc, not self._busy and not self._queue):
+            return False
+        if not hand_over_preface(self, self.transport, data):
+            return False
+        self._handed_over()
+        return True
 
     def _handed_over(self):
         """The transport now belongs to another protocol object: let go of it."""

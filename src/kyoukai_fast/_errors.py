@@ -23,6 +23,7 @@ __all__ = (
     "HTTPLimitExceeded",
     "half_close",
     "error_response",
+    "error_page",
     "parser_error_to_http",
     "logger",
 )
@@ -82,9 +83,8 @@ def half_close(transport) -> bool:
     return True
 
 
-def error_response(error: HTTPException, version: str = "1.1", method: str = "GET",
-                   keep_alive: bool = False) -> bytes:
-    """The bytes of werkzeug's page for ``error``, framed with ``Connection: close``."""
+def error_page(error: HTTPException, version: str = "1.1", method: str = "GET"):
+    """``(status, headers, body)`` of werkzeug's page for ``error`` (``body`` is bytes)."""
     environ = {
         "REQUEST_METHOD": method,
         "SERVER_PROTOCOL": "HTTP/" + version,
@@ -99,6 +99,13 @@ def error_response(error: HTTPException, version: str = "1.1", method: str = "GE
     status, headers, body = response_parts(response, environ)
     if not isinstance(body, bytes):
         body = b"".join(body)
+    return status, headers, body
+
+
+def error_response(error: HTTPException, version: str = "1.1", method: str = "GET",
+                   keep_alive: bool = False) -> bytes:
+    """The bytes of werkzeug's page for ``error``, framed with ``Connection: close``."""
+    status, headers, body = error_page(error, version, method)
     extra = date_line().encode("ascii")
     if not keep_alive:
         extra += b"Connection: close\r\n"

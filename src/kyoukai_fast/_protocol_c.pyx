@@ -294,7 +294,7 @@ cdef class HTTPProtocolCore:
                 self._flush()
                 self._on_upgrade(_after_upgrade(data, upgrade))
             except _HttpParserError as exc:
-                self._parse_error(exc)
+                self._parse_error(exc, data)
             _feeding = feeding  # the parser is done; what follows may run the app
             if self._current is not None and self._parse_state == _PARSING:
                 self._read_ended_in_request(len(data))

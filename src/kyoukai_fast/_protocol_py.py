@@ -147,7 +147,7 @@ class KyoukaiProtocol(HTTPConnection, asyncio.BufferedProtocol, asyncio.Protocol
                 self._flush()
                 self._on_upgrade(after_upgrade(data, upgrade))
             except httptools.HttpParserError as exc:
-                self._parse_error(exc)
+                self._parse_error(exc, data)
             if self._current is not None and self._parse_state == PARSING:
                 self._read_ended_in_request(len(data))
             if not self._busy:

@@ -183,23 +183,24 @@ def bind(host: str, port: int, backlog: int = 2048) -> socket.socket:
     return sock
 
 
-def alpn_protocols() -> list:
-    """``h2`` first when Kyoukai's HTTP/2 protocol (and h2) can be loaded, then ``http/1.1``."""
-    from ._upgrade import h2_protocol_class
+def alpn_protocols(http2: bool = True) -> list:
+    """``h2`` first when HTTP/2 is on and its engine (h2) can be loaded, then ``http/1.1``."""
+    from ._upgrade import http2_protocol_class
 
-    return (["h2"] if h2_protocol_class() is not None else []) + ["http/1.1"]
+    return (["h2"] if http2 and http2_protocol_class() is not None else []) + ["http/1.1"]
 
 
 def make_ssl_context(certfile: str, keyfile: str | None = None,
-                     context: ssl.SSLContext | None = None) -> ssl.SSLContext:
-    """A server TLS context (or ``context``, e.g. gunicorn's) offering ALPN h2 and http/1.1."""
+                     context: ssl.SSLContext | None = None, http2: bool = True) -> ssl.SSLContext:
+    """A server TLS context (or ``context``, e.g. gunicorn's) offering ALPN h2 (unless
+    ``http2`` is false) and http/1.1."""
     if context is None:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         try:
             context.load_cert_chain(certfile, keyfile)
         except (OSError, ssl.SSLError) as exc:
             raise TargetError(f"cannot load TLS certificate {certfile!r}: {exc}") from None
-    context.set_alpn_protocols(alpn_protocols())
+    context.set_alpn_protocols(alpn_protocols(http2))
     return context
 
 

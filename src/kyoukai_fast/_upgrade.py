@@ -1,9 +1,11 @@
 """
-Handing a connection over to Kyoukai's HTTP/2 protocol, shared by both implementations.
+Handing a connection over to kyoukai_fast's HTTP/2 protocol, shared by both implementations.
 
-Two ways in: a TLS connection that negotiated ALPN ``h2``, and a cleartext HTTP/1.1 request with
-``Upgrade: h2c`` (RFC 7540 3.2). The new protocol object takes over the transport through
-``transport.set_protocol``; the HTTP/1.1 protocol object is simply dropped.
+Three ways in: a TLS connection that negotiated ALPN ``h2``, a cleartext HTTP/1.1 request with
+``Upgrade: h2c`` (RFC 7540 3.2), and a cleartext connection that starts with the HTTP/2
+connection preface (prior knowledge, RFC 9113 3.3). The HTTP/1.1 protocol object sees each in
+its cold path; the HTTP/2 protocol (``_http2``) takes over the transport through
+``transport.set_protocol`` and the HTTP/1.1 object is simply dropped.
 """
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import binascii
 
 from ._errors import logger
 
-__all__ = ("after_upgrade", "h2_protocol_class", "hand_over_tls", "hand_over_h2c",
+__all__ = ("after_upgrade", "h2_protocol_class", "http2_protocol_class", "http2_enabled",
+           "hand_over_tls", "hand_over_h2c", "hand_over_preface", "is_preface_error",
            "UpgradeBody", "SWITCHING_PROTOCOLS", "upgrade_refusal")
 
 SWITCHING_PROTOCOLS = (b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
@@ -20,10 +23,16 @@ SWITCHING_PROTOCOLS = (b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade
 
 _h2_class = None
 _h2_checked = False
+_http2_class = None
+_http2_checked = False
 
 
 def h2_protocol_class():
-    """Kyoukai's ``H2KyoukaiProtocol`` when Kyoukai and h2 are importable, else ``None``."""
+    """Kyoukai's own ``H2KyoukaiProtocol`` when Kyoukai and h2 are importable, else ``None``.
+
+    Kept importable (``kyoukai_fast.H2KyoukaiProtocol``, the stock backend's name); kyoukai_fast
+    serves HTTP/2 with its own protocol, :func:`http2_protocol_class`.
+    """
     global _h2_class, _h2_checked
     if not _h2_checked:
         _h2_checked = True
@@ -33,6 +42,27 @@ def h2_protocol_class():
             H2KyoukaiProtocol = None
         _h2_class = H2KyoukaiProtocol
     return _h2_class
+
+
+def http2_protocol_class():
+    """kyoukai_fast's ``HTTP2Protocol`` when the h2 engine is importable, else ``None``."""
+    global _http2_class, _http2_checked
+    if not _http2_checked:
+        _http2_checked = True
+        try:
+            from ._http2 import HTTP2Protocol
+        except ImportError:
+            HTTP2Protocol = None
+        _http2_class = HTTP2Protocol
+    return _http2_class
+
+
+def http2_enabled(protocol) -> bool:
+    """Whether ``protocol``'s server serves HTTP/2 (the ``http2`` setting, and h2 installed)."""
+    from ._config import server_state_for
+
+    config = server_state_for(protocol.component, protocol.server_port).config
+    return config.http2 and http2_protocol_class() is not None
 
 
 def after_upgrade(data, upgrade: BaseException) -> bytes:
@@ -64,10 +94,16 @@ class UpgradeBody:
     and split from the HTTP/2 bytes that follow it.
     """
 
-    __slots__ = ("environ", "length", "data")
+    __slots__ = ("environ", "length", "data", "request", "http2")
 
-    def __init__(self, environ: dict, limit: int):
-        """:raises HTTPException: the body cannot be taken (chunked, bad length, too large)."""
+    def __init__(self, environ: dict, limit: int, request=None, http2: bool = True):
+        """``request``: the HTTP/1.1 protocol's state of the upgrading request, served as a plain
+        HTTP/1.1 request once its body is in when ``http2`` is off (the upgrade is ignored).
+
+        :raises HTTPException: the body cannot be taken (chunked, bad length, too large).
+        """
+        self.request = request
+        self.http2 = http2
         from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
         if "chunked" in (environ.get("HTTP_TRANSFER_ENCODING") or "").lower():
@@ -90,13 +126,55 @@ class UpgradeBody:
 
 
 def hand_over_tls(protocol, transport) -> bool:
-    """Switch a TLS connection that negotiated ``h2`` to HTTP/2. False if unavailable."""
-    cls = h2_protocol_class()
-    if cls is None:
-        return False
-    new = cls(protocol.component, protocol.parent_context)
+    """Switch a TLS connection that negotiated ``h2`` to HTTP/2.
+
+    False when HTTP/2 is off or unavailable: the connection is then closed, since its client
+    speaks HTTP/2 (only a TLS context of the user's own, offering ``h2`` regardless of the
+    ``http2`` setting, can get there).
+    """
+    if not http2_enabled(protocol):
+        logger.warning("TLS client negotiated h2 but HTTP/2 is off: closing the connection")
+        transport.close()
+        return True
+    new = http2_protocol_class().from_http1(protocol, "https")
     transport.set_protocol(new)
     new.connection_made(transport)
+    return True
+
+
+def is_preface_error(exc: BaseException, idle: bool) -> bool:
+    """Whether a parser error is llhttp stopping at the HTTP/2 connection preface.
+
+    llhttp parses ``PRI * HTTP/2.0`` as a request line and then pauses ("PRI/Upgrade"). Only a
+    connection with nothing else in progress (``idle``) is handed over: the preface comes first.
+    """
+    return idle and "PRI" in str(exc)
+
+
+def preface_bytes(data: bytes) -> bytes:
+    """The connection's bytes from its start, given the read in which llhttp found the preface.
+
+    llhttp stops in the read that completes ``PRI * HTTP/2.0\r\n\r\n`` (18 bytes); earlier
+    reads held a start of the preface, which the HTTP/2 engine needs too.
+    """
+    from ._http2 import PREFACE
+
+    for start in range(19):
+        tail = PREFACE[start:]
+        if data[:len(tail)] == tail[:len(data)]:
+            return PREFACE[:start] + bytes(data)
+    return bytes(data)
+
+
+def hand_over_preface(protocol, transport, data: bytes) -> bool:
+    """Continue a cleartext connection that sent the HTTP/2 preface as HTTP/2. False when
+    HTTP/2 is off or unavailable (the caller answers 400 as before)."""
+    if not http2_enabled(protocol):
+        return False
+    new = http2_protocol_class().from_http1(protocol, "http")
+    transport.set_protocol(new)
+    logger.debug("Connection preface: serving HTTP/2 (prior knowledge)")
+    new.take_over_preface(transport, preface_bytes(data))
     return True
 
 
@@ -108,99 +186,24 @@ def decode_http2_settings(value: str) -> bytes | None:
         return None
 
 
-# Request headers that belong to the HTTP/1.1 connection and have no place in an HTTP/2 request
-# (RFC 9113 8.2.2); Host becomes the ``:authority`` pseudo-header.
-_HOP_BY_HOP = frozenset(("HTTP_CONNECTION", "HTTP_UPGRADE", "HTTP_HTTP2_SETTINGS", "HTTP_HOST",
-                         "HTTP_KEEP_ALIVE", "HTTP_PROXY_CONNECTION", "HTTP_TRANSFER_ENCODING",
-                         "HTTP_TE"))
-
-
-def _stream_one_headers(environ: dict) -> list:
-    """The HTTP/2 header list of the request that carried the upgrade (it becomes stream 1)."""
-    headers = [
-        (":method", environ.get("REQUEST_METHOD", "GET")),
-        (":path", environ.get("RAW_URI") or "/"),
-        (":scheme", "http"),
-        (":authority", environ.get("HTTP_HOST") or environ.get("SERVER_NAME") or ""),
-    ]
-    for key, value in environ.items():
-        if key in _HOP_BY_HOP or not isinstance(value, str):
-            continue
-        if key.startswith("HTTP_"):
-            name = key[5:]
-        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-            name = key
-        else:
-            continue
-        headers.append((name.lower().replace("_", "-"), value))
-    return headers
-
-
-def _answer_stream_one(new, environ: dict, body: bytes) -> None:
-    """Feed the upgrading request to ``new`` exactly as if it had arrived on stream 1.
-
-    ``H2KyoukaiProtocol.request_received`` makes the per-stream state (``H2State``) and starts
-    the app and the sending loop; the body and its end go into that state the way its
-    ``DataReceived`` / ``StreamEnded`` handlers put them there.
-    """
-    from h2.events import DataReceived, RequestReceived, StreamEnded
-
-    new.request_received(_h2_event(RequestReceived, stream_id=1,
-                                   headers=_stream_one_headers(environ)))
-    if body:
-        # Sent before HTTP/2 began, so it used no flow-control window.
-        new.receive_data(_h2_event(DataReceived, stream_id=1, data=body,
-                                   flow_controlled_length=0))
-    new.stream_complete(_h2_event(StreamEnded, stream_id=1))
-
-
-def _h2_event(cls, **fields):
-    """An h2 event object: keyword construction (h2 4.x) or attributes set afterwards (3.x)."""
-    try:
-        return cls(**fields)
-    except TypeError:
-        event = cls()
-        for name, value in fields.items():
-            setattr(event, name, value)
-        return event
-
-
 def hand_over_h2c(protocol, transport, environ: dict, body: bytes, rest: bytes = b"") -> bool:
     """Answer ``101`` and continue the connection as HTTP/2, the upgrading request on stream 1.
 
     ``rest`` is what the client sent after the upgrading request (normally the start of its
-    connection preface); it goes to the new protocol. Returns False (nothing written) when h2 is
-    unavailable or the request is not a valid h2c upgrade; the caller then refuses it.
+    connection preface); it goes to the new protocol. Returns False (nothing written) when
+    HTTP/2 is unavailable or the request is not a valid h2c upgrade; the caller then refuses it.
     """
-    cls = h2_protocol_class()
     settings = environ.get("HTTP_HTTP2_SETTINGS")
-    if cls is None or settings is None or "," in settings:
+    if http2_protocol_class() is None or settings is None or "," in settings:
         return False  # RFC 9113 3.2.1: exactly one HTTP2-Settings field
     settings = settings.strip()
     if decode_http2_settings(settings) is None:
         return False
-    new = cls(protocol.component, protocol.parent_context)
-    try:
-        # h2 wants the header value itself (base64url); clients may leave out the padding.
-        new.conn.initiate_upgrade_connection((settings + "=" * (-len(settings) % 4)).encode())
-    except Exception:
-        logger.info("Refusing h2c upgrade with invalid HTTP2-Settings", exc_info=True)
+    new = http2_protocol_class().from_http1(protocol, "http")
+    # h2 wants the header value itself (base64url); clients may leave out the padding.
+    if not new.accept_upgrade(settings + "=" * (-len(settings) % 4)):
         return False
-    # Not ``connection_made``: that would start a second connection preface.
-    new.transport = transport
-    peer = transport.get_extra_info("peername")
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        new.ip, new.client_port = peer[0], peer[1]
-    transport.write(SWITCHING_PROTOCOLS)
-    transport.write(new.conn.data_to_send())
     transport.set_protocol(new)
+    new.take_over_upgrade(transport, environ, body, rest, SWITCHING_PROTOCOLS)
     logger.debug("Upgraded connection to HTTP/2 (h2c)")
-    try:
-        _answer_stream_one(new, environ, body)
-    except Exception:
-        logger.exception("HTTP/2 protocol failed to take over the upgraded request")
-        new.close(0x2)  # INTERNAL_ERROR
-        return True
-    if rest:
-        new.data_received(rest)
     return True

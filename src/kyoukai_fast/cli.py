@@ -148,7 +148,8 @@ def _run(args) -> int:
         if args.workers > 1 and len(target.addresses) > 1:
             raise _serve.TargetError("--workers serves one Kyoukai component; the config has "
                                      f"{len(target.addresses)}")
-        ssl_context = (_serve.make_ssl_context(args.ssl_certfile, args.ssl_keyfile)
+        ssl_context = (_serve.make_ssl_context(args.ssl_certfile, args.ssl_keyfile,
+                                               http2=settings.get("http2", True))
                        if args.ssl_certfile else None)
         sockets = [_serve.bind(host, port) for host, port in _addresses(args, target)]
         scheme = "https" if ssl_context else "http"

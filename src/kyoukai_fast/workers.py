@@ -42,6 +42,7 @@ from gunicorn.errors import AppImportError
 from gunicorn.workers.base import Worker
 
 from . import _serve
+from ._config import ProtocolConfig
 
 __all__ = ("KyoukaiWorker", "KyoukaiUVLoopWorker", "run_gunicorn")
 
@@ -103,11 +104,12 @@ class KyoukaiWorker(Worker):
     def ssl_context(self):
         if not self.cfg.is_ssl:
             return None
+        http2 = ProtocolConfig.from_mapping(self.protocol_settings()).http2
         try:
             from gunicorn.sock import ssl_context  # gunicorn >= 21: honours its TLS settings
         except ImportError:
-            return _serve.make_ssl_context(self.cfg.certfile, self.cfg.keyfile)
-        return _serve.make_ssl_context(None, context=ssl_context(self.cfg))
+            return _serve.make_ssl_context(self.cfg.certfile, self.cfg.keyfile, http2=http2)
+        return _serve.make_ssl_context(None, context=ssl_context(self.cfg), http2=http2)
 
     def run(self):
         try:
