@@ -796,3 +796,59 @@ def test_both_protocol_twins_serve_through_the_resolved_handler(impl, fast_pipel
     finally:
         loop.close()
         asyncio.set_event_loop(None)
+
+
+@pytest.mark.filterwarnings("ignore:Explicitly passing the parent context:DeprecationWarning")
+@pytest.mark.parametrize("fast_pipeline", [True, False])
+def test_http2_serves_through_the_resolved_handler(fast_pipeline):
+    """The HTTP/2 protocol calls the same per-server request handler as the HTTP/1.1 twins."""
+    import h2.config
+    import h2.connection
+    import h2.events
+    from asphalt.core import Context
+    from fakes import FakeComponent, FakeTransport
+    from kyoukai_fast._config import existing_server_state
+    from kyoukai_fast._http2 import HTTP2Protocol
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        app = app_of("h2")
+
+        @app.route("/user/<int:uid>")
+        async def user(ctx, uid):
+            return f"user {uid}"
+        app.finalize()
+        component = FakeComponent(app, server_name="127.0.0.1", fast_pipeline=fast_pipeline)
+        protocol = HTTP2Protocol(component, Context(), 8080)
+        transport = FakeTransport()
+        protocol.connection_made(transport)
+        state = existing_server_state(component)
+        assert state.request_handler.fast is fast_pipeline
+        seen = []
+        resolved = state.request_handler
+
+        def spy(request, parent_context):
+            seen.append(request.path)
+            return resolved(request, parent_context)
+        state.request_handler = spy
+
+        client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        client.initiate_connection()
+        client.send_headers(1, [(":method", "GET"), (":path", "/user/5"), (":scheme", "http"),
+                                (":authority", "x")], end_stream=True)
+
+        async def exchange():
+            protocol.data_received(client.data_to_send())
+            for _ in range(5):
+                await asyncio.sleep(0)
+        loop.run_until_complete(exchange())
+        events = client.receive_data(transport.take())
+        headers = [e for e in events if isinstance(e, h2.events.ResponseReceived)]
+        body = b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived))
+        assert seen == ["/user/5"]
+        assert dict(headers[0].headers)[b":status"] == b"200" and body == b"user 5"
+        protocol.connection_lost(None)
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)

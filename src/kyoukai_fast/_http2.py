@@ -542,7 +542,7 @@ class HTTP2Protocol(asyncio.Protocol):
         app = self.app
         try:
             request = new_request(app.request_class, environ)
-            done, result, coro, context = start_handler(app.process_request, request,
+            done, result, coro, context = start_handler(self._server.request_handler, request,
                                                         self.parent_context)
         except (Exception, asyncio.CancelledError) as exc:
             self._handler_failed(stream, exc)
