@@ -51,14 +51,20 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 RESULTS = os.path.join(HERE, "results")
 
-SERVERS = ("floor", "stock-minimal", "fast-c-minimal", "fast-c-prebuilt", "fast-py-minimal",
-           "stock-kyoukai", "fast-kyoukai", "uvicorn")
+DEFAULT_SERVERS = ("floor", "stock-minimal", "fast-c-minimal", "fast-c-prebuilt",
+                   "fast-py-minimal", "stock-kyoukai", "fast-kyoukai", "uvicorn")
+#: The cost of a line per request, beside fast-kyoukai (``--servers`` names them): the access log
+#: on (written to the server's log file by its thread), and, instead, Kyoukai's own log_route
+#: line through ``logging`` (what the CLI's default ``--log-level info`` wrote before).
+LOG_SERVERS = ("fast-kyoukai-access-log", "fast-kyoukai-route-log")
+SERVERS = DEFAULT_SERVERS + LOG_SERVERS
 LOOPS = ("asyncio", "uvloop")
 BODY = b"Hello, world!"
 FLOOR_RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n"
                   b"Content-Length: 13\r\n\r\n" + BODY)
 #: What "x stock" compares each server to.
-STOCK_OF = {"stock-kyoukai": "stock-kyoukai", "fast-kyoukai": "stock-kyoukai"}
+STOCK_OF = {"stock-kyoukai": "stock-kyoukai", "fast-kyoukai": "stock-kyoukai",
+            **{kind: "stock-kyoukai" for kind in LOG_SERVERS}}
 IDLE_TIMEOUT = 600.0  # keep idle connections open through the memory measurement
 
 
@@ -156,11 +162,16 @@ async def _serve_kyoukai(kind: str) -> None:
         return "Hello, world!"
 
     backend = "kyoukai.backends.httptools_" if kind == "stock-kyoukai" else "kyoukai_fast"
+    settings = {"access_log": True} if kind == "fast-kyoukai-access-log" else {}
+    if kind == "fast-kyoukai-route-log":
+        import logging
+
+        logging.getLogger("Kyoukai").setLevel(logging.INFO)  # to the root handler: the log file
     async with Context() as ctx:
         for attempt in range(10):
             port = _free_port()
             component = KyoukaiComponent(app, "127.0.0.1", port, backend=backend,
-                                         keepalive_timeout=IDLE_TIMEOUT)
+                                         keepalive_timeout=IDLE_TIMEOUT, **settings)
             try:
                 await component.start(ctx)
                 break
@@ -168,6 +179,8 @@ async def _serve_kyoukai(kind: str) -> None:
                 if attempt == 9:
                     raise
         _announce(port)
+        if settings:
+            sys.stdout = sys.stderr  # access lines to the server's log file, not the port pipe
         await component.server.serve_forever()
 
 
@@ -208,7 +221,7 @@ def serve(kind: str, loop_name: str) -> None:
     asyncio.set_event_loop(loop)
     if kind in ("floor", "stock-minimal", "fast-c-minimal", "fast-c-prebuilt", "fast-py-minimal"):
         main = _serve_minimal(kind)
-    elif kind in ("stock-kyoukai", "fast-kyoukai"):
+    elif kind in ("stock-kyoukai", "fast-kyoukai") + LOG_SERVERS:
         main = _serve_kyoukai(kind)
     elif kind == "uvicorn":
         main = _serve_uvicorn(loop_name)
@@ -677,8 +690,9 @@ def main(argv=None) -> int:
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--loop", action="append", choices=LOOPS,
                         help="event loop(s) to run the servers on (default: both)")
-    parser.add_argument("--servers", default=",".join(SERVERS),
-                        help="comma-separated servers (default: all): " + ", ".join(SERVERS))
+    parser.add_argument("--servers", default=",".join(DEFAULT_SERVERS),
+                        help="comma-separated servers (default: all but "
+                             + ", ".join(LOG_SERVERS) + "): " + ", ".join(SERVERS))
     parser.add_argument("--duration", type=float, help="seconds per wrk run (default 5)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3)")
     parser.add_argument("--connections", type=int, default=64)

@@ -16,6 +16,7 @@ import time
 import weakref
 from typing import Any
 
+from ._request_hooks import request_hooks
 from ._wsgi_py import ENVIRON_BASE
 
 __all__ = ("ProtocolConfig", "ServerState", "server_state_for", "FEED_SLICE", "slice_end")
@@ -83,6 +84,31 @@ class ProtocolConfig:
     #: Seconds a refused client may go on sending (read and discarded, the connection half
     #: closed) before the connection is closed; 0 closes at once.
     linger_timeout: float = 2.0
+    #: Honour proxy headers (Forwarded, X-Forwarded-For, X-Forwarded-Proto) from the peers
+    #: forwarded_allow_ips trusts: they set REMOTE_ADDR and wsgi.url_scheme.
+    proxy_headers: bool = True
+    #: Peers trusted with proxy headers: comma-separated addresses or networks, or * for all.
+    forwarded_allow_ips: str = "127.0.0.1"
+    #: Path prefix the app is mounted under behind a proxy: it becomes SCRIPT_NAME, and is taken
+    #: off PATH_INFO.
+    root_path: str = ""
+    #: Most connections served at once: a request on one more gets 503 (0: no limit).
+    limit_concurrency: int = 0
+    #: One line per request (the access log), written off the event loop.
+    access_log: bool = False
+    #: Access log line, in gunicorn's access_log_format atoms.
+    access_log_format: str = '%(h)s - "%(r)s" %(s)s %(b)s %(L)ss'
+
+    def __post_init__(self):
+        from ._access_log import compile_format
+        from ._proxy import TrustedProxies
+
+        TrustedProxies(self.forwarded_allow_ips)  # a bad address fails here, at start-up
+        compile_format(self.access_log_format)
+        root = self.root_path.rstrip("/")
+        if root and not root.startswith("/"):
+            raise ValueError(f"kyoukai_fast setting root_path must start with '/': {root!r}")
+        self.root_path = root
 
     @classmethod
     def from_mapping(cls, cfg: dict[str, Any] | None) -> "ProtocolConfig":
@@ -93,18 +119,36 @@ class ProtocolConfig:
         for name in names:
             if name in cfg and cfg[name] is not None:
                 default = getattr(cls, name)
-                value = type(default)(cfg[name])
-                if value < 0:
-                    raise ValueError(f"kyoukai_fast setting {name} must not be negative: {value}")
+                value = cfg[name]
+                if isinstance(default, bool):
+                    value = _to_bool(name, value)
+                elif isinstance(default, str):
+                    value = str(value)
+                else:
+                    value = type(default)(value)
+                    if value < 0:
+                        raise ValueError(f"kyoukai_fast setting {name} must not be negative: "
+                                         f"{value}")
                 values[name] = value
         return cls(**values)
+
+
+def _to_bool(name: str, value) -> bool:
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"kyoukai_fast setting {name} must be true or false: {value!r}")
+    return bool(value)
 
 
 class ServerState:
     """What every connection of one component shares."""
 
     __slots__ = ("config", "environ_template", "connections", "closing", "compiled", "_reaper",
-                 "__weakref__")
+                 "hooks", "__weakref__")
 
     def __init__(self, config: ProtocolConfig, server_name: str, server_port: Any):
         self.config = config
@@ -121,6 +165,8 @@ class ServerState:
         #: The compiled protocol's typed copy of this state (its ServerShared), made once.
         self.compiled = None
         self._reaper = None
+        #: Proxy headers, root path, concurrency limit, access log (None where switched off).
+        self.hooks = request_hooks(config, self)
 
     # One timer per server, not one per connection: an idle connection then costs no timer
     # handle, and a request costs no timer re-arming. Each tick asks every connection to check

@@ -37,6 +37,7 @@ from ._config import FEED_SLICE, server_state_for, slice_end
 from ._conformance import (TRAILER_BASE, VALID_HOSTS, check_head, head_too_large,
                            hold_to_declared_length, interim_status_error, trailer_field)
 from ._input import EMPTY_INPUT
+from ._proxy import apply_proxy_headers as _apply_proxy_headers
 from ._read_buffer import read_buffer, read_bytes
 from ._errors import HTTPLimitExceeded, error_response, half_close, logger, parser_error_to_http
 from ._streaming import stream_body
@@ -333,6 +334,13 @@ class KyoukaiProtocol(asyncio.BufferedProtocol, asyncio.Protocol):
         environ["REMOTE_PORT"] = str(self.client_port)
         environ["wsgi.url_scheme"] = self._url_scheme
         environ["kyoukai.protocol"] = self
+        hooks = self._server.hooks
+        if hooks.proxies is not None and ("HTTP_X_FORWARDED_FOR" in environ
+                                          or "HTTP_FORWARDED" in environ
+                                          or "HTTP_X_FORWARDED_PROTO" in environ):
+            _apply_proxy_headers(environ, hooks.proxies)
+        if hooks.on_request is not None:
+            hooks.on_request(self, environ)
         if (environ.get("HTTP_HOST") not in VALID_HOSTS or not target.startswith("/")
                 or "HTTP_TRANSFER_ENCODING" in environ):
             if check_head(environ, req.method, req.version, target):
@@ -502,7 +510,10 @@ class KyoukaiProtocol(asyncio.BufferedProtocol, asyncio.Protocol):
         version = req.version if req is not None else "1.1"
         method = req.method if req is not None else "GET"
         if not self._closing:
-            self._raw_write(error_response(error, version, method))
+            data = error_response(error, version, method)
+            self._raw_write(data)
+            if req is not None and self._server.hooks.on_response is not None:
+                self._server.hooks.on_response(req.environ, data, False)
             if linger:
                 self._linger()
                 return
@@ -550,6 +561,8 @@ class KyoukaiProtocol(asyncio.BufferedProtocol, asyncio.Protocol):
             self._handler_failed(req, interim_status_error(data))
             return
         self._raw_write(data)
+        if self._server.hooks.on_response is not None:
+            self._server.hooks.on_response(req.environ, data, app_iter is not None)
         if app_iter is not None:
             if keep_alive and not chunked:
                 app_iter = hold_to_declared_length(app_iter, data)
