@@ -55,13 +55,12 @@ class TrustedProxies:
             return True
         if host in self.addresses:
             return True
-        if not self.networks:
-            return False
         try:
             address = ipaddress.ip_address(host)
         except ValueError:
             return False
-        return any(address in network for network in self.networks)
+        # another spelling of a listed address (0:0::1 for ::1), or in a listed network
+        return str(address) in self.addresses or any(address in net for net in self.networks)
 
 
 def _split_host_port(value: str):
