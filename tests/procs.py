@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from loopback import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
 VENV_BIN = Path(sys.executable).parent
@@ -176,14 +178,6 @@ def get_json(port, path, **kwargs):
 def run(args, *, env, cwd=TESTS, timeout=60.0) -> subprocess.CompletedProcess:
     return subprocess.run([str(a) for a in args], env=env, cwd=str(cwd), capture_output=True,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class free_port_server:

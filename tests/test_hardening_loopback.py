@@ -20,32 +20,21 @@ from kyoukai import Kyoukai, KyoukaiComponent
 from werkzeug.wrappers import Response
 
 import kyoukai_fast
-from helpers import parse_responses
-from test_loopback import TIMEOUT, connect, echo_path, in_thread, recv_responses, request, serving
+from loopback import (
+    TIMEOUT,
+    closed_by_server,
+    connect,
+    echo_path,
+    in_thread,
+    read_until_closed,
+    recv_responses,
+    request,
+    serving,
+)
+from wire import parse_responses
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Explicitly passing the parent context:DeprecationWarning")
-
-
-def read_until_closed(sock, limit=64 * 1024 * 1024) -> bytes:
-    """Everything the server sends until it closes (a reset after its answer counts as closed)."""
-    data = b""
-    while len(data) <= limit:
-        try:
-            chunk = sock.recv(1024 * 1024)
-        except ConnectionResetError:
-            break
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
-def closed_by_server(sock) -> bool:
-    try:
-        return sock.recv(10) == b""
-    except ConnectionResetError:
-        return True
 
 
 def the_protocol(component):

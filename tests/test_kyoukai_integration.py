@@ -22,19 +22,14 @@ from kyoukai import Blueprint, Kyoukai, KyoukaiComponent
 from kyoukai.util import as_json
 from werkzeug.exceptions import Forbidden
 
-from helpers import IMPLEMENTATIONS
+from fakes import IMPLEMENTATIONS
+from loopback import free_port
 
 TIMEOUT = 5.0
 
 # Kyoukai's HTTPRequestContext passes its parent to Asphalt explicitly (deprecated there).
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Explicitly passing the parent context:DeprecationWarning")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def build_app(loop) -> Kyoukai:

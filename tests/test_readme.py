@@ -15,8 +15,18 @@ import sys
 
 import pytest
 
-from procs import (ROOT, VENV_BIN, Server, env, free_port_server, get_json, posix_only, request,
-                   run, source_tree_only)
+from procs import (
+    ROOT,
+    VENV_BIN,
+    Server,
+    env,
+    free_port_server,
+    get_json,
+    posix_only,
+    request,
+    run,
+    source_tree_only,
+)
 
 pytestmark = [source_tree_only, posix_only]
 

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from werkzeug.datastructures import EnvironHeaders, MultiDict
 from werkzeug.wrappers import Request, Response
 
-from helpers import FakeApp, FakeComponent, FakeTransport
-from test_differential import requests
+from fakes import FakeApp, FakeComponent, FakeTransport
+from strategies import requests
 
 BOUNDED = settings(max_examples=200, deadline=None,
                    suppress_health_check=[HealthCheck.function_scoped_fixture,

@@ -23,11 +23,10 @@ from kyoukai import Kyoukai, KyoukaiComponent
 from werkzeug.wrappers import Response
 
 import kyoukai_fast
+from fakes import open_connection, run, settle, wait_for_responses
 from kyoukai_fast import StreamingBody
-from helpers import parse_responses
-from test_kyoukai_integration import free_port
-from test_loopback import TIMEOUT, connect, in_thread
-from test_protocol import get, open_connection, run, settle, wait_for_responses
+from loopback import TIMEOUT, connect, free_port, in_thread, read_until
+from wire import get, parse_responses
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Explicitly passing the parent context:DeprecationWarning")
@@ -192,7 +191,7 @@ def test_body_read_before_rendering_still_streams(impl):
 
 
 def test_h2c_upgrade_gets_the_whole_body(impl):
-    from test_upgrade import collect_stream, fake_reader, h2_client, split_101, upgrade_request
+    from h2client import collect_stream, fake_reader, h2_client, split_101, upgrade_request
 
     async def main():
         chunks = Chunks(b"over ", b"h2")
@@ -427,20 +426,6 @@ async def serving(impl, shared, **cfg):
         finally:
             component.server.close()
             await component.server.wait_closed()
-
-
-def read_until(sock, done, limit=64 * 1024 * 1024) -> bytes:
-    """Read until ``done(data)`` or the server closes."""
-    data = b""
-    while not done(data) and len(data) <= limit:
-        try:
-            chunk = sock.recv(1024 * 1024)
-        except ConnectionResetError:
-            break
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 @pytest.mark.parametrize("version", ["1.1", "1.0"])

@@ -67,7 +67,8 @@ PROTOCOL_CLASS = "KyoukaiProtocol"
 
 cdef object _BytesIO = io.BytesIO
 cdef str _HTTP = "http"  # the default wsgi.url_scheme (compared by identity)
-cdef object _monotonic = time.monotonic
+# A module attribute, not a C global: the tests replace it with a clock of their own.
+_monotonic = time.monotonic
 
 
 # Each server's ServerShared (limits and the environ template, copied into a table with room

@@ -184,7 +184,7 @@ class KyoukaiProtocol(asyncio.BufferedProtocol, asyncio.Protocol):
     def data_received(self, data):
         if self._closing or self._parse_failed:
             if self._upgrade_body is not None and not self._closing:
-                self._last_activity = self._loop.time()
+                self._last_activity = _monotonic()
                 self._feed_upgrade_body(data)
                 if not self._busy:
                     self._run_queue()
