@@ -39,6 +39,7 @@ MAX_PENDING_BATCHES = 1024
 _ATOM = re.compile(r"%\(([^)]+)\)s")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _KNOWN = set("hlutrmUqHsBbfaTMDLp")
+_STATUS = {str(code).encode(): str(code) for code in range(100, 600)}
 
 
 def compile_format(fmt: str):
@@ -110,7 +111,7 @@ class AccessLog:
         """One line for the response whose bytes (head, and body unless ``streamed``) are
         ``data``, to the request of ``environ``."""
         head_end = data.find(b"\r\n\r\n") + 4
-        status = data[9:12].decode("latin-1")
+        status = _STATUS.get(data[9:12]) or data[9:12].decode("latin-1")
         if streamed:
             size = _declared_length(data, head_end)
         else:
@@ -118,8 +119,12 @@ class AccessLog:
         started = environ.get("kyoukai_fast.request_start")
         took = now() - started if started is not None else 0.0
         if self.default:
+            address = environ.get("REMOTE_ADDR")
+            port = environ.get("REMOTE_PORT")
+            client = (address + ":" + port if port and port != "0" and port.isdigit()
+                      else address) if address else "-"
             self.lines.append(
-                f'{_client(environ)} - '
+                f'{client} - '
                 f'"{environ.get("REQUEST_METHOD")} {environ.get("RAW_URI")} '
                 f'{environ.get("SERVER_PROTOCOL")}" {status} {size or "-"} {took:.6f}s\n')
         else:
