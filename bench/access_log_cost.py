@@ -25,7 +25,6 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "src"))
 
-from kyoukai_fast._access_log import AccessLog  # noqa: E402
 from kyoukai_fast._config import ProtocolConfig  # noqa: E402
 from kyoukai_fast._request_hooks import request_hooks  # noqa: E402
 

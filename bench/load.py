@@ -11,7 +11,8 @@ alike; the table gives the median requests/s, the median p99 latency, the server
 and the ratios to the floor and to stock Kyoukai. A separate correctness pass checks with a wrk
 Lua ``response`` hook that every response is a 200 with the expected body, pipelined too. Then
 the RSS growth per idle keep-alive connection and the micro ratios, all checked against
-``bench/targets.py``. Results: ``bench/results/load.{md,json,png}``.
+``bench/targets.py``. Results: ``bench/results/load.{md,json,png}``; a full run also rewrites
+the generated part of ``docs/benchmarks.md`` (``--docs`` / ``--no-docs`` to choose).
 
 The parts: ``servers.py`` (what is served), ``processes.py`` (server processes, tools),
 ``loadgen.py`` (wrk scripts, the Python fallback), ``idle_rss.py`` (memory), ``micro.py``
@@ -30,7 +31,7 @@ from idle_rss import measure_idle_memory
 from loadgen import LoadGenerator
 from micro import micro_ratios
 from processes import RESULTS, Server, ensure_wrk, log
-from report import summarize, write_results
+from report import DOCS, summarize, update_docs, write_results
 from servers import DEFAULT_SERVERS, LOG_SERVERS, LOOPS, SERVERS, serve
 
 #: Servers whose idle-connection memory is measured.
@@ -102,6 +103,12 @@ def main(argv=None) -> int:
     parser.add_argument("--python-load", action="store_true",
                         help="use the Python load generator even if wrk is available")
     parser.add_argument("--output", default=RESULTS, help="results folder")
+    docs = parser.add_mutually_exclusive_group()
+    docs.add_argument("--docs", action="store_true", default=None,
+                      help="also write the tables and chart into docs/benchmarks.md (the "
+                           "default for a full run: every server, not --quick)")
+    docs.add_argument("--no-docs", dest="docs", action="store_false",
+                      help="leave docs/benchmarks.md alone, even after a full run")
     args = parser.parse_args(argv)
 
     if args.serve:  # the servers' own entry point is servers.py; kept for old command lines
@@ -150,7 +157,12 @@ def main(argv=None) -> int:
             f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
             f"{args.connections} connections, {args.rounds} × {args.duration:g} s rounds, "
             f"load: {'wrk' if wrk else 'Python'}")
-    print(write_results(args.output, command.strip(), info, rows, memory, micro, correctness))
+    text = write_results(args.output, command.strip(), info, rows, memory, micro, correctness)
+    print(text)
+    full_run = not args.quick and not args.memory_only and servers == list(SERVERS)
+    if args.docs or (args.docs is None and full_run):
+        update_docs(text, os.path.join(args.output, "load.png"))
+        log(f"tables and chart written into {DOCS}")
     log(f"results in {args.output} ({time.time() - started:.0f} s)")
     return 0
 

@@ -7,10 +7,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 
 import targets as goals
 from processes import log
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+#: The benchmark document whose generated part a full run rewrites.
+DOCS = os.path.join(os.path.dirname(HERE), "docs", "benchmarks.md")
+DOCS_BEGIN = "<!-- written by bench/load.py from here: edit above or below -->"
+DOCS_END = "<!-- written by bench/load.py up to here -->"
 
 #: What "x stock" compares each server to (the stock server with the same app).
 STOCK_OF = {"stock-kyoukai": "stock-kyoukai", "fast-kyoukai": "stock-kyoukai",
@@ -266,3 +273,28 @@ def write_chart(rows: list, path: str) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def update_docs(text: str, chart: str | None = None, path: str = DOCS) -> None:
+    """Put ``text`` (a run's Markdown report) and ``chart`` (its PNG, copied next to ``path``)
+    between the markers of ``path``; the rest of the document stays as written."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    image = ""
+    if chart is not None and os.path.exists(chart):
+        name = os.path.splitext(os.path.basename(path))[0] + "-load.png"
+        shutil.copyfile(chart, os.path.join(os.path.dirname(path), name))
+        image = f"![requests/s of every server, side by side]({name})\n\n"
+    block = f"{DOCS_BEGIN}\n\n{image}{text.strip()}\n\n{DOCS_END}"
+    try:
+        with open(path, encoding="utf-8") as f:
+            document = f.read()
+    except FileNotFoundError:
+        document = "# Benchmarks\n"
+    if DOCS_BEGIN in document and DOCS_END in document:
+        start = document.index(DOCS_BEGIN)
+        end = document.index(DOCS_END) + len(DOCS_END)
+        document = document[:start] + block + document[end:]
+    else:
+        document = document.rstrip("\n") + "\n\n## Latest run\n\n" + block + "\n"
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(document)

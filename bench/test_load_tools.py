@@ -35,7 +35,8 @@ def test_server_answers_correctly(kind, depth, tmp_path):
 
 def _run(rps, p99_us=1000.0, cpu_us=None, faults=0.0):
     return {"rps": rps, "p99_us": p99_us, "cpu_us": cpu_us or 1e6 / rps, "status_errors": 0,
-            "read_errors": 0, "write_errors": 0, "connect_errors": 0, "timeouts": 0, "faults_per_request": faults}
+            "read_errors": 0, "write_errors": 0, "connect_errors": 0, "timeouts": 0,
+            "faults_per_request": faults}
 
 
 def test_summary_ratios_and_targets():
@@ -148,3 +149,21 @@ def test_perf_profile_groups_shared_objects():
     table = perf_profile.markdown([{"loop": "asyncio", "server": "floor", "cpu_us": 20.0,
                                     "shares": shares, "us_per_request": split}])
     assert "| asyncio | floor | 20.0 | 10.97 (55%) | 6.39 (32%) | 1.33 (7%) |" in table
+
+
+def test_a_run_rewrites_only_the_generated_part_of_the_docs(tmp_path):
+    docs = tmp_path / "docs" / "benchmarks.md"
+    chart = tmp_path / "load.png"
+    chart.write_bytes(b"\x89PNG fake")
+    report.update_docs("| first run |", str(chart), str(docs))
+    first = docs.read_text()
+    assert first.startswith("# Benchmarks\n") and "| first run |" in first
+    assert (tmp_path / "docs" / "benchmarks-load.png").read_bytes() == b"\x89PNG fake"
+    assert "](benchmarks-load.png)" in first
+    docs.write_text("# Benchmarks\n\nWritten by hand.\n\n" + first.split("\n", 1)[1].lstrip()
+                    + "\n## Log\n\nAlso by hand.\n")
+    report.update_docs("| second run |", None, str(docs))
+    second = docs.read_text()
+    assert "| second run |" in second and "| first run |" not in second
+    assert "Written by hand." in second and second.endswith("## Log\n\nAlso by hand.\n")
+    assert second.count(report.DOCS_BEGIN) == second.count(report.DOCS_END) == 1

@@ -54,8 +54,12 @@ def impl(request) -> Implementation:
 @pytest.fixture
 def clock(impl, monkeypatch) -> Clock:
     """The time ``impl``'s protocol reads, for the test to move (see :class:`fakes.Clock`)."""
+    from kyoukai_fast import _connection
+
     clock = Clock()
+    # the twin's hot path and the shared connection layer read the same clock
     monkeypatch.setattr(impl.protocol_module, "_monotonic", clock)
+    monkeypatch.setattr(_connection, "_monotonic", clock)
     return clock
 
 

@@ -277,9 +277,10 @@ class FakeComponent:
 class Clock:
     """The time a protocol reads, moved forward only by the test.
 
-    Installed in place of the protocol module's ``_monotonic`` (the ``clock`` fixture), it is
-    what the protocol stamps activity with; :meth:`expire` runs the protocol's timeout check
-    (``check_timeouts``, which the server's timer calls) at the clock's time. A timeout then
+    Installed in place of ``_monotonic`` in the protocol module and in ``_connection`` (the
+    ``clock`` fixture), it is what the protocol stamps activity with; :meth:`expire` runs the
+    protocol's timeout check (``check_timeouts``, which the server's timer calls) at the clock's
+    time. A timeout then
     fires because the test said so much time passed, not because it was slept through. Timeouts
     of seconds keep the server's own timer, which reads the real clock, out of the way.
     """

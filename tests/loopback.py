@@ -3,7 +3,8 @@ Real sockets on 127.0.0.1: a protocol served by an asyncio server on a port the 
 blocking client sockets (always with a timeout) run from worker threads.
 
 * :func:`free_port`: a port nothing listens on, for servers that must be told theirs up front.
-* :func:`serving`: ``impl``'s protocol (or a subclass) served with a :class:`fakes.FakeApp`.
+* :func:`serving`: ``impl``'s protocol (or a subclass) served with a :class:`fakes.FakeApp`;
+  :func:`kyoukai_serving`: a real Kyoukai app served by a started ``KyoukaiComponent``.
 * :func:`connect`, :func:`recv_responses`, :func:`read_until`, :func:`read_until_closed`,
   :func:`closed_by_server`: the client side.
 * :func:`make_certificate`, :func:`tls_contexts`: a self-signed certificate for 127.0.0.1 and
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import socket
 import ssl
 import subprocess
@@ -22,9 +24,9 @@ from werkzeug.wrappers import Response
 from fakes import FakeApp, FakeComponent
 from wire import parse_responses
 
-__all__ = ("TIMEOUT", "free_port", "serving", "connect", "recv_responses", "read_until",
-           "read_until_closed", "closed_by_server", "request", "echo_path", "in_thread",
-           "make_certificate", "tls_contexts")
+__all__ = ("TIMEOUT", "free_port", "serving", "kyoukai_serving", "connect", "recv_responses",
+           "read_until", "read_until_closed", "closed_by_server", "request", "echo_path",
+           "in_thread", "make_certificate", "tls_contexts")
 
 #: Seconds any client socket waits for the server.
 TIMEOUT = 5.0
@@ -54,6 +56,30 @@ async def serving(impl, handler=None, protocol_class=None, ssl=None, **cfg):
     finally:
         server.close()
         await server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def kyoukai_serving(app, backend: str, **cfg):
+    """``app`` served by a started ``KyoukaiComponent(app, "127.0.0.1", port, backend=backend,
+    **cfg)`` on a free port (picked again if it got taken first); yields ``(port, component)``."""
+    from asphalt.core import Context
+    from kyoukai import KyoukaiComponent
+
+    async with Context() as ctx:
+        for attempt in range(5):
+            port = free_port()
+            component = KyoukaiComponent(app, "127.0.0.1", port, backend=backend, **cfg)
+            try:
+                await component.start(ctx)
+                break
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or attempt == 4:
+                    raise
+        try:
+            yield port, component
+        finally:
+            component.server.close()
+            await component.server.wait_closed()
 
 
 def connect(port, wrap=None) -> socket.socket:

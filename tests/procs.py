@@ -58,7 +58,7 @@ class Server:
         self.proc = subprocess.Popen(self.args, env=env, cwd=str(cwd), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      **popen_kwargs)
-        self.lines: "queue.Queue[tuple[str, str]]" = queue.Queue()
+        self.lines: queue.Queue[tuple[str, str]] = queue.Queue()
         self.output: list[str] = []
         for name, stream in (("out", self.proc.stdout), ("err", self.proc.stderr)):
             threading.Thread(target=self._read, args=(name, stream), daemon=True).start()
@@ -83,8 +83,9 @@ class Server:
                 if self.proc.poll() is not None and self.lines.empty():
                     time.sleep(0.1)  # let the readers drain
                     if self.lines.empty():
-                        raise AssertionError(f"exited ({self.proc.returncode}) before a line "
-                                             f"matching {pattern!r}:\n" + "\n".join(self.output))
+                        raise AssertionError(
+                            f"exited ({self.proc.returncode}) before a line matching "
+                            f"{pattern!r}:\n" + "\n".join(self.output)) from None
                 continue
             self.output.append(line)
             match = regex.search(line)
@@ -99,8 +100,8 @@ class Server:
             except queue.Empty:
                 return "\n".join(self.output)
 
-    def port(self, pattern=r"(?:http|https)://127\.0\.0\.1:(\d+)") -> int:
-        return int(self.wait_for(pattern).group(1))
+    def port(self, pattern=r"(?:http|https)://127\.0\.0\.1:(\d+)", timeout: float = TIMEOUT) -> int:
+        return int(self.wait_for(pattern, timeout).group(1))
 
     def wait_workers(self, count: int, timeout: float = TIMEOUT) -> list:
         """Wait until ``count`` kyoukai_fast gunicorn workers serve (their pids). A signal sent

@@ -209,7 +209,7 @@ def test_render_response_identical_across_implementations(spec, keep_alive):
             build_response(spec), environ, spec["version"], keep_alive)
         rest = b"".join(c.encode() if isinstance(c, str) else c for c in app_iter or ())
         # the Date header changes every second; compare the rest
-        lines = [l for l in data.split(b"\r\n") if not l.startswith(b"Date: ")]
+        lines = [line for line in data.split(b"\r\n") if not line.startswith(b"Date: ")]
         results.append((lines, rest, alive, chunked))
     assert results[0] == results[1]
 

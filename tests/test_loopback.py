@@ -44,7 +44,7 @@ def test_sixteen_deep_pipelining_over_a_socket(impl):
 
     def client(port):
         with connect(port) as sock:
-            for round_ in range(3):
+            for _ in range(3):
                 sock.sendall(b"".join(request(f"/p?i={i}") for i in range(16)))
                 responses = recv_responses(sock, 16)
                 assert len(responses) == 16

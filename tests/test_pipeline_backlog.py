@@ -27,7 +27,7 @@ def _live_request_states(impl):
 
 
 def test_one_huge_read_of_tiny_requests_is_parsed_only_up_to_the_bound(impl):
-    from kyoukai_fast._config import FEED_SLICE
+    from kyoukai_fast._connection import FEED_SLICE
 
     gate = asyncio.Event()
 
@@ -58,8 +58,8 @@ def test_one_huge_read_of_tiny_requests_is_parsed_only_up_to_the_bound(impl):
 
 
 def test_h2c_upgrade_found_in_a_later_slice_of_a_read(impl):
-    from h2client import collect_stream, fake_reader, h2_client, split_101, upgrade_request
-    from kyoukai_fast._config import FEED_SLICE
+    from h2_upgrade import collect_stream, fake_reader, h2_client, split_101, upgrade_request
+    from kyoukai_fast._connection import FEED_SLICE
 
     async def main():
         protocol, transport, component = await open_connection(impl, echo)

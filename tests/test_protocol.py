@@ -729,7 +729,7 @@ def test_connection_lost_while_streaming_is_quiet(impl, caplog):
 
         def body():
             try:
-                for i in range(100):
+                for _ in range(100):
                     yield b"x" * 100
             finally:
                 closed.append(True)

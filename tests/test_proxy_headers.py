@@ -7,8 +7,8 @@ protocol twins: tests/test_deploy.py.
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
-
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from uvicorn.middleware import proxy_headers as uvicorn_proxy
 
 from kyoukai_fast._proxy import TrustedProxies, apply_proxy_headers, parse_forwarded

@@ -1,5 +1,5 @@
 """
-The public namespace of ``kyoukai_fast`` (the seed's module namespace, issue 2), on both
+The public namespace of ``kyoukai_fast`` (the seed's module namespace), on both
 implementations, and that it imports without the optional Asphalt / Kyoukai / h2.
 """
 from __future__ import annotations

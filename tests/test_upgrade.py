@@ -16,7 +16,7 @@ from kyoukai.backends.http2 import H2KyoukaiProtocol  # noqa: E402  (conftest ap
 from werkzeug.wrappers import Response
 
 from fakes import FakeApp, FakeComponent, FakeSSLObject, FakeTransport, open_connection
-from h2client import collect_stream, fake_reader, h2_client, split_101, upgrade_request
+from h2_upgrade import collect_stream, fake_reader, h2_client, split_101, upgrade_request
 from wire import parse_responses
 
 

@@ -4,8 +4,8 @@ Proxy headers: the client address and scheme a trusted reverse proxy reports.
 As uvicorn and gunicorn do, only a peer listed in ``forwarded_allow_ips`` (addresses or networks,
 ``*`` for every peer; a Unix socket peer is always trusted, as in gunicorn) may set them. From such
 a peer, RFC 7239 ``Forwarded`` (when present) or ``X-Forwarded-For`` / ``X-Forwarded-Proto`` set
-``REMOTE_ADDR`` and ``REMOTE_PORT`` (``0`` when no port is given) and ``wsgi.url_scheme``. The client is
-the nearest address in the chain that is not itself a trusted proxy (read from the right), so a
+``REMOTE_ADDR``, ``REMOTE_PORT`` (``0`` when no port is given) and ``wsgi.url_scheme``. The client
+is the nearest address in the chain that is not itself a trusted proxy (read from the right), so a
 client cannot pose as another by prepending addresses of its own. From any other peer the headers
 are left as they are, and the environ keeps the socket's address.
 

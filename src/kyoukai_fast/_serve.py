@@ -353,8 +353,9 @@ async def start(target: Target, sockets: list, *, ssl_context=None,
     """Start serving ``target`` on ``sockets`` (bound, listening) in the running loop.
 
     ``backlog``: the listen backlog (the event loop calls ``listen`` again when it starts
-    serving a socket). An app gets one ``KyoukaiComponent`` per socket. A config's Kyoukai components get one socket
-    each, in order; a single Kyoukai component takes every socket (gunicorn with several binds).
+    serving a socket). An app gets one ``KyoukaiComponent`` per socket. A config's Kyoukai
+    components get one socket each, in order; a single Kyoukai component takes every socket
+    (gunicorn with several binds).
     """
     from asphalt.core import Context
 

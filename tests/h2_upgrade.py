@@ -1,6 +1,6 @@
 """
-The HTTP/2 client side of the h2c / ALPN tests: the h2 library's own state machine reads what
-the server wrote, so the server's bytes are checked by a real HTTP/2 implementation.
+The HTTP/2 client side of the in-process h2c / ALPN hand-over tests: the h2 library's own state
+machine reads what the server wrote, so its bytes are checked by a real HTTP/2 implementation.
 
 * :func:`h2_client`, :func:`upgrade_request`: a client and its ``Upgrade: h2c`` request.
 * :func:`split_101`, :func:`fake_reader`, :func:`collect_stream`: the server's answer, read from
