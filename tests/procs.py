@@ -53,10 +53,11 @@ def env(pure: bool = False, **extra) -> dict:
 class Server:
     """A subprocess whose stdout and stderr lines are collected by reader threads."""
 
-    def __init__(self, args, *, env, cwd=TESTS):
+    def __init__(self, args, *, env, cwd=TESTS, **popen_kwargs):
         self.args = [str(a) for a in args]
         self.proc = subprocess.Popen(self.args, env=env, cwd=str(cwd), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     **popen_kwargs)
         self.lines: queue.Queue[tuple[str, str]] = queue.Queue()
         self.output: list[str] = []
         for name, stream in (("out", self.proc.stdout), ("err", self.proc.stderr)):

@@ -1,6 +1,6 @@
 """
-The README's install, for real: a fresh virtualenv, ``pip install "kyoukai-fast[kyoukai]"`` (from
-a copy of this source tree, as it is not on PyPI yet) and
+The README's install, for real: a fresh virtualenv, ``pip install ".[kyoukai]"`` (from a copy of
+this source tree, as the README says while the package is not on PyPI) and
 ``pip install --no-deps kyoukai==2.2.1.post1``; then the installed ``kyoukai-fast`` command
 serves the example app, and ``asphalt run`` finds the ``type: kyoukai_fast`` entry point.
 Nothing from the source tree is on the path: this is the installed package.
@@ -16,7 +16,7 @@ import pytest
 
 from procs import ROOT, Server, get_json, posix_only, request, run, source_tree_only
 
-EXTRA_INSTALL = 'pip install "kyoukai-fast[kyoukai]"'
+EXTRA_INSTALL = 'pip install ".[kyoukai]"'
 KYOUKAI_INSTALL = "pip install --no-deps kyoukai==2.2.1.post1"
 INSTALL_TIMEOUT = 600
 # The first test also builds the package (compiles the extension) in its fixture.
@@ -53,7 +53,7 @@ def installed(tmp_path_factory):
                    env=environment)
     pip = str(venv / "bin" / "pip")
     # The README's two commands, with this source tree in place of the PyPI name.
-    for argv in (EXTRA_INSTALL.replace("kyoukai-fast[", f"{source}[").split(),
+    for argv in (EXTRA_INSTALL.replace('".[', f'"{source}[').split(),
                  KYOUKAI_INSTALL.split()):
         argv = [pip, *[a.strip('"') for a in argv[1:]], "-q"]
         result = subprocess.run(argv, capture_output=True, text=True, timeout=INSTALL_TIMEOUT,

@@ -1,8 +1,8 @@
 """
 Every example in README.md runs: each shell command, the Python snippet and the Asphalt config.
 
-Commands run as written, from the directory they ``cd`` into, with ``kyoukai-fast`` and ``python``
-on PATH (shims for the source tree's ``python -m kyoukai_fast`` and this venv's python). The only
+Commands run as written, from the directory they ``cd`` into, with this venv's ``python`` and its
+installed ``kyoukai-fast`` console script on PATH. The only
 change: a server's fixed port 4444 becomes 0 (a free port, printed or logged by the server), and
 gunicorn runs 2 workers instead of 4 on this small machine. The ``pip install`` lines run in
 tests/test_install.py; ``make test`` is what runs this file.
@@ -85,7 +85,7 @@ SERVERS = {
 IMPLEMENTATION = 'python -c "import kyoukai_fast; print(kyoukai_fast.IMPLEMENTATION)"'
 ELSEWHERE = {
     "make test": "runs this test suite (.ci/run)",
-    'pip install "kyoukai-fast[kyoukai]"': "tests/test_install.py",
+    'pip install ".[kyoukai]"': "tests/test_install.py",
     "pip install --no-deps kyoukai==2.2.1.post1": "tests/test_install.py",
 }
 ONE_SHOT = {IMPLEMENTATION: "cython", f"KYOUKAI_FAST_NO_EXTENSIONS=1 {IMPLEMENTATION}": "python"}
@@ -103,10 +103,11 @@ def test_every_readme_command_is_tested():
 
 @pytest.fixture(scope="module")
 def shims(tmp_path_factory):
-    """``kyoukai-fast`` (as installed: the source tree's CLI) and ``python`` on PATH."""
+    """``python`` on PATH as this venv's; ``kyoukai-fast`` is the console script installed in
+    it (scripts/bootstrap.sh installs the checkout), found on PATH beside it."""
+    assert (VENV_BIN / "kyoukai-fast").exists(), "scripts/bootstrap.sh installs kyoukai-fast"
     folder = tmp_path_factory.mktemp("bin")
-    for name, body in (("python", f'exec "{sys.executable}" "$@"'),
-                       ("kyoukai-fast", f'exec "{sys.executable}" -m kyoukai_fast "$@"')):
+    for name, body in (("python", f'exec "{sys.executable}" "$@"'),):
         script = folder / name
         script.write_text(f"#!/bin/sh\n{body}\n")
         script.chmod(0o755)

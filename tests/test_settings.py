@@ -29,12 +29,20 @@ def test_every_setting_is_configurable_and_documented():
 
     readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
     section = readme.split("## Limits and timeouts", 1)[1]
+    # a valid value other than the default, for the settings that are not numbers or switches
+    other_text = {"forwarded_allow_ips": "10.0.0.0/8,::1", "root_path": "/api",
+                  "access_log_format": "%(h)s %(s)s"}
     for field in dataclasses.fields(ProtocolConfig):
         default = getattr(ProtocolConfig, field.name)
         assert f"| `{field.name}` |" in section, field.name
-        other = (not default) if isinstance(default, bool) else default * 2 + 1
-        changed = ProtocolConfig.from_mapping({field.name: other})
-        assert getattr(changed, field.name) == other
+        if isinstance(default, bool):
+            value = not default
+        elif isinstance(default, str):
+            value = other_text[field.name]
+        else:
+            value = default * 2 + 1
+        changed = ProtocolConfig.from_mapping({field.name: value})
+        assert getattr(changed, field.name) == value
     with pytest.raises(ValueError):
         ProtocolConfig.from_mapping({"header_timeout": -1})
 

@@ -38,8 +38,8 @@ def test_sdist_ships_the_cython_sources_and_no_generated_files(dist):
     for module in COMPILED:
         assert f"src/kyoukai_fast/{module}.pyx" in names
         assert f"src/kyoukai_fast/{module}.pxd" in names
-    top_level = {"setup.py", "pyproject.toml", "MANIFEST.in", "README.md", "tests/conftest.py",
-                 "fuzz/seeds/get"}
+    top_level = {"setup.py", "pyproject.toml", "MANIFEST.in", "README.md", "LICENSE",
+                 "tests/conftest.py", "fuzz/seeds/get"}
     assert top_level <= set(names)
     assert not [n for n in names if n.endswith(GENERATED)]
 
@@ -61,6 +61,24 @@ def test_wheel_holds_the_compiled_modules(dist):
         assert f"kyoukai_fast/{module}.pxd" in names
     assert {f"kyoukai_fast/{name}" for name in SOURCES} <= set(names)
     assert not [n for n in names if n.endswith((".c", ".html", ".o"))]
+
+
+def test_wheel_carries_the_license_and_the_metadata_an_index_shows(dist):
+    names = wheel_names(dist.wheel)
+    [license_file] = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
+    [metadata_file] = [n for n in names if n.endswith(".dist-info/METADATA")]
+    with zipfile.ZipFile(dist.wheel) as zf:
+        assert zf.read(license_file).decode().startswith("MIT License")
+        metadata = zf.read(metadata_file).decode()
+    assert "License-Expression: MIT" in metadata
+    classifiers = set(re.findall(r"^Classifier: (.+)$", metadata, flags=re.M))
+    assert {f"Programming Language :: Python :: 3.{minor}" for minor in range(10, 14)} <= \
+        classifiers
+    assert {"Operating System :: POSIX :: Linux", "Operating System :: MacOS",
+            "Operating System :: Microsoft :: Windows"} <= classifiers
+    assert any(c.startswith("Development Status :: ") for c in classifiers)
+    assert re.search(r"^Project-URL: Homepage, https://", metadata, flags=re.M)
+    assert re.search(r"^Provides-Extra: reload$", metadata, flags=re.M)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="auditwheel is Linux-only")
@@ -146,5 +164,6 @@ def test_cibuildwheel_requires_extensions_and_tests_the_installed_wheel():
     assert config["environment"]["KYOUKAI_FAST_REQUIRE_EXTENSIONS"] == "1"
     assert config["test-environment"]["KYOUKAI_FAST_TEST_INSTALLED"] == "1"
     assert config["test-environment"]["KYOUKAI_FAST_EXPECT_COMPILED"] == "1"
-    assert "tests" in config["test-sources"]
+    # The suite replays fuzz/seeds (tests/test_fuzz.py) and runs bench/test_*.py.
+    assert {"tests", "fuzz", "bench"} <= set(config["test-sources"])
     assert "pytest" in config["test-command"] and "tests" in config["test-command"]

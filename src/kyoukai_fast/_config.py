@@ -18,6 +18,7 @@ from typing import Any
 
 from ._environ import ENVIRON_BASE
 from ._pipeline import pipeline_disabled_by_env, request_handler
+from ._request_hooks import request_hooks
 
 __all__ = ("ProtocolConfig", "ServerState", "server_state_for", "existing_server_state")
 
@@ -67,6 +68,31 @@ class ProtocolConfig:
     #: Seconds an HTTP/2 response may wait for the client to take more of it (a flow-control
     #: window kept closed, a socket never read) before the connection is closed.
     http2_send_timeout: float = 30.0
+    #: Honour proxy headers (Forwarded, X-Forwarded-For, X-Forwarded-Proto) from the peers
+    #: forwarded_allow_ips trusts: they set REMOTE_ADDR and wsgi.url_scheme.
+    proxy_headers: bool = True
+    #: Peers trusted with proxy headers: comma-separated addresses or networks, or * for all.
+    forwarded_allow_ips: str = "127.0.0.1"
+    #: Path prefix the app is mounted under behind a proxy: it becomes SCRIPT_NAME, and is taken
+    #: off PATH_INFO.
+    root_path: str = ""
+    #: Most connections served at once: a request on one more gets 503 (0: no limit).
+    limit_concurrency: int = 0
+    #: One line per request (the access log), written off the event loop.
+    access_log: bool = False
+    #: Access log line, in gunicorn's access_log_format atoms.
+    access_log_format: str = '%(h)s - "%(r)s" %(s)s %(b)s %(L)ss'
+
+    def __post_init__(self):
+        from ._access_log import compile_format
+        from ._proxy import TrustedProxies
+
+        TrustedProxies(self.forwarded_allow_ips)  # a bad address fails here, at start-up
+        compile_format(self.access_log_format)
+        root = self.root_path.rstrip("/")
+        if root and not root.startswith("/"):
+            raise ValueError(f"kyoukai_fast setting root_path must start with '/': {root!r}")
+        self.root_path = root
 
     @classmethod
     def from_mapping(cls, cfg: dict[str, Any] | None) -> "ProtocolConfig":
@@ -78,12 +104,14 @@ class ProtocolConfig:
             if name in cfg and cfg[name] is not None:
                 default = getattr(cls, name)
                 value = _coerce(name, default, cfg[name])
-                if value < 0:
-                    raise ValueError(f"kyoukai_fast setting {name} must not be negative: {value}")
-                low, high = _BOUNDS.get(name, (0, None))
-                if value < low or (high is not None and value > high):
-                    raise ValueError(f"kyoukai_fast setting {name} must be between {low} and "
-                                     f"{high}: {value}")
+                if not isinstance(default, (bool, str)):
+                    if value < 0:
+                        raise ValueError(f"kyoukai_fast setting {name} must not be negative: "
+                                         f"{value}")
+                    low, high = _BOUNDS.get(name, (0, None))
+                    if value < low or (high is not None and value > high):
+                        raise ValueError(f"kyoukai_fast setting {name} must be between {low} "
+                                         f"and {high}: {value}")
                 values[name] = value
         return cls(**values)
 
@@ -96,7 +124,7 @@ _BOUNDS = {
 }
 
 _TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
+_FALSE = ("0", "false", "no", "off", "")
 
 
 def _coerce(name: str, default, value):
@@ -109,6 +137,8 @@ def _coerce(name: str, default, value):
         elif isinstance(value, (bool, int)) and value in (0, 1):
             return bool(value)
         raise ValueError(f"kyoukai_fast setting {name} must be true or false: {value!r}")
+    if isinstance(default, str):
+        return str(value)
     return type(default)(value)
 
 
@@ -116,7 +146,7 @@ class ServerState:
     """What every connection of one component shares."""
 
     __slots__ = ("config", "environ_template", "connections", "closing", "typed_copy", "_reaper",
-                 "request_handler", "__weakref__")
+                 "request_handler", "hooks", "__weakref__")
 
     def __init__(self, config: ProtocolConfig, server_name: str, server_port: Any):
         self.config = config
@@ -135,6 +165,8 @@ class ServerState:
         self._reaper = None
         #: ``handle(request, parent_context)``: the app's request pipeline (see _pipeline).
         self.request_handler = None
+        #: Proxy headers, root path, concurrency limit, access log (None where switched off).
+        self.hooks = request_hooks(config, self)
 
     # One timer per server, not one per connection: an idle connection then costs no timer
     # handle, and a request costs no timer re-arming. Each tick asks every connection to check

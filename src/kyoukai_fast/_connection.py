@@ -325,7 +325,11 @@ class HTTPConnection:
         version = req.version if req is not None else "1.1"
         method = req.method if req is not None else "GET"
         if not self._closing:
-            self._raw_write(error_response(error, version, method))
+            data = error_response(error, version, method)
+            self._raw_write(data)
+            on_response = self._server.hooks.on_response
+            if req is not None and on_response is not None:
+                on_response(req.environ, data, False)  # the access log
             if linger:
                 self._linger()
                 return

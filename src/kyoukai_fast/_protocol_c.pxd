@@ -32,6 +32,10 @@ cdef class ServerShared:
     cdef double keepalive_timeout
     cdef double header_timeout
     cdef int max_header_count
+    # Deployment hooks (kyoukai_fast._request_hooks): None unless a setting switches them on.
+    cdef object proxies
+    cdef object on_request
+    cdef object on_response
 
 
 cdef class HTTPProtocolCore:

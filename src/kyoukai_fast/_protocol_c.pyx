@@ -49,6 +49,7 @@ from ._conformance import VALID_HOSTS, check_head, hold_to_declared_length, inte
 from ._connection import FEED_SLICE, PARSING, HTTPConnection
 from ._errors import HTTPLimitExceeded
 from ._input import EMPTY_INPUT
+from ._proxy import apply_proxy_headers
 from ._read_buffer import bad_read_size, read_buffer
 from ._request_cycle import response_or_error
 from ._streaming import stream_body
@@ -93,6 +94,10 @@ cdef ServerShared _server_shared(server):
     shared.keepalive_timeout = config.keepalive_timeout
     shared.header_timeout = config.header_timeout
     shared.write_high_water = config.write_high_water
+    hooks = server.hooks
+    shared.proxies = hooks.proxies
+    shared.on_request = hooks.on_request
+    shared.on_response = hooks.on_response
     server.typed_copy = shared
     return shared
 
@@ -368,6 +373,13 @@ cdef class HTTPProtocolCore:
         if self._url_scheme is not _HTTP:
             environ["wsgi.url_scheme"] = self._url_scheme  # the template says http
         environ["kyoukai.protocol"] = self
+        if self._shared.proxies is not None and (
+                PyDict_GetItem(environ, "HTTP_X_FORWARDED_FOR") != NULL
+                or PyDict_GetItem(environ, "HTTP_FORWARDED") != NULL
+                or PyDict_GetItem(environ, "HTTP_X_FORWARDED_PROTO") != NULL):
+            apply_proxy_headers(environ, self._shared.proxies)
+        if self._shared.on_request is not None:
+            self._shared.on_request(self, environ)
         found = PyDict_GetItem(environ, "HTTP_HOST")
         if (found == NULL or type(<object>found) is not str or not _valid_host_known(<str>found)
                 or not target.startswith("/")
@@ -545,6 +557,8 @@ cdef class HTTPProtocolCore:
             self._handler_failed(req, interim_status_error(data))
             return
         self._write(data)
+        if self._shared.on_response is not None:
+            self._shared.on_response(req.environ, data, app_iter is not None)
         keep_alive = rendered[2]
         if app_iter is not None:
             if keep_alive and not rendered[3]:

@@ -35,6 +35,7 @@ from ._conformance import VALID_HOSTS, check_head, hold_to_declared_length, inte
 from ._connection import FEED_SLICE, PARSING, HTTPConnection
 from ._environ import split_target
 from ._errors import HTTPLimitExceeded
+from ._proxy import apply_proxy_headers as _apply_proxy_headers
 from ._read_buffer import read_buffer, read_bytes
 from ._request_cycle import response_or_error, set_input, start_handler
 from ._streaming import stream_body
@@ -210,6 +211,13 @@ class KyoukaiProtocol(HTTPConnection, asyncio.BufferedProtocol, asyncio.Protocol
         environ["REMOTE_PORT"] = str(self.client_port)
         environ["wsgi.url_scheme"] = self._url_scheme
         environ["kyoukai.protocol"] = self
+        hooks = self._server.hooks
+        if hooks.proxies is not None and ("HTTP_X_FORWARDED_FOR" in environ
+                                          or "HTTP_FORWARDED" in environ
+                                          or "HTTP_X_FORWARDED_PROTO" in environ):
+            _apply_proxy_headers(environ, hooks.proxies)
+        if hooks.on_request is not None:
+            hooks.on_request(self, environ)
         if (environ.get("HTTP_HOST") not in VALID_HOSTS or not target.startswith("/")
                 or "HTTP_TRANSFER_ENCODING" in environ):
             if check_head(environ, req.method, req.version, target):  # chunked
@@ -335,6 +343,8 @@ class KyoukaiProtocol(HTTPConnection, asyncio.BufferedProtocol, asyncio.Protocol
             self._handler_failed(req, interim_status_error(data))
             return
         self._raw_write(data)
+        if self._server.hooks.on_response is not None:
+            self._server.hooks.on_response(req.environ, data, app_iter is not None)
         if app_iter is not None:
             if keep_alive and not chunked:
                 app_iter = hold_to_declared_length(app_iter, data)

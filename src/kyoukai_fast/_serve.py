@@ -27,7 +27,8 @@ from ._config import ProtocolConfig
 from ._pipeline import pipeline_disabled_by_env
 from ._shutdown import graceful_shutdown
 
-__all__ = ("TargetError", "Target", "Served", "load_target", "bind", "make_ssl_context",
+__all__ = ("TargetError", "Target", "Served", "load_target", "bind", "bind_unix",
+           "inherited_socket", "systemd_sockets", "socket_address", "make_ssl_context",
            "alpn_protocols", "validate_settings", "start", "stop", "stop_now", "new_event_loop")
 
 CONFIG_SUFFIXES = (".yml", ".yaml")
@@ -71,9 +72,18 @@ def is_config_spec(spec: str) -> bool:
 def load_target(spec: str) -> Target:
     """Resolve ``module:attr`` to a Kyoukai app, or read an Asphalt YAML config file."""
     import_kyoukai()
+    cwd_importable()
     if is_config_spec(spec):
         return _load_config(spec)
     return Target(spec, app=_load_app(spec))
+
+
+def cwd_importable() -> None:
+    """Like gunicorn and uvicorn: modules in the current directory are importable (the app of
+    ``MODULE:APP``, and the ``app:`` references of an Asphalt config)."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
 
 
 def _load_app(spec: str):
@@ -83,10 +93,6 @@ def _load_app(spec: str):
     if not sep or not module_name or not attr:
         raise TargetError(f"expected MODULE:APP (e.g. myapp:app) or an Asphalt .yml config, "
                           f"got {spec!r}")
-    # Like gunicorn and uvicorn: modules in the current directory are importable.
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -158,6 +164,91 @@ def _mark_kyoukai_components(config: dict, alias: str | None, addresses: list) -
     for name, child in (config.get("components") or {}).items():
         if isinstance(child, dict):
             _mark_kyoukai_components(child, name, addresses)
+
+
+#: SD_LISTEN_FDS_START: the first socket systemd hands a socket-activated service.
+SYSTEMD_FIRST_FD = 3
+#: Unix socket permissions: the owner and its group (a proxy's user added to that group).
+UNIX_SOCKET_MODE = 0o660
+
+
+def bind_unix(path: str, backlog: int = 2048) -> socket.socket:
+    """A listening Unix socket at ``path``, mode :data:`UNIX_SOCKET_MODE`.
+
+    A socket file nobody listens on (left by a server that died) is replaced; one a server
+    listens on, or a file that is not a socket, is a TargetError.
+    """
+    if not hasattr(socket, "AF_UNIX"):
+        raise TargetError("--uds: Unix sockets are not available on this platform")
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise TargetError(f"cannot listen on unix:{path}: {exc.strerror}") from None
+    if mode is not None:
+        import stat
+
+        if not stat.S_ISSOCK(mode):
+            raise TargetError(f"cannot listen on unix:{path}: it exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)  # stale: nobody accepts on it
+        else:
+            raise TargetError(f"cannot listen on unix:{path}: address already in use")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, UNIX_SOCKET_MODE)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise TargetError(f"cannot listen on unix:{path}: {exc.strerror}") from None
+    sock.setblocking(False)
+    return sock
+
+
+def inherited_socket(fd: int, what: str = "--fd") -> socket.socket:
+    """The listening socket a parent process left open as ``fd`` (``--fd``, systemd)."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise TargetError(f"{what} {fd}: not an open socket ({exc.strerror})") from None
+    if sock.type != socket.SOCK_STREAM or not sock.getsockopt(socket.SOL_SOCKET,
+                                                               socket.SO_ACCEPTCONN):
+        sock.detach()
+        raise TargetError(f"{what} {fd}: not a listening stream socket")
+    sock.setblocking(False)
+    return sock
+
+
+def systemd_sockets() -> list:
+    """Sockets passed by systemd socket activation (``LISTEN_FDS`` for this ``LISTEN_PID``), or
+    ``[]``. The variables are removed, as ``sd_listen_fds(1)`` does, so that no child (gunicorn's
+    arbiter reads them too) takes the sockets a second time."""
+    count = os.environ.get("LISTEN_FDS")
+    pid = os.environ.get("LISTEN_PID")
+    if not count or not pid or pid != str(os.getpid()):
+        return []
+    for name in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    if not count.isdigit():
+        raise TargetError(f"LISTEN_FDS={count!r} is not a number")
+    return [inherited_socket(fd, "systemd fd")
+            for fd in range(SYSTEMD_FIRST_FD, SYSTEMD_FIRST_FD + int(count))]
+
+
+def socket_address(sock: socket.socket) -> tuple:
+    """``(host, port)`` of a listening socket, for the component (a Unix socket: its path, 0)."""
+    name = sock.getsockname()
+    if isinstance(name, tuple):
+        return name[:2]
+    return (name.decode() if isinstance(name, bytes) else name) or "unix", 0
 
 
 def bind(host: str, port: int, backlog: int = 2048) -> socket.socket:
@@ -261,11 +352,13 @@ def validate_settings(settings: dict | None) -> dict:
 
 
 async def start(target: Target, sockets: list, *, ssl_context=None,
-                settings: dict | None = None) -> Served:
+                settings: dict | None = None, backlog: int = 2048) -> Served:
     """Start serving ``target`` on ``sockets`` (bound, listening) in the running loop.
 
-    An app gets one ``KyoukaiComponent`` per socket. A config's Kyoukai components get one socket
-    each, in order; a single Kyoukai component takes every socket (gunicorn with several binds).
+    ``backlog``: the listen backlog (the event loop calls ``listen`` again when it starts
+    serving a socket). An app gets one ``KyoukaiComponent`` per socket. A config's Kyoukai
+    components get one socket each, in order; a single Kyoukai component takes every socket
+    (gunicorn with several binds).
     """
     from asphalt.core import Context
 
@@ -278,7 +371,7 @@ async def start(target: Target, sockets: list, *, ssl_context=None,
         target.app.loop = loop  # Kyoukai took get_event_loop() when the app was made
         components = []
         for sock in sockets:
-            host, port = sock.getsockname()[:2]
+            host, port = socket_address(sock)
             component = KyoukaiComponent(target.app, host, port, backend="kyoukai_fast",
                                          run_server=False, **settings)
             await component.start(context)
@@ -299,10 +392,11 @@ async def start(target: Target, sockets: list, *, ssl_context=None,
             component.app.finalize()
             servers = []
             for sock in group:
-                port = sock.getsockname()[1]
+                port = socket_address(sock)[1]
                 factory = partial(component.get_protocol, component.base_context,
                                   (component.get_server_name(), port))
-                servers.append(await loop.create_server(factory, sock=sock, ssl=ssl_context))
+                servers.append(await loop.create_server(factory, sock=sock, ssl=ssl_context,
+                                                        backlog=backlog))
             component.server = servers[0] if len(servers) == 1 else _Listeners(servers)
     except BaseException:
         await context.close()
@@ -318,8 +412,14 @@ async def _start_config(target: Target, context, loop, settings: dict):
     # Apps referenced by the config are imported while the component is built: their Kyoukai
     # objects take the running loop from get_event_loop().
     asyncio.set_event_loop(loop)
-    root = component_types.create_object(**config)
-    await root.start(context)
+    try:
+        root = component_types.create_object(**config)
+        await root.start(context)
+    except LookupError as exc:
+        # Asphalt's "error resolving reference deploy_app:app: could not import module": the
+        # reason is the exception it chained
+        cause = f" ({exc.__cause__})" if exc.__cause__ is not None else ""
+        raise TargetError(f"{target.spec}: {exc}{cause}") from None
     found = []
     _collect(root, KyoukaiBaseComponent, found)
     for component in found:

@@ -25,7 +25,10 @@ What the worker honours from gunicorn's settings:
   gracefully and gunicorn starts a fresh one;
 * ``keepalive``, ``limit_request_line``, ``limit_request_fields``, ``limit_request_field_size``
   when set to something other than gunicorn's default: the matching kyoukai_fast limits
-  (``keepalive_timeout``, ``max_url_size``, ``max_header_count``, ``max_header_size``).
+  (``keepalive_timeout``, ``max_url_size``, ``max_header_count``, ``max_header_size``);
+* ``accesslog`` ``-`` (stdout), ``access_log_format`` (the same atoms) and
+  ``forwarded_allow_ips`` when not gunicorn's default: the kyoukai_fast access log and proxy
+  header settings.
 
 ``--preload`` is not supported: gunicorn's preloading insists on a callable WSGI app, and a
 Kyoukai app is not one; each worker loads the app itself.
@@ -44,7 +47,7 @@ from gunicorn.workers.base import Worker
 from . import _serve
 from ._config import ProtocolConfig
 
-__all__ = ("KyoukaiWorker", "KyoukaiUVLoopWorker", "run_gunicorn")
+__all__ = ("KyoukaiWorker", "KyoukaiUVLoopWorker", "run_gunicorn", "gunicorn_options")
 
 # gunicorn setting -> kyoukai_fast.ProtocolConfig field, used when set to a non-default value.
 _GUNICORN_LIMITS = {
@@ -99,6 +102,17 @@ class KyoukaiWorker(Worker):
             if setting is not None and setting.value != setting.default and setting.value:
                 settings.setdefault(field, setting.value)
         settings.setdefault("shutdown_grace", float(self.cfg.graceful_timeout))
+        # gunicorn's --access-logfile - / --access-logformat / --forwarded-allow-ips
+        if self.cfg.accesslog == "-":
+            settings.setdefault("access_log", True)
+        format_setting = self.cfg.settings.get("access_log_format")
+        if format_setting is not None and format_setting.value != format_setting.default:
+            settings.setdefault("access_log_format", format_setting.value)
+        allowed = self.cfg.settings.get("forwarded_allow_ips")
+        if allowed is not None and allowed.value != allowed.default:
+            value = allowed.value
+            settings.setdefault("forwarded_allow_ips",
+                                value if isinstance(value, str) else ",".join(value))
         return settings
 
     def ssl_context(self):
@@ -159,8 +173,15 @@ class KyoukaiWorker(Worker):
         # Finish before the arbiter's own graceful_timeout runs out and it SIGKILLs us.
         limit = float(self.cfg.graceful_timeout)
         self._grace = min(float(settings["shutdown_grace"]), limit - min(1.0, limit / 4))
-        served = await _serve.start(self.target, [s.sock for s in self.sockets],
-                                    ssl_context=self.ssl_context(), settings=settings)
+        try:
+            served = await _serve.start(self.target, [s.sock for s in self.sockets],
+                                        ssl_context=self.ssl_context(), settings=settings,
+                                        backlog=self.cfg.backlog)
+        except _serve.TargetError as exc:
+            # A config whose app cannot be imported: every worker would fail the same way.
+            # AppImportError makes gunicorn halt with the reason instead of restarting workers
+            # forever.
+            raise AppImportError(str(exc)) from None
         if self.cfg.max_requests > 0:
             self._count_requests(served.components)
         from . import IMPLEMENTATION
@@ -219,14 +240,17 @@ def _uvloop_available() -> bool:
     return True
 
 
-def run_gunicorn(spec: str, sockets: list, *, workers: int, loop: str = "auto",
-                 settings: dict | None = None, log_level: str = "info", timeout: float = 30.0,
-                 certfile: str | None = None, keyfile: str | None = None) -> int:
-    """Run gunicorn with :class:`KyoukaiWorker` on already-bound ``sockets`` (the CLI's
-    ``--workers N``). Ctrl-C (SIGINT) is a graceful stop here, like SIGTERM."""
-    from gunicorn.app.base import BaseApplication
-    from gunicorn.arbiter import Arbiter
+def gunicorn_options(spec: str, sockets: list, *, workers: int, loop: str = "auto",
+                     settings: dict | None = None, log_level: str = "info",
+                     timeout: float = 30.0, certfile: str | None = None,
+                     keyfile: str | None = None, max_requests: int = 0,
+                     max_requests_jitter: int | None = None, backlog: int = 2048) -> dict:
+    """gunicorn's settings for the CLI's ``--workers N`` on already-bound ``sockets``.
 
+    ``max_requests``: a worker restarts after that many requests, each after a random number
+    more, up to ``max_requests_jitter`` (default a tenth of ``max_requests``), so that workers
+    started together do not all restart together.
+    """
     settings = dict(settings or {})
     use_uvloop = loop == "uvloop" or (loop == "auto" and _uvloop_available())
     if loop == "uvloop" and not _uvloop_available():
@@ -241,11 +265,28 @@ def run_gunicorn(spec: str, sockets: list, *, workers: int, loop: str = "auto",
         "timeout": max(1, math.ceil(timeout)),
         "loglevel": log_level,
         "proc_name": f"kyoukai-fast {spec}",
+        "backlog": backlog,
     }
     if certfile:
         options["certfile"] = certfile
         if keyfile:
             options["keyfile"] = keyfile
+    if max_requests:
+        options["max_requests"] = max_requests
+        options["max_requests_jitter"] = (max_requests // 10 if max_requests_jitter is None
+                                          else max_requests_jitter)
+    return options
+
+
+def run_gunicorn(spec: str, sockets: list, **kwargs) -> int:
+    """Run gunicorn with :class:`KyoukaiWorker` on already-bound ``sockets`` (the CLI's
+    ``--workers N``; ``kwargs`` as for :func:`gunicorn_options`). Ctrl-C (SIGINT) is a graceful
+    stop here, like SIGTERM."""
+    from gunicorn.app.base import BaseApplication
+    from gunicorn.arbiter import Arbiter
+
+    settings = dict(kwargs.get("settings") or {})
+    options = gunicorn_options(spec, sockets, **kwargs)
 
     class GracefulArbiter(Arbiter):
         def handle_int(self):

@@ -1,0 +1,246 @@
+"""
+The access log: one line per request, in gunicorn's format language.
+
+The format takes gunicorn's ``access_log_format`` atoms, so a gunicorn format string works as it
+is: ``h`` client address, ``l`` ``-``, ``u`` user (``-``), ``t`` time ``[01/Dec/2026:10:00:00
++0000]``, ``r`` request line, ``m`` method, ``U`` path, ``q`` query, ``H`` protocol, ``s`` status,
+``B`` body bytes, ``b`` body bytes or ``-``, ``f`` referer, ``a`` user agent, ``T`` seconds,
+``M`` milliseconds, ``D`` microseconds, ``L`` decimal seconds, ``p`` pid, ``{name}i`` a request
+header, ``{name}e`` an environ value. The default,
+:data:`DEFAULT_FORMAT`, is uvicorn's line with gunicorn's size and a duration::
+
+    127.0.0.1:50312 - "GET /users/7 HTTP/1.1" 200 14 0.000213s
+
+The format is compiled once into a ``%`` template and a tuple of the atoms it uses, so a request
+formats only what the line shows. Lines are collected in a list on the event loop and handed, a
+batch at a time (every :data:`FLUSH_INTERVAL` seconds, or at :data:`BATCH_LINES` lines), to one
+writer thread that does the blocking write: a slow terminal or a full pipe never stalls the loop.
+If the writer falls :data:`MAX_PENDING_BATCHES` batches behind, lines are dropped (and counted)
+rather than held without bound.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import queue
+import re
+import sys
+import threading
+import time
+import weakref
+
+__all__ = ("AccessLog", "DEFAULT_FORMAT", "compile_format")
+
+DEFAULT_FORMAT = '%(h)s - "%(r)s" %(s)s %(b)s %(L)ss'
+FLUSH_INTERVAL = 0.05
+BATCH_LINES = 256
+MAX_PENDING_BATCHES = 1024
+
+_ATOM = re.compile(r"%\(([^)]+)\)s")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_KNOWN = set("hlutrmUqHsBbfaTMDLp")
+_STATUS = {str(code).encode(): str(code) for code in range(100, 600)}
+
+
+def compile_format(fmt: str):
+    """``(template, atoms)``: ``fmt`` with each ``%(x)s`` as ``%s``, and the atoms in order."""
+    atoms, pieces, last = [], [], 0
+
+    def literal(text):  # gunicorn's "%%" is a "%"; any "%" is doubled for the template
+        return text.replace("%%", "%").replace("%", "%%")
+
+    for match in _ATOM.finditer(fmt):
+        atom = match.group(1)
+        if atom not in _KNOWN and not re.fullmatch(r"\{[\w-]+\}[ie]", atom):
+            raise ValueError(f"kyoukai_fast setting access_log_format: unknown atom %({atom})s")
+        pieces.append(literal(fmt[last:match.start()]))
+        pieces.append("%s")
+        atoms.append(atom)
+        last = match.end()
+    pieces.append(literal(fmt[last:]))
+    return "".join(pieces) + "\n", tuple(atoms)
+
+
+def _clock_time(cache=[0, ""]):  # noqa: B006  (a one-second cache of the formatted time)
+    now = int(time.time())
+    if cache[0] != now:
+        t = time.gmtime(now)
+        cache[0] = now
+        cache[1] = (f"[{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
+                    f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000]")
+    return cache[1]
+
+
+class _Writer(threading.Thread):
+    """Writes batches of lines to a file descriptor, off the event loop."""
+
+    def __init__(self, stream):
+        super().__init__(name="kyoukai_fast access log", daemon=True)
+        self.stream = stream
+        self.batches: "queue.SimpleQueue[str | None]" = queue.SimpleQueue()
+        self.pending = 0  # batches queued and not yet written (read racily: a bound only)
+
+    def run(self):
+        while True:
+            batch = self.batches.get()
+            if batch is None:
+                return
+            try:
+                self.stream.write(batch)
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass
+            self.pending -= 1
+
+
+class AccessLog:
+    """One server's access log: :meth:`log` on the event loop, writes in a thread."""
+
+    def __init__(self, fmt: str = DEFAULT_FORMAT, stream=None):
+        self.template, self.atoms = compile_format(fmt)
+        self.default = self.template == compile_format(DEFAULT_FORMAT)[0]
+        self.stream = stream
+        self.lines: list = []
+        self.dropped = 0
+        self._flush_handle = None
+        self._writer = None
+        self._pid = str(os.getpid())
+        _live_logs.add(self)
+
+    def log(self, environ: dict, data: bytes, streamed: bool, now=time.perf_counter) -> None:
+        """One line for the response whose bytes (head, and body unless ``streamed``) are
+        ``data``, to the request of ``environ``."""
+        head_end = data.find(b"\r\n\r\n") + 4
+        status = _STATUS.get(data[9:12]) or data[9:12].decode("latin-1")
+        if streamed:
+            size = _declared_length(data, head_end)
+        else:
+            size = len(data) - head_end
+        started = environ.get("kyoukai_fast.request_start")
+        took = now() - started if started is not None else 0.0
+        if self.default:
+            address = environ.get("REMOTE_ADDR")
+            port = environ.get("REMOTE_PORT")
+            client = (address + ":" + port if port and port != "0" and port.isdigit()
+                      else address) if address else "-"
+            self.lines.append(
+                f'{client} - '
+                f'"{environ.get("REQUEST_METHOD")} {environ.get("RAW_URI")} '
+                f'{environ.get("SERVER_PROTOCOL")}" {status} {size or "-"} {took:.6f}s\n')
+        else:
+            self.lines.append(self.template % tuple(
+                [_value(atom, environ, status, size, took, self._pid) for atom in self.atoms]))
+        if len(self.lines) >= BATCH_LINES:
+            self.flush()
+        elif self._flush_handle is None:
+            self._schedule()
+
+    def _schedule(self):
+        try:
+            import asyncio
+
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._flush_handle = loop.call_later(FLUSH_INTERVAL, self.flush)
+
+    def flush(self) -> None:
+        """Hand the lines collected so far to the writer thread."""
+        handle, self._flush_handle = self._flush_handle, None
+        if handle is not None:
+            handle.cancel()
+        if not self.lines:
+            return
+        lines, self.lines = self.lines, []
+        writer = self._writer
+        if writer is None or not writer.is_alive():
+            writer = self._writer = _Writer(self.stream if self.stream is not None
+                                            else sys.stdout)
+            writer.start()
+        if writer.pending >= MAX_PENDING_BATCHES:
+            self.dropped += len(lines)
+            return
+        writer.pending += 1
+        writer.batches.put("".join(lines))
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Flush, and wait (up to ``timeout``) for the writer to write everything."""
+        self.flush()
+        writer = self._writer
+        if writer is not None and writer.is_alive():
+            writer.batches.put(None)
+            writer.join(timeout)
+        self._writer = None
+
+
+_live_logs: "weakref.WeakSet[AccessLog]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all():
+    for access_log in list(_live_logs):
+        access_log.close()
+
+
+def _declared_length(data: bytes, head_end: int):
+    head = data[:head_end].lower()
+    at = head.find(b"\r\ncontent-length:")
+    if at < 0:
+        return None
+    return int(head[at + 17:head.find(b"\r\n", at + 2)].strip() or 0)
+
+
+def _client(environ) -> str:
+    """``address:port``, or ``-`` for a Unix socket peer no proxy header named."""
+    address = environ.get("REMOTE_ADDR")
+    if not address:
+        return "-"
+    port = environ.get("REMOTE_PORT")
+    return f"{address}:{port}" if port and port.isdigit() and port != "0" else address
+
+
+def _value(atom, environ, status, size, took, pid):
+    if atom == "h":
+        return _client(environ)
+    if atom == "r":
+        return (f"{environ.get('REQUEST_METHOD')} {environ.get('RAW_URI')} "
+                f"{environ.get('SERVER_PROTOCOL')}")
+    if atom == "s":
+        return status
+    if atom == "b":
+        return str(size) if size else "-"
+    if atom == "B":
+        return str(size or 0)
+    if atom == "L":
+        return f"{took:.6f}"
+    if atom == "D":
+        return str(int(took * 1_000_000))
+    if atom == "M":
+        return str(int(took * 1000))
+    if atom == "T":
+        return str(int(took))
+    if atom == "m":
+        return environ.get("REQUEST_METHOD")
+    if atom == "U":
+        return environ.get("PATH_INFO")
+    if atom == "q":
+        return environ.get("QUERY_STRING")
+    if atom == "H":
+        return environ.get("SERVER_PROTOCOL")
+    if atom == "t":
+        return _clock_time()
+    if atom == "f":
+        return environ.get("HTTP_REFERER", "-")
+    if atom == "a":
+        return environ.get("HTTP_USER_AGENT", "-")
+    if atom == "p":
+        return f"<{pid}>"
+    if atom in ("l", "u"):
+        return "-"
+    name, kind = atom[1:-2], atom[-1]  # {header}i / {header}o / {variable}e
+    if kind == "i":
+        return environ.get("HTTP_" + name.upper().replace("-", "_"), "-")
+    if kind == "e":
+        return str(environ.get(name, "-"))
+    return "-"

@@ -1,0 +1,66 @@
+"""
+Per-request deployment features, written once for every protocol (both HTTP/1.1 twins, HTTP/2).
+
+A server whose settings switch none of them on gets ``None`` hooks, and the twins skip them with
+one ``is not None`` test each:
+
+* ``proxies`` (:class:`~kyoukai_fast._proxy.TrustedProxies`): called through
+  :func:`~kyoukai_fast._proxy.apply_proxy_headers` only for requests carrying a proxy header;
+* ``on_request(protocol, environ)``, once the head is parsed: the concurrency limit (503), the
+  root path (``SCRIPT_NAME``), the access log's start time;
+* ``on_response(environ, data, streamed)``, once a response's bytes are written: the access log.
+"""
+from __future__ import annotations
+
+import time
+
+from werkzeug.exceptions import ServiceUnavailable
+
+from ._errors import HTTPLimitExceeded
+
+__all__ = ("RequestHooks", "request_hooks", "START_KEY")
+
+#: The environ key holding ``time.perf_counter()`` at the end of the request head (access log).
+START_KEY = "kyoukai_fast.request_start"
+
+
+class RequestHooks:
+    __slots__ = ("proxies", "on_request", "on_response", "access_log")
+
+    def __init__(self, proxies=None, on_request=None, on_response=None, access_log=None):
+        self.proxies = proxies
+        self.on_request = on_request
+        self.on_response = on_response
+        self.access_log = access_log
+
+
+def request_hooks(config, state) -> RequestHooks:
+    """The hooks ``config`` (a ProtocolConfig) asks for; ``state`` is the server's ServerState."""
+    from ._proxy import TrustedProxies
+
+    proxies = TrustedProxies(config.forwarded_allow_ips) if config.proxy_headers else None
+    limit = config.limit_concurrency
+    root = config.root_path
+    access_log = None
+    if config.access_log:
+        from ._access_log import AccessLog
+
+        access_log = AccessLog(config.access_log_format)
+    if not (limit or root or access_log):
+        return RequestHooks(proxies)
+    connections = state.connections
+    now = time.perf_counter
+    unavailable = ServiceUnavailable("The server is at its concurrency limit; try again later.")
+
+    def on_request(protocol, environ):
+        if limit and len(connections) > limit:
+            raise HTTPLimitExceeded(unavailable)
+        if root:
+            environ["SCRIPT_NAME"] = root
+            path = environ["PATH_INFO"]
+            if path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
+                environ["PATH_INFO"] = path[len(root):] or "/"
+        if access_log is not None:
+            environ[START_KEY] = now()
+
+    return RequestHooks(proxies, on_request, access_log.log if access_log else None, access_log)
