@@ -806,6 +806,7 @@ def test_http2_serves_through_the_resolved_handler(fast_pipeline):
     import h2.connection
     import h2.events
     from asphalt.core import Context
+
     from fakes import FakeComponent, FakeTransport
     from kyoukai_fast._config import existing_server_state
     from kyoukai_fast._http2 import HTTP2Protocol
