@@ -164,17 +164,32 @@ cdef inline str _port_string(object port):
     return text
 
 
-# The connection whose bytes httptools is parsing: set by data_received around feed_data, which
-# is the only place the parser calls back. Every connection's parser is given the same callback
-# object, whose attributes are plain functions: httptools keeps what getattr returns for each
-# callback, and a connection's own bound methods would cost an idle connection six objects.
-cdef HTTPProtocolCore _feeding = None
+# The connection whose bytes httptools is parsing in this thread: set by data_received around
+# feed_data, which is the only place the parser calls back. Every connection's parser is given
+# the same callback object, whose attributes are plain functions: httptools keeps what getattr
+# returns for each callback, and a connection's own bound methods would cost an idle connection
+# six objects. The pointer is thread-local: a callback may run Python code (the head checks)
+# that lets another thread run, which feeds its own connections meanwhile. It is borrowed: the
+# connection is alive while data_received runs.
+cdef extern from *:
+    """
+    #if defined(_MSC_VER)
+    #  define KF_THREAD_LOCAL __declspec(thread)
+    #elif defined(__GNUC__) || defined(__clang__)
+    #  define KF_THREAD_LOCAL __thread
+    #else
+    #  define KF_THREAD_LOCAL _Thread_local
+    #endif
+    static KF_THREAD_LOCAL PyObject *kf_feeding = NULL;
+    """
+    PyObject* kf_feeding
 
 
 cdef inline HTTPProtocolCore _fed():
-    if _feeding is None:
+    cdef PyObject* feeding = kf_feeding
+    if feeding == NULL:
         raise RuntimeError("a kyoukai_fast parser was fed outside data_received")
-    return _feeding
+    return <HTTPProtocolCore>feeding
 
 
 def _parser_on_message_begin():
@@ -319,10 +334,10 @@ cdef class HTTPProtocolCore:
         # Everything written while this chunk is handled (several pipelined responses, an
         # interim 100 Continue) goes out in one transport.write: one send() instead of many.
         self._batching = True
-        global _feeding
-        cdef HTTPProtocolCore feeding = _feeding  # restored after: feeding may nest
+        global kf_feeding
+        cdef PyObject* feeding = kf_feeding  # restored after: feeding may nest
         try:
-            _feeding = self
+            kf_feeding = <PyObject*>self
             try:
                 if len(data) > _FEED_SLICE:
                     self._feed_in_slices(data)
@@ -334,7 +349,7 @@ cdef class HTTPProtocolCore:
             except _HttpParserError as exc:
                 self._parse_failed = True
                 self._enqueue(parser_error_to_http(exc))
-            _feeding = feeding  # the parser is done; what follows may run the app
+            kf_feeding = feeding  # the parser is done; what follows may run the app
             if self._current is not None and not self._parse_failed:
                 # the bytes parsed in this read (a backlog waits unparsed)
                 backlog = self._cold.backlog if self._cold is not None else None
@@ -343,7 +358,7 @@ cdef class HTTPProtocolCore:
             if not self._busy:
                 self._run_queue()
         finally:
-            _feeding = feeding
+            kf_feeding = feeding
             self._batching = False
             self._flush()
 
