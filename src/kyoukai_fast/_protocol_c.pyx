@@ -52,7 +52,8 @@ from ._body import decode_body
 from ._config import FEED_SLICE, server_state_for, slice_end
 from ._conformance import (TRAILER_BASE, VALID_HOSTS, check_head, head_too_large,
                            hold_to_declared_length, interim_status_error, trailer_field)
-from ._errors import HTTPLimitExceeded, error_response, half_close, logger, parser_error_to_http
+from ._errors import (HTTPLimitExceeded, error_response, half_close, logger, parser_error_to_http,
+                      request_parser)
 from ._streaming import stream_body
 from ._tasks import continue_in_task
 from ._upgrade import (UpgradeBody, after_upgrade as _after_upgrade, hand_over_h2c, hand_over_tls,
@@ -256,7 +257,7 @@ cdef class HTTPProtocolCore:
         self.server_ip = server_ip
         self.server_port = server_port
         self.transport = None
-        self.parser = httptools.HttpRequestParser(_PARSER_CALLBACKS)
+        self.parser = request_parser(_PARSER_CALLBACKS)
         self.ip = None
         self.client_port = None
         self._shared = _server_shared(server_state_for(component, server_port))
@@ -336,6 +337,7 @@ cdef class HTTPProtocolCore:
         self._batching = True
         global kf_feeding
         cdef PyObject* feeding = kf_feeding  # restored after: feeding may nest
+        cdef bint at_boundary = self._current is None
         try:
             kf_feeding = <PyObject*>self
             try:
@@ -348,7 +350,7 @@ cdef class HTTPProtocolCore:
                 self._on_upgrade(_after_upgrade(data, upgrade))
             except _HttpParserError as exc:
                 self._parse_failed = True
-                self._enqueue(parser_error_to_http(exc))
+                self._enqueue(parser_error_to_http(exc, data, at_boundary))
             kf_feeding = feeding  # the parser is done; what follows may run the app
             if self._current is not None and not self._parse_failed:
                 # the bytes parsed in this read (a backlog waits unparsed)

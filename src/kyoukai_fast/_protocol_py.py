@@ -38,7 +38,8 @@ from ._conformance import (TRAILER_BASE, VALID_HOSTS, check_head, head_too_large
                            hold_to_declared_length, interim_status_error, trailer_field)
 from ._input import EMPTY_INPUT
 from ._read_buffer import read_buffer, read_bytes
-from ._errors import HTTPLimitExceeded, error_response, half_close, logger, parser_error_to_http
+from ._errors import (HTTPLimitExceeded, error_response, half_close, logger, parser_error_to_http,
+                      request_parser)
 from ._streaming import stream_body
 from ._tasks import continue_in_task
 from ._upgrade import (UpgradeBody, after_upgrade as _after_upgrade, hand_over_h2c, hand_over_tls,
@@ -106,7 +107,7 @@ class KyoukaiProtocol(asyncio.BufferedProtocol, asyncio.Protocol):
         self.server_ip = server_ip
         self.server_port = server_port
         self.transport = None
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser = request_parser(self)
         self.ip = None
         self.client_port = None
         self._server = server_state_for(component, server_port)
@@ -192,6 +193,7 @@ class KyoukaiProtocol(asyncio.BufferedProtocol, asyncio.Protocol):
         # Everything written while this chunk is handled (several pipelined responses, an
         # interim 100 Continue) goes out in one transport.write: one send() instead of many.
         self._batching = True
+        at_boundary = self._current is None
         try:
             try:
                 if len(data) > FEED_SLICE:
@@ -203,7 +205,7 @@ class KyoukaiProtocol(asyncio.BufferedProtocol, asyncio.Protocol):
                 self._on_upgrade(_after_upgrade(data, upgrade))
             except httptools.HttpParserError as exc:
                 self._parse_failed = True
-                self._enqueue(parser_error_to_http(exc))
+                self._enqueue(parser_error_to_http(exc, data, at_boundary))
             if self._current is not None and not self._parse_failed:
                 backlog = self._backlog
                 self._request_incomplete(len(data) - (len(backlog) if backlog is not None else 0))
