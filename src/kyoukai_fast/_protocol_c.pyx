@@ -4,8 +4,8 @@ The compiled HTTP/1.1 protocol: the fast twin of ``_protocol_py.py``.
 
 Same design and same behaviour (the tests run against both); see the pure-Python module for the
 walk-through. What differs is how: typed per-connection state in a ``cdef class``, parser callbacks
-that build the environ with C-level dict operations, handler coroutines stepped with
-``PyIter_Send`` (no StopIteration per request), and responses rendered by ``_wsgi_c``.
+that build the environ with C-level dict operations, handler coroutines started as
+eager tasks (``_tasks``), and responses rendered by ``_wsgi_c``.
 Behaviour that is not hot is shared with the fallback through the plain-Python modules.
 """
 import asyncio
@@ -26,10 +26,9 @@ from werkzeug.exceptions import (
 )
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.contextvars cimport PyContext_CopyCurrent, PyContext_Enter, PyContext_Exit
+from cpython.contextvars cimport PyContext_CopyCurrent
 from cpython.dict cimport PyDict_Copy, PyDict_GetItem
 from cpython.object cimport PyObject
-from cpython.ref cimport Py_XDECREF
 from cpython.list cimport PyList_GET_ITEM
 from cpython.memoryview cimport PyMemoryView_GET_BUFFER
 from cpython.unicode cimport PyUnicode_DecodeLatin1
@@ -55,13 +54,9 @@ from ._conformance import (TRAILER_BASE, VALID_HOSTS, check_head, head_too_large
 from ._errors import (HTTPLimitExceeded, error_response, half_close, logger, parser_error_to_http,
                       request_parser)
 from ._streaming import stream_body
-from ._tasks import continue_in_task
+from ._tasks import start_handler
 from ._upgrade import (UpgradeBody, after_upgrade as _after_upgrade, hand_over_h2c, hand_over_tls,
                        upgrade_refusal)
-
-cdef extern from "Python.h":
-    # PYGEN_RETURN = 0, PYGEN_ERROR = -1 (exception set), PYGEN_NEXT = 1
-    int PyIter_Send(object iterator, object arg, PyObject** presult) except -1
 
 PROTOCOL_CLASS = "KyoukaiProtocol"
 
@@ -109,6 +104,7 @@ cdef class ColdState:
 cdef object _HttpParserUpgrade = httptools.HttpParserUpgrade
 cdef object _HttpParserError = httptools.HttpParserError
 cdef object _HTTPException = HTTPException
+cdef object _start_handler = start_handler
 cdef dict _VALID_HOSTS = VALID_HOSTS
 cdef Py_ssize_t _FEED_SLICE = FEED_SLICE
 cdef bytes _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -615,8 +611,6 @@ cdef class HTTPProtocolCore:
     cdef _start_request(self, RequestState req):
         cdef dict environ = req.environ
         cdef bytes body
-        cdef PyObject* result = NULL
-        cdef int status
         if req.body is None:
             body = b""
         elif len(req.body) == 1:
@@ -638,21 +632,18 @@ cdef class HTTPProtocolCore:
         try:
             request = new_request(app.request_class, environ)
             coro = app.process_request(request, self.parent_context)
-            PyContext_Enter(context)
-            try:
-                status = PyIter_Send(coro, None, &result)
-            finally:
-                PyContext_Exit(context)
-        except (Exception, asyncio.CancelledError) as exc:
+        except Exception as exc:
             self._handler_failed(req, exc)
             return
-        value = <object>result
-        Py_XDECREF(result)
-        if status == 0:  # PYGEN_RETURN: the handler finished without suspending
-            self._write_result(req, value)
+        cdef tuple started = <tuple>_start_handler(self._loop, coro, context)
+        task = started[0]
+        if task is None:  # finished without suspending
+            if started[2] is None:
+                self._write_result(req, started[1])
+            else:
+                self._handler_failed(req, started[2])
             return
         self._busy = True
-        task = continue_in_task(self._loop, coro, value, context)
         self._handler = task
         task.add_done_callback(_HandlerDone(self, req))
 

@@ -41,7 +41,7 @@ from ._read_buffer import read_buffer, read_bytes
 from ._errors import (HTTPLimitExceeded, error_response, half_close, logger, parser_error_to_http,
                       request_parser)
 from ._streaming import stream_body
-from ._tasks import continue_in_task
+from ._tasks import start_handler
 from ._upgrade import (UpgradeBody, after_upgrade as _after_upgrade, hand_over_h2c, hand_over_tls,
                        upgrade_refusal)
 
@@ -459,15 +459,17 @@ class KyoukaiProtocol(asyncio.BufferedProtocol, asyncio.Protocol):
         try:
             request = _new_request(app.request_class, environ)
             coro = app.process_request(request, self.parent_context)
-            yielded = context.run(coro.send, None)
-        except StopIteration as stop:
-            self._write_result(req, stop.value)
-            return
-        except (Exception, asyncio.CancelledError) as exc:
+        except Exception as exc:
             self._handler_failed(req, exc)
             return
+        task, value, error = start_handler(self._loop, coro, context)
+        if task is None:  # finished without suspending
+            if error is None:
+                self._write_result(req, value)
+            else:
+                self._handler_failed(req, error)
+            return
         self._busy = True
-        task = continue_in_task(self._loop, coro, yielded, context)
         self._handler = task
         task.add_done_callback(lambda t: self._handler_done(t, req))
 
