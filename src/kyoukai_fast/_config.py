@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from dataclasses import field
 import weakref
 from typing import Any
 
+from ._settings import SettingError, check_unknown, convert, limit, port_number
 from ._wsgi_py import ENVIRON_BASE
 
-__all__ = ("ProtocolConfig", "ServerState", "server_state_for", "FEED_SLICE", "slice_end")
+__all__ = ("ProtocolConfig", "ServerState", "server_state_for", "FEED_SLICE", "slice_end",
+           "SettingError", "validate_component", "serves_with_kyoukai_fast")
 
 #: A read larger than this is given to the parser in pieces of this size, so that parsing can
 #: stop once ``max_pipelined_requests`` wait: a client pipelining thousands of tiny requests in
@@ -56,26 +59,31 @@ def slice_end(data: bytes, start: int, req) -> int:
 
 @dataclasses.dataclass
 class ProtocolConfig:
-    """Limits and timeouts of the HTTP/1.1 protocol. Every number here is configurable."""
+    """Limits and timeouts of the HTTP/1.1 protocol. Every number here is configurable.
+
+    A field is a setting: its annotation and ``limit(...)`` metadata say what values it takes
+    (numbers: at least 0 unless ``limit`` says otherwise), checked by :mod:`._settings` for
+    every source of settings, and the ``#:`` comment above it is its command-line help.
+    """
 
     #: Largest request body accepted, after any ``Content-Encoding`` is decoded (413 beyond).
     max_body_size: int = 12 * 1024 * 1024
     #: Longest request target (URL) accepted (414 beyond).
-    max_url_size: int = 8190
+    max_url_size: int = field(default=8190, metadata=limit(1))
     #: Most header fields in one request (431 beyond).
-    max_header_count: int = 100
+    max_header_count: int = field(default=100, metadata=limit(1, 2 ** 31 - 1))
     #: Largest single header field, name plus value (431 beyond).
-    max_header_size: int = 8190
+    max_header_size: int = field(default=8190, metadata=limit(1))
     #: Largest request head arriving over several reads, counted after the read it began in
     #: (431 beyond). httptools buffers an incomplete header field whole, so without this a
     #: client could grow one field for as long as the header timeout lets it.
-    max_head_size: int = 64 * 1024
+    max_head_size: int = field(default=64 * 1024, metadata=limit(1))
     #: Seconds an idle keep-alive connection is kept open.
     keepalive_timeout: float = 5.0
     #: Seconds a client has to send a complete request head once it started one (slowloris).
-    header_timeout: float = 10.0
+    header_timeout: float = field(default=10.0, metadata=limit(above=0))
     #: Parsed requests waiting behind the running one before reading from the client pauses.
-    max_pipelined_requests: int = 16
+    max_pipelined_requests: int = field(default=16, metadata=limit(1))
     #: Transport write buffer high-water mark, in bytes (``pause_writing`` above it).
     write_high_water: int = 64 * 1024
     #: Seconds in-flight requests get to finish on graceful shutdown before being cancelled.
@@ -84,20 +92,46 @@ class ProtocolConfig:
     #: closed) before the connection is closed; 0 closes at once.
     linger_timeout: float = 2.0
 
+    def __post_init__(self):
+        for setting in dataclasses.fields(self):
+            setattr(self, setting.name, convert(setting.name, setting.type,
+                                                getattr(self, setting.name), setting.metadata))
+
     @classmethod
     def from_mapping(cls, cfg: dict[str, Any] | None) -> "ProtocolConfig":
-        """Build a config from a component's settings; unknown keys are ignored."""
+        """Build a config from a component's settings (``None`` values keep the default).
+
+        :raises SettingError: a bad value, or a key that looks like a misspelt setting name.
+        """
         cfg = cfg or {}
-        names = {f.name: f.type for f in dataclasses.fields(cls)}
-        values = {}
-        for name in names:
-            if name in cfg and cfg[name] is not None:
-                default = getattr(cls, name)
-                value = type(default)(cfg[name])
-                if value < 0:
-                    raise ValueError(f"kyoukai_fast setting {name} must not be negative: {value}")
-                values[name] = value
-        return cls(**values)
+        names = [f.name for f in dataclasses.fields(cls)]
+        check_unknown(cfg, names, COMPONENT_KEYS)
+        return cls(**{name: cfg[name] for name in names if cfg.get(name) is not None})
+
+
+#: Settings of a Kyoukai component that are Kyoukai's or Asphalt's, not kyoukai_fast's.
+COMPONENT_KEYS = frozenset(("app", "ip", "port", "backend", "run_server", "ssl", "http2", "type",
+                            "components", "server_name"))
+
+
+def serves_with_kyoukai_fast(component: Any) -> bool:
+    """Whether a Kyoukai component's backend is this package."""
+    backend = getattr(component, "backend", None)
+    return isinstance(backend, str) and backend.split(".")[0] == "kyoukai_fast"
+
+
+def validate_component(component: Any) -> ProtocolConfig:
+    """Check a Kyoukai component's settings and port before it serves anything.
+
+    :raises SettingError: one line naming the bad setting and its value.
+    """
+    cfg = getattr(component, "cfg", None)
+    config = cfg if isinstance(cfg, ProtocolConfig) else ProtocolConfig.from_mapping(
+        cfg if isinstance(cfg, dict) else None)
+    port = getattr(component, "port", None)
+    if port is not None:
+        port_number("port", port)
+    return config
 
 
 class ServerState:

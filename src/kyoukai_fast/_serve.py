@@ -23,7 +23,8 @@ from functools import partial
 from typing import Any
 
 from . import compat
-from ._config import ProtocolConfig
+from ._config import ProtocolConfig, SettingError
+from ._settings import port_number
 from ._shutdown import graceful_shutdown
 
 __all__ = ("TargetError", "Target", "Served", "load_target", "bind", "make_ssl_context",
@@ -153,7 +154,12 @@ def _mark_kyoukai_components(config: dict, alias: str | None, addresses: list) -
     if isinstance(cls, type) and issubclass(cls, KyoukaiBaseComponent):
         config.setdefault("backend", "kyoukai_fast")
         config["run_server"] = False
-        addresses.append((config.get("ip", "127.0.0.1"), int(config.get("port", 4444))))
+        try:
+            port = port_number("port", config.get("port", 4444))
+            ProtocolConfig.from_mapping(config)  # what its start checks, before any bind
+        except SettingError as exc:
+            raise TargetError(f"{exc} (component {alias or ref!r})") from None
+        addresses.append((config.get("ip", "127.0.0.1"), port))
     for name, child in (config.get("components") or {}).items():
         if isinstance(child, dict):
             _mark_kyoukai_components(child, name, addresses)
@@ -161,6 +167,10 @@ def _mark_kyoukai_components(config: dict, alias: str | None, addresses: list) -
 
 def bind(host: str, port: int, backlog: int = 2048) -> socket.socket:
     """A listening TCP socket; an address in use is a TargetError."""
+    try:
+        port = port_number("port", port)
+    except SettingError as exc:
+        raise TargetError(str(exc)) from None
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -251,10 +261,10 @@ def validate_settings(settings: dict | None) -> dict:
     """Validate ProtocolConfig settings (bad values fail here, not on the first connection)."""
     settings = {k: v for k, v in (settings or {}).items() if v is not None}
     try:
-        ProtocolConfig.from_mapping(settings)
-    except (TypeError, ValueError) as exc:
+        config = ProtocolConfig.from_mapping(settings)
+    except SettingError as exc:
         raise TargetError(str(exc)) from None
-    return settings
+    return {name: getattr(config, name) for name in settings if hasattr(config, name)}
 
 
 async def start(target: Target, sockets: list, *, ssl_context=None,

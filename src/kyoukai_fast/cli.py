@@ -19,6 +19,7 @@ import signal
 import sys
 
 from ._config import ProtocolConfig
+from ._settings import SettingError, convert, limit, port_number
 
 __all__ = ("main", "build_parser", "protocol_settings")
 
@@ -109,7 +110,7 @@ def main(argv=None) -> int:
 
     try:
         return _run(args)
-    except TargetError as exc:
+    except (TargetError, SettingError) as exc:  # SettingError: a component's own settings
         _fail(str(exc))
 
 
@@ -134,6 +135,9 @@ def _run(args) -> int:
 
     if args.workers < 1:
         raise _serve.TargetError("--workers must be at least 1")
+    if args.port is not None:
+        port_number("port", args.port)
+    convert("timeout", "float", args.timeout, limit(above=0))
     if args.ssl_keyfile and not args.ssl_certfile:
         raise _serve.TargetError("--ssl-keyfile needs --ssl-certfile")
     settings = protocol_settings(args)
