@@ -727,7 +727,7 @@ cdef class HTTPProtocolCore:
         self._write(data)
         keep_alive = rendered[2]
         if app_iter is not None:
-            if keep_alive and not rendered[3]:
+            if not rendered[3]:
                 app_iter = hold_to_declared_length(app_iter, data)
             self._busy = True
             task = self._loop.create_task(

@@ -555,7 +555,7 @@ class KyoukaiProtocol(asyncio.BufferedProtocol, asyncio.Protocol):
             return
         self._raw_write(data)
         if app_iter is not None:
-            if keep_alive and not chunked:
+            if not chunked:
                 app_iter = hold_to_declared_length(app_iter, data)
             self._busy = True
             task = self._loop.create_task(stream_body(self, req, app_iter, keep_alive, chunked))

@@ -380,19 +380,27 @@ def response_parts(response, environ: dict):
             code = response.status_code
             if not (100 <= code < 200 or code == 204 or code == 304):
                 headers = []
-                have_length = False
+                lengths = []
                 for pair in response.headers._list:
                     lower = pair[0].lower()
                     if lower == "content-length":
-                        have_length = True
+                        lengths.append(pair[1])
                     elif lower == "location" or lower == "content-location":
                         break  # IRI handling: leave it to werkzeug
                     headers.append(pair)
                 else:
+                    if not lengths and not response.automatically_set_content_length:
+                        # A length the app leaves unsaid: the body goes out as a stream, framed
+                        # by the server (render_general).
+                        app_iter, status, headers = response.get_wsgi_response(environ)
+                        return status, headers, app_iter
                     chunks = [c.encode() if isinstance(c, str) else c for c in body_list]
                     body = b"".join(chunks)
-                    if not have_length and response.automatically_set_content_length:
+                    if not lengths:
                         headers.append(("Content-Length", str(len(body))))
+                    elif any(declared_size(v) != len(body) for v in lengths):
+                        response.close()
+                        raise body_length_error(", ".join(lengths), len(body))
                     if environ.get("REQUEST_METHOD") == "HEAD":
                         body = b""
                     response.close()
@@ -487,7 +495,7 @@ def _render_fast(response, environ: dict, version: str, keep_alive: bool, server
         raise ValueError("status must not contain newline characters")
     pieces = ["HTTP/1.1 " if version == "1.1" else "HTTP/" + version + " ", status, "\r\n"]
     have_length = have_date = False
-    connection = None
+    connection = length = None
     kinds = _header_kinds
     headers = response.headers._list
     for name, value in headers:
@@ -496,7 +504,10 @@ def _render_fast(response, environ: dict, version: str, keep_alive: bool, server
             kind = _header_kind(name)
         if kind:
             if kind == _CONTENT_LENGTH:
+                if have_length and value != length:
+                    raise body_length_error(length + ", " + value, None)
                 have_length = True
+                length = value
             elif kind == _CONNECTION:
                 connection = value.lower()
             elif kind == _DATE:
@@ -508,6 +519,8 @@ def _render_fast(response, environ: dict, version: str, keep_alive: bool, server
         pieces += (name, ": ", value, "\r\n")
     if server_headers and connection is not None and not keep_alive and "close" not in connection:
         return None  # the app's Connection header would keep a closing connection: general path
+    if not have_length and not response.automatically_set_content_length:
+        return None  # a length the app leaves unsaid: framed as a stream (render_general)
     # lines of the head: the status line, the app's header lines, the blank line, and those
     # added below; a newline in a header name or value would make more (checked at the end)
     lines = len(headers) + 2
@@ -517,7 +530,10 @@ def _render_fast(response, environ: dict, version: str, keep_alive: bool, server
         body = b""
     else:
         body = b"".join([c.encode() if isinstance(c, str) else c for c in chunks])
-    if not have_length and response.automatically_set_content_length:
+    if have_length:
+        if declared_size(length) != len(body):
+            raise body_length_error(length, len(body))
+    else:
         pieces += ("Content-Length: ", str(len(body)), "\r\n")
         lines += 1
     if response._on_close:
@@ -549,6 +565,25 @@ def _render_fast(response, environ: dict, version: str, keep_alive: bool, server
 #: The one-pass case of :func:`render_response` (``None`` when it does not apply), for callers
 #: that try it first themselves and call :func:`render_general` otherwise.
 render_fast = _render_fast
+
+
+def declared_size(value: str) -> int:
+    """The value of a ``Content-Length`` (``1*DIGIT``), or -1 when it is not one."""
+    if 0 < len(value) <= 18 and value.isascii() and value.isdigit():
+        return int(value)
+    return -1
+
+
+def body_length_error(declared: str, size) -> ValueError:
+    """The error for a buffered body whose length is not the ``Content-Length`` its app set.
+
+    Sent as it is, a client would take the wrong number of bytes as the body and read the rest
+    (or the next response) wrongly; the response is answered with 500 instead (and logged).
+    """
+    if size is None:
+        return ValueError(f"the response has conflicting Content-Length values: {declared}")
+    return ValueError(f"the response's Content-Length {declared} does not match its body of "
+                      f"{size} bytes")
 
 
 def _version_of(environ: dict) -> str:
@@ -631,6 +666,9 @@ def render_general(response, environ: dict, version: str, keep_alive: bool):
     chunked = False
     if isinstance(body, bytes):
         app_iter = None
+        if body and needs_length(status, headers, environ):
+            headers = list(headers)
+            headers.append(("Content-Length", str(len(body))))
     elif not needs_length(status, headers, environ):
         code = int(status[:3])
         if environ.get("REQUEST_METHOD") == "HEAD" or 100 <= code < 200 or code in (204, 304):
