@@ -1,6 +1,7 @@
 """
 What the micro benchmarks and the load benchmark share: the three implementations under one name
-each, a minimal app and component (duck-typed as Kyoukai uses them), and an in-memory transport.
+each, the request every benchmark sends, and the test suite's fakes (``tests/fakes.py``: the
+app, component and in-memory transport the tests drive protocols with) set up for measuring.
 
 Importing this module applies :mod:`kyoukai_fast.compat`, so stock Kyoukai imports on modern
 Python and werkzeug.
@@ -10,13 +11,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import os
+import sys
 import warnings
 
 import kyoukai_fast.compat
 
 kyoukai_fast.compat.apply()
 
-from werkzeug.wrappers import Request, Response  # noqa: E402
+from werkzeug.wrappers import Request  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "tests"))
+
+from fakes import (  # noqa: E402
+    EXPECT_COMPILED,
+    FakeComponent,
+    FakeTransport,
+    HelloApp,
+    PrebuiltHelloApp,
+)
+
+__all__ = ("EXPECT_COMPILED", "IMPLEMENTATIONS", "IMPLEMENTATION_NAMES", "HELLO", "REQUEST_TARGET",
+           "REQUEST_HEADERS", "REQUEST_BYTES", "FakeTransport", "HelloApp", "PrebuiltHelloApp",
+           "bench_component", "memory_transport", "kyoukai_hello_app", "run_to_result",
+           "app_own_work", "split_response", "split_responses")
 
 #: ``name -> (protocol module, wsgi module)``; the compiled entry is ``None`` when not built.
 IMPLEMENTATIONS: dict = {}
@@ -55,47 +74,15 @@ REQUEST_BYTES = (
 ).encode("latin-1")
 
 
-class Signal:
-    """Kyoukai's component signals, as the protocols use them (``dispatch(protocol=...)``)."""
-
-    def dispatch(self, **kwargs):
-        return None
-
-
-class MinimalApp:
-    """The minimal app of issue 3: ``process_request`` returns ``Response("Hello, world!")``."""
-
-    request_class = Request
-
-    def __init__(self, loop=None):
-        self.loop = loop
-        self.server_name = None
-
-    async def process_request(self, request, parent_context):
-        return Response("Hello, world!")
+def bench_component(app, **cfg) -> FakeComponent:
+    """The component a benchmark serves ``app`` with: its signals keep nothing (a long run
+    would otherwise hold every protocol it made)."""
+    return FakeComponent(app, server_name="127.0.0.1", record_signals=False, **cfg)
 
 
-class PrebuiltApp(MinimalApp):
-    """The minimal app with its own work taken out: one Response, built once, every time."""
-
-    def __init__(self, loop=None):
-        super().__init__(loop)
-        self._response = Response("Hello, world!")
-
-    async def process_request(self, request, parent_context):
-        return self._response
-
-
-class MinimalComponent:
-    """What a backend uses of ``kyoukai.asphalt.KyoukaiComponent``."""
-
-    def __init__(self, app):
-        self.app = app
-        self.connection_made = Signal()
-        self.connection_lost = Signal()
-
-    def get_server_name(self):
-        return "127.0.0.1"
+def memory_transport() -> FakeTransport:
+    """An in-memory transport for one benchmarked connection."""
+    return FakeTransport(peer=("127.0.0.1", 40000))
 
 
 def kyoukai_hello_app(loop, path: str = "/hello/world"):
@@ -128,7 +115,7 @@ def run_to_result(coro):
 def app_own_work(kind: str):
     """A function doing one request's worth of the app's own work, as a backend runs it.
 
-    ``kind`` ``"minimal"``: ``MinimalApp.process_request`` (its coroutine building
+    ``kind`` ``"minimal"``: ``HelloApp.process_request`` (its coroutine building
     ``Response("Hello, world!")``); ``"kyoukai"``: a real Kyoukai app's ``process_request``
     (routing, Asphalt contexts and signals, the route's signature check, the Response), with the
     werkzeug Request built from a plain dict environ. No backend can take this work away. The
@@ -138,7 +125,7 @@ def app_own_work(kind: str):
         REQUEST_HEADERS, "GET", REQUEST_TARGET, "1.1")
     environ.update(SERVER_NAME="127.0.0.1", SERVER_PORT="8080")
     if kind == "minimal":
-        app, request = MinimalApp(), Request(environ, False)
+        app, request = HelloApp(), Request(environ, False)
         yield lambda: run_to_result(app.process_request(request, None))
         return
     from asphalt.core import Context
@@ -153,42 +140,6 @@ def app_own_work(kind: str):
     finally:
         asyncio._set_running_loop(None)
         loop.close()
-
-
-class MemoryTransport(asyncio.Transport):
-    """An in-memory transport: collects what is written."""
-
-    def __init__(self):
-        super().__init__()
-        self.written = bytearray()
-        self.closed = False
-        self._extra = {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8080)}
-
-    def get_extra_info(self, name, default=None):
-        return self._extra.get(name, default)
-
-    def write(self, data):
-        self.written += data
-
-    def is_closing(self):
-        return self.closed
-
-    def close(self):
-        self.closed = True
-
-    def pause_reading(self):
-        pass
-
-    def resume_reading(self):
-        pass
-
-    def set_write_buffer_limits(self, high=None, low=None):
-        pass
-
-    def take(self) -> bytes:
-        data = bytes(self.written)
-        self.written.clear()
-        return data
 
 
 def split_response(data: bytes):

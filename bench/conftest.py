@@ -8,13 +8,9 @@ the benchmarks and their correctness assertions cannot rot.
 """
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from _support import IMPLEMENTATION_NAMES, IMPLEMENTATIONS
-
-EXPECT_COMPILED = bool(os.environ.get("KYOUKAI_FAST_EXPECT_COMPILED"))
+from _support import EXPECT_COMPILED, IMPLEMENTATION_NAMES, IMPLEMENTATIONS
 
 
 @pytest.fixture(params=IMPLEMENTATION_NAMES)

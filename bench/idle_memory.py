@@ -21,8 +21,8 @@ import tracemalloc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import load  # noqa: E402
-from _support import IMPLEMENTATIONS, MemoryTransport, MinimalApp, MinimalComponent  # noqa: E402
+from _support import IMPLEMENTATIONS, HelloApp, bench_component, memory_transport  # noqa: E402
+from servers import floor_protocol  # noqa: E402
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
@@ -32,10 +32,10 @@ def measure(kind: str, count: int, top: int = 0) -> float:
 
     async def main() -> float:
         if kind == "floor":
-            factory = load._floor_protocol()
+            factory = floor_protocol()
         else:
             protocol_class = IMPLEMENTATIONS[kind][0].KyoukaiProtocol
-            component = MinimalComponent(MinimalApp(asyncio.get_running_loop()))
+            component = bench_component(HelloApp(asyncio.get_running_loop()))
 
             def factory():
                 return protocol_class(component, None, "127.0.0.1", 8080)
@@ -53,10 +53,10 @@ def measure(kind: str, count: int, top: int = 0) -> float:
             return protocol
 
         # Warm up: the first connections' one-time costs (caches, the server state).
-        warm = [await connect(MemoryTransport()) for _ in range(50)]
+        warm = [await connect(memory_transport()) for _ in range(50)]
         transports = []
         for number in range(count):
-            transport = MemoryTransport()
+            transport = memory_transport()
             transport._extra["peername"] = ("127.0.0.1", 40000 + number % 20000)
             transports.append(transport)
         gc.collect()

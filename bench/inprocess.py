@@ -27,11 +27,11 @@ from _support import (  # noqa: E402
     HELLO,
     IMPLEMENTATIONS,
     REQUEST_BYTES,
-    MemoryTransport,
-    MinimalApp,
-    MinimalComponent,
-    PrebuiltApp,
+    HelloApp,
+    PrebuiltHelloApp,
+    bench_component,
     kyoukai_hello_app,
+    memory_transport,
     split_responses,
 )
 
@@ -41,16 +41,16 @@ def run(impl: str, app_kind: str, count: int, check: bool = True) -> float:
     asyncio.set_event_loop(loop)
     try:
         app = (kyoukai_hello_app(loop) if app_kind == "kyoukai"
-               else PrebuiltApp(loop) if app_kind == "prebuilt" else MinimalApp(loop))
+               else PrebuiltHelloApp(loop) if app_kind == "prebuilt" else HelloApp(loop))
         parent_context = None
         if app_kind == "kyoukai":
             from asphalt.core import Context
 
             parent_context = Context()
-        component = MinimalComponent(app)
+        component = bench_component(app)
         protocol = IMPLEMENTATIONS[impl][0].KyoukaiProtocol(component, parent_context,
                                                             "127.0.0.1", 8080)
-        transport = MemoryTransport()
+        transport = memory_transport()
         protocol.connection_made(transport)
         data_received = protocol.data_received
 

@@ -78,9 +78,9 @@ def main() -> None:
     impls = ("cython", "python", "stock")
     for app in ("minimal", "kyoukai"):
         for impl in impls:
-            value = per_call(lambda n: [sys.executable, os.path.join(HERE, "inprocess.py"),
-                                        "--no-check", "--impl", impl, "--app", app,
-                                        "--requests", str(n)], args.requests)
+            command = [sys.executable, os.path.join(HERE, "inprocess.py"), "--no-check",
+                       "--impl", impl, "--app", app, "--requests"]
+            value = per_call(lambda n, command=command: [*command, str(n)], args.requests)
             results.setdefault(f"request ({app} app)", {})[impl] = value
             print(f"{app:8} {impl:7} {value:10,.0f} instructions/request", file=sys.stderr)
     if args.micro:
@@ -90,7 +90,8 @@ def main() -> None:
         try:
             for case in ("environ", "format"):
                 for impl in impls:
-                    value = per_call(lambda n: [sys.executable, script, impl, case, str(n)],
+                    command = [sys.executable, script, impl, case]
+                    value = per_call(lambda n, command=command: [*command, str(n)],
                                      args.requests * 4)
                     results.setdefault(case, {})[impl] = value
                     print(f"{case:8} {impl:7} {value:10,.0f} instructions/call", file=sys.stderr)

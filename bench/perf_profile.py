@@ -31,7 +31,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-import load  # noqa: E402
+from processes import RESULTS, Server, ensure_tool, ensure_wrk, log  # noqa: E402
+from servers import LOOPS, SERVERS  # noqa: E402
 
 #: Columns of the table, in order; ``classify`` maps a shared object to one of them.
 GROUPS = ("kernel", "interpreter", "kyoukai_fast", "httptools", "uvloop", "libc", "other")
@@ -80,7 +81,7 @@ def split_per_request(shares: dict, cpu_us: float) -> dict:
 def profile(perf: str, wrk: str, kind: str, loop_name: str, duration: float,
             frequency: int, log_dir: str) -> dict:
     """Load one server with wrk while perf samples it; its shares and CPU µs per request."""
-    server = load.Server(kind, loop_name, log_dir)
+    server = Server(kind, loop_name, log_dir)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             data = os.path.join(tmp, "perf.data")
@@ -132,23 +133,23 @@ def markdown(rows: list) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--servers", default=",".join(DEFAULT_SERVERS),
-                        help=f"comma-separated, of: {', '.join(load.SERVERS)}")
-    parser.add_argument("--loop", choices=load.LOOPS, default="asyncio")
+                        help=f"comma-separated, of: {', '.join(SERVERS)}")
+    parser.add_argument("--loop", choices=LOOPS, default="asyncio")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds sampled per server")
     parser.add_argument("--frequency", type=int, default=2000, help="samples per second")
-    parser.add_argument("--output", default=load.RESULTS, help="results folder")
+    parser.add_argument("--output", default=RESULTS, help="results folder")
     args = parser.parse_args(argv)
     kinds = [kind for kind in args.servers.split(",") if kind]
-    unknown = sorted(set(kinds) - set(load.SERVERS))
+    unknown = sorted(set(kinds) - set(SERVERS))
     if unknown:
         parser.error(f"unknown servers: {', '.join(unknown)}")
-    perf = load.ensure_tool("perf", "linux-perf")
-    wrk = load.ensure_wrk()
+    perf = ensure_tool("perf", "linux-perf")
+    wrk = ensure_wrk()
     if perf is None or wrk is None:
         raise SystemExit("perf and wrk are needed (Debian: apt-get install linux-perf wrk)")
     rows = []
     for kind in kinds:
-        load.log(f"profiling {kind} ({args.loop}, {args.duration:g} s)")
+        log(f"profiling {kind} ({args.loop}, {args.duration:g} s)")
         rows.append(profile(perf, wrk, kind, args.loop, args.duration, args.frequency,
                             args.output))
     command = "python bench/perf_profile.py " + " ".join(sys.argv[1:] if argv is None else argv)

@@ -65,8 +65,11 @@ def answer(method: str, path: str, body: bytes):
 
 
 def run_server(args) -> None:
+    # --impl chooses, whatever the environment this was started from selects.
     if args.impl == "python":
         os.environ["KYOUKAI_FAST_NO_EXTENSIONS"] = "1"
+    else:
+        os.environ.pop("KYOUKAI_FAST_NO_EXTENSIONS", None)
     sys.path.insert(0, SRC)
     import logging
 

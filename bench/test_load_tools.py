@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-import load
-from _support import IMPLEMENTATIONS
-from conftest import EXPECT_COMPILED
+import loadgen
+import report
+from _support import EXPECT_COMPILED, IMPLEMENTATIONS
+from processes import Server
 
 
 @pytest.mark.parametrize("kind, depth", [
@@ -23,9 +24,9 @@ from conftest import EXPECT_COMPILED
 def test_server_answers_correctly(kind, depth, tmp_path):
     if kind.startswith("fast-c") and IMPLEMENTATIONS["cython"] is None and not EXPECT_COMPILED:
         pytest.skip("compiled implementation not built")
-    server = load.Server(kind, "asyncio", str(tmp_path))
+    server = Server(kind, "asyncio", str(tmp_path))
     try:
-        result = load.python_load(server.port, connections=2, duration=0.3, depth=depth)
+        result = loadgen.python_load(server.port, connections=2, duration=0.3, depth=depth)
     finally:
         server.stop()
     assert result["ok"] > 0
@@ -33,8 +34,9 @@ def test_server_answers_correctly(kind, depth, tmp_path):
 
 
 def _run(rps, p99_us=1000.0, cpu_us=None, faults=0.0):
-    return {"rps": rps, "p99_us": p99_us, "cpu_us": cpu_us or 1e6 / rps, "status_errors": 0, "read_errors": 0,
-            "write_errors": 0, "connect_errors": 0, "timeouts": 0, "faults_per_request": faults}
+    return {"rps": rps, "p99_us": p99_us, "cpu_us": cpu_us or 1e6 / rps, "status_errors": 0,
+            "read_errors": 0, "write_errors": 0, "connect_errors": 0, "timeouts": 0,
+            "faults_per_request": faults}
 
 
 def test_summary_ratios_and_targets():
@@ -52,17 +54,17 @@ def test_summary_ratios_and_targets():
                           "floor": [_run(200.0)]},
     }
     correctness = {("asyncio", 16, "fast-c-minimal"): {"ok": 10, "bad": 0}}
-    rows = load.summarize(rounds, correctness)
+    rows = report.summarize(rounds, correctness)
     row = next(r for r in rows if r["server"] == "fast-c-minimal" and r["pipeline"] == 1)
     assert row["rps"] == 60.0
     assert row["x_floor"] == pytest.approx(60 / 110)
     assert row["x_stock"] == pytest.approx(6.0)
     kyoukai = next(r for r in rows if r["server"] == "fast-kyoukai")
     assert kyoukai["x_stock"] == pytest.approx(9 / 5)  # against the stock Kyoukai app
-    table = load.markdown_table(rows)
+    table = report.markdown_table(rows)
     assert "| asyncio | 16-deep | fast-c-minimal | 95 |" in table
     assert "| page faults/req |" in table and "| 2.00 | yes (10) |" in table
-    targets = {d: ok for d, _, ok in load.check_targets(
+    targets = {d: ok for d, _, ok in report.check_targets(
         rows, {"asyncio": {"floor": {"bytes_per_connection": 1000.0},
                            "fast-c-minimal": {"bytes_per_connection": 1600.0}}},
         {"environ": {"cython": 100.0, "stock": 900.0}})}
@@ -79,9 +81,9 @@ def test_summary_ratios_and_targets():
     # CPU per request defaults to 1 / rps here, so the CPU ratios follow the throughput ones
     assert targets["compiled minimal app vs stock (server CPU per request)"] is True
     assert targets["real Kyoukai hello-world vs stock (server CPU per request)"] is False
-    assert load.ceilings(rows) == []  # no fast-c-prebuilt row: nothing to split by
+    assert report.ceilings(rows) == []  # no fast-c-prebuilt row: nothing to split by
     rounds[("asyncio", 1)]["fast-c-prebuilt"] = [_run(100.0)]
-    limits = {d: (m, best, t) for d, m, best, t in load.ceilings(load.summarize(rounds, {}))}
+    limits = {d: (m, best, t) for d, m, best, t in report.ceilings(report.summarize(rounds, {}))}
     # CPU per request is 1e6 / rps: floor 1e6/110, backend 1e6/100, minimal app 1e6/60 - 1e6/100
     floor, backend = 1e6 / 110, 1e6 / 100
     best_minimal = floor + 1e6 / 60 - backend
@@ -94,11 +96,11 @@ def test_summary_ratios_and_targets():
 
 
 def test_lua_scripts_count_responses():
-    assert "function response(status, headers, body)" in load.LUA_CHECK
-    assert '"ok": %d, "bad": %d' in load.LUA_CHECK
-    assert "function response" not in load.LUA_LOAD
-    assert load.LUA_LOAD.count("%d") + load.LUA_LOAD.count("%.1f") + 2 == \
-        load.LUA_CHECK.count("%d") + load.LUA_CHECK.count("%.1f")
+    assert "function response(status, headers, body)" in loadgen.LUA_CHECK
+    assert '"ok": %d, "bad": %d' in loadgen.LUA_CHECK
+    assert "function response" not in loadgen.LUA_LOAD
+    assert loadgen.LUA_LOAD.count("%d") + loadgen.LUA_LOAD.count("%.1f") + 2 == \
+        loadgen.LUA_CHECK.count("%d") + loadgen.LUA_CHECK.count("%.1f")
 
 
 @pytest.mark.parametrize("kind", ["floor", "cython", "python", "stock"])
@@ -147,3 +149,21 @@ def test_perf_profile_groups_shared_objects():
     table = perf_profile.markdown([{"loop": "asyncio", "server": "floor", "cpu_us": 20.0,
                                     "shares": shares, "us_per_request": split}])
     assert "| asyncio | floor | 20.0 | 10.97 (55%) | 6.39 (32%) | 1.33 (7%) |" in table
+
+
+def test_a_run_rewrites_only_the_generated_part_of_the_docs(tmp_path):
+    docs = tmp_path / "docs" / "benchmarks.md"
+    chart = tmp_path / "load.png"
+    chart.write_bytes(b"\x89PNG fake")
+    report.update_docs("| first run |", str(chart), str(docs))
+    first = docs.read_text()
+    assert first.startswith("# Benchmarks\n") and "| first run |" in first
+    assert (tmp_path / "docs" / "benchmarks-load.png").read_bytes() == b"\x89PNG fake"
+    assert "](benchmarks-load.png)" in first
+    docs.write_text("# Benchmarks\n\nWritten by hand.\n\n" + first.split("\n", 1)[1].lstrip()
+                    + "\n## Log\n\nAlso by hand.\n")
+    report.update_docs("| second run |", None, str(docs))
+    second = docs.read_text()
+    assert "| second run |" in second and "| first run |" not in second
+    assert "Written by hand." in second and second.endswith("## Log\n\nAlso by hand.\n")
+    assert second.count(report.DOCS_BEGIN) == second.count(report.DOCS_END) == 1

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from werkzeug.wrappers import Request, Response
 
 from _support import (
     HELLO,
@@ -27,14 +28,13 @@ from _support import (
     REQUEST_BYTES,
     REQUEST_HEADERS,
     REQUEST_TARGET,
-    MemoryTransport,
-    MinimalApp,
-    MinimalComponent,
+    HelloApp,
     app_own_work,
+    bench_component,
+    memory_transport,
     split_response,
     split_responses,
 )
-from werkzeug.wrappers import Request, Response
 
 
 def _wsgi(name):
@@ -98,10 +98,10 @@ def test_request_x32(benchmark, impl_name):
     protocol_module = IMPLEMENTATIONS[impl_name][0]
     loop = asyncio.new_event_loop()
     try:
-        app = MinimalApp(loop)
-        component = MinimalComponent(app)
+        app = HelloApp(loop)
+        component = bench_component(app)
         protocol = protocol_module.KyoukaiProtocol(component, None, "127.0.0.1", 8080)
-        transport = MemoryTransport()
+        transport = memory_transport()
         protocol.connection_made(transport)
         data_received = protocol.data_received
         stock = impl_name == "stock"

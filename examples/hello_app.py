@@ -6,7 +6,6 @@ A small real Kyoukai app, served by kyoukai_fast.
 """
 import argparse
 import asyncio
-import json
 import logging
 
 import kyoukai_fast.compat

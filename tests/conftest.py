@@ -1,5 +1,6 @@
 """
-Shared fixtures: every protocol test runs against both implementations.
+Shared fixtures: every protocol test runs against both implementations (``impl``); a
+self-signed ``certificate``; ``clock``; ``no_errors_logged``.
 
 ``impl`` is parametrized over the compiled (``cython``) and pure-Python (``python``) modules. When
 ``KYOUKAI_FAST_EXPECT_COMPILED`` is set (``make test`` sets it) a missing compiled module fails
@@ -7,8 +8,7 @@ the cython cases instead of skipping them.
 """
 from __future__ import annotations
 
-import os
-import subprocess
+import logging
 
 import pytest
 
@@ -16,9 +16,8 @@ import kyoukai_fast.compat
 
 kyoukai_fast.compat.apply()  # stock Kyoukai on Python 3.10+ / werkzeug 3
 
-from helpers import IMPLEMENTATIONS, Implementation  # noqa: E402
-
-EXPECT_COMPILED = bool(os.environ.get("KYOUKAI_FAST_EXPECT_COMPILED"))
+from fakes import EXPECT_COMPILED, IMPLEMENTATIONS, Clock, Implementation  # noqa: E402
+from loopback import make_certificate  # noqa: E402
 
 
 def pytest_configure(config):
@@ -52,13 +51,28 @@ def impl(request) -> Implementation:
     return chosen
 
 
+@pytest.fixture
+def clock(impl, monkeypatch) -> Clock:
+    """The time ``impl``'s protocol reads, for the test to move (see :class:`fakes.Clock`)."""
+    from kyoukai_fast import _connection
+
+    clock = Clock()
+    # the twin's hot path and the shared connection layer read the same clock
+    monkeypatch.setattr(impl.protocol_module, "_monotonic", clock)
+    monkeypatch.setattr(_connection, "_monotonic", clock)
+    return clock
+
+
 @pytest.fixture(scope="session")
 def certificate(tmp_path_factory):
     """A self-signed certificate for 127.0.0.1: ``(cert.pem, key.pem)`` (openssl, bounded)."""
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True, timeout=60)
-    return cert, key
+    return make_certificate(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+def no_errors_logged(caplog):
+    """Fails the test if anything was logged at ERROR or above (a refusal is not an error)."""
+    caplog.set_level(logging.INFO)
+    yield
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]

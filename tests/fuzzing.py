@@ -23,7 +23,8 @@ import zlib
 
 from werkzeug.wrappers import Request, Response
 
-from helpers import FakeTransport, parse_responses
+from fakes import ClosingTransport, FakeComponent
+from wire import parse_responses
 
 __all__ = ("SMALL_LIMITS", "Step", "Outcome", "FuzzApp", "run_connection", "check_outcome",
            "check_same", "check_expected", "expected_echo", "split_reads", "normalize",
@@ -104,56 +105,9 @@ class FuzzApp:
         return Response(expected_echo(request.method, target, body))
 
 
-class _Signal:
-    def dispatch(self, **kwargs):
-        pass
-
-
 #: Limits small enough for fuzzed input to hit them all (414, 431, 413, paused reading).
 SMALL_LIMITS = {"max_url_size": 40, "max_header_count": 6, "max_header_size": 100,
                 "max_body_size": 1000, "max_pipelined_requests": 3}
-
-
-class FuzzComponent:
-    def __init__(self, app, cfg=None):
-        self.app = app
-        self.cfg = dict(cfg or {})
-        self.connection_made = _Signal()
-        self.connection_lost = _Signal()
-
-    def get_server_name(self):
-        return "fuzz.test"
-
-
-class FuzzTransport(FakeTransport):
-    """A FakeTransport that, like asyncio's, calls ``connection_lost`` soon after ``close``."""
-
-    def __init__(self, loop):
-        super().__init__(peer=("10.0.0.1", 40000))
-        self.loop = loop
-        self.owner = None
-        self.lost = False
-        self.handed_over = False
-
-    def close(self):
-        if self.closed:
-            return
-        self.closed = True
-        self.loop.call_soon(self.lose, None)
-
-    def abort(self):
-        self.close()
-
-    def lose(self, exc):
-        if self.lost or self.handed_over:
-            return
-        self.lost = True
-        self.owner.connection_lost(exc)
-
-    def set_protocol(self, protocol):
-        # h2c / ALPN hand-over: the bytes after this point are HTTP/2, not ours to check.
-        super().set_protocol(protocol)
-        self.handed_over = True
 
 
 @dataclasses.dataclass
@@ -227,9 +181,10 @@ async def _play(protocol_class, steps, out: dict, cfg):
     loop.set_exception_handler(lambda _loop, context: loop_errors.append(context))
     app = FuzzApp(loop)
     out["app"] = app
-    transport = FuzzTransport(loop)
+    transport = ClosingTransport(loop)
     out["transport"] = transport
-    protocol = protocol_class(FuzzComponent(app, cfg), None, "127.0.0.1", 8080)
+    component = FakeComponent(app, server_name="fuzz.test", record_signals=False, **(cfg or {}))
+    protocol = protocol_class(component, None, "127.0.0.1", 8080)
     transport.owner = protocol
     errors = out["errors"]
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from loopback import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
 VENV_BIN = Path(sys.executable).parent
@@ -55,7 +57,7 @@ class Server:
         self.args = [str(a) for a in args]
         self.proc = subprocess.Popen(self.args, env=env, cwd=str(cwd), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.lines: "queue.Queue[tuple[str, str]]" = queue.Queue()
+        self.lines: queue.Queue[tuple[str, str]] = queue.Queue()
         self.output: list[str] = []
         for name, stream in (("out", self.proc.stdout), ("err", self.proc.stderr)):
             threading.Thread(target=self._read, args=(name, stream), daemon=True).start()
@@ -80,8 +82,9 @@ class Server:
                 if self.proc.poll() is not None and self.lines.empty():
                     time.sleep(0.1)  # let the readers drain
                     if self.lines.empty():
-                        raise AssertionError(f"exited ({self.proc.returncode}) before a line "
-                                             f"matching {pattern!r}:\n" + "\n".join(self.output))
+                        raise AssertionError(
+                            f"exited ({self.proc.returncode}) before a line matching "
+                            f"{pattern!r}:\n" + "\n".join(self.output)) from None
                 continue
             self.output.append(line)
             match = regex.search(line)
@@ -96,8 +99,8 @@ class Server:
             except queue.Empty:
                 return "\n".join(self.output)
 
-    def port(self, pattern=r"(?:http|https)://127\.0\.0\.1:(\d+)") -> int:
-        return int(self.wait_for(pattern).group(1))
+    def port(self, pattern=r"(?:http|https)://127\.0\.0\.1:(\d+)", timeout: float = TIMEOUT) -> int:
+        return int(self.wait_for(pattern, timeout).group(1))
 
     def wait_workers(self, count: int, timeout: float = TIMEOUT) -> list:
         """Wait until ``count`` kyoukai_fast gunicorn workers serve (their pids). A signal sent
@@ -175,14 +178,6 @@ def get_json(port, path, **kwargs):
 def run(args, *, env, cwd=TESTS, timeout=60.0) -> subprocess.CompletedProcess:
     return subprocess.run([str(a) for a in args], env=env, cwd=str(cwd), capture_output=True,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class free_port_server:

@@ -7,8 +7,17 @@ from __future__ import annotations
 import signal
 import threading
 
-from procs import (ROOT, VENV_BIN, Server, env, get_json, posix_only, request, source_tree_only,
-                   status_of_announced_body)
+from procs import (
+    ROOT,
+    VENV_BIN,
+    Server,
+    env,
+    get_json,
+    posix_only,
+    request,
+    source_tree_only,
+    status_of_announced_body,
+)
 
 pytestmark = [source_tree_only, posix_only]
 

@@ -21,7 +21,7 @@ from werkzeug.wrappers import Response
 from werkzeug.wsgi import ClosingIterator
 
 from kyoukai_fast import StreamingBody
-from test_protocol import open_connection
+from fakes import open_connection
 
 NEXT = b"GET /next HTTP/1.1\r\nHost: example.com\r\n\r\n"
 

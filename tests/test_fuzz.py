@@ -33,7 +33,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import EXPECT_COMPILED
+from fakes import EXPECT_COMPILED, IMPLEMENTATIONS
 from fuzzing import (
     SMALL_LIMITS,
     Step,
@@ -46,7 +46,6 @@ from fuzzing import (
     split_reads,
     steps_from_bytes,
 )
-from helpers import IMPLEMENTATIONS
 
 settings.register_profile(
     "fuzz", max_examples=int(os.environ.get("FUZZ_EXAMPLES", "60")), deadline=None,

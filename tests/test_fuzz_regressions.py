@@ -9,7 +9,8 @@ import asyncio
 import pytest
 from werkzeug.wrappers import Response
 
-from helpers import FakeApp, FakeComponent, FakeTransport, parse_responses
+from fakes import FakeApp, FakeComponent, FakeTransport
+from wire import parse_responses
 
 
 def serve_once(impl, handler, request: bytes) -> FakeTransport:

@@ -9,43 +9,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import select
 import socket
 import time
 
 import pytest
-from asphalt.core import Context
-from kyoukai import Kyoukai, KyoukaiComponent
+from kyoukai import Kyoukai
 from werkzeug.wrappers import Response
 
 import kyoukai_fast
-from helpers import parse_responses
-from test_loopback import TIMEOUT, connect, echo_path, in_thread, recv_responses, request, serving
+from loopback import (
+    TIMEOUT,
+    closed_by_server,
+    connect,
+    echo_path,
+    in_thread,
+    kyoukai_serving,
+    read_until_closed,
+    recv_responses,
+    request,
+    serving,
+)
+from wire import parse_responses
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Explicitly passing the parent context:DeprecationWarning")
-
-
-def read_until_closed(sock, limit=64 * 1024 * 1024) -> bytes:
-    """Everything the server sends until it closes (a reset after its answer counts as closed)."""
-    data = b""
-    while len(data) <= limit:
-        try:
-            chunk = sock.recv(1024 * 1024)
-        except ConnectionResetError:
-            break
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
-def closed_by_server(sock) -> bool:
-    try:
-        return sock.recv(10) == b""
-    except ConnectionResetError:
-        return True
 
 
 def the_protocol(component):
@@ -296,7 +284,7 @@ def test_expect_100_continue_over_a_socket(impl):
 
 def test_http10_stream_is_close_delimited_over_a_socket(impl):
     def handler(request):
-        return Response((b"part%d;" % i for i in range(50)))
+        return Response(b"part%d;" % i for i in range(50))
 
     def client(port):
         with connect(port) as sock:
@@ -342,24 +330,9 @@ async def kyoukai_server(backend, **cfg):
             raise
         return "never"
 
-    async with Context() as ctx:
-        for attempt in range(5):
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", 0))
-                port = probe.getsockname()[1]
-            component = KyoukaiComponent(app, "127.0.0.1", port, backend=backend,
-                                         **{"keepalive_timeout": 30, **cfg})
-            try:
-                await component.start(ctx)
-                break
-            except OSError as exc:
-                if exc.errno != errno.EADDRINUSE or attempt == 4:
-                    raise
-        try:
-            yield port, component, events
-        finally:
-            component.server.close()
-            await component.server.wait_closed()
+    async with kyoukai_serving(app, backend, **{"keepalive_timeout": 30, **cfg}) as (port,
+                                                                                     component):
+        yield port, component, events
 
 
 @pytest.fixture

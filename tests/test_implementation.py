@@ -25,8 +25,8 @@ def test_compiled_module_loaded_when_expected():
 
 
 def test_environment_variable_selects_pure_python():
-    code = ("import kyoukai_fast as k; "
-            "print(k.IMPLEMENTATION, k.KyoukaiProtocol.__module__, k.get_formatted_response.__module__)")
+    code = ("import kyoukai_fast as k; print(k.IMPLEMENTATION, k.KyoukaiProtocol.__module__, "
+            "k.get_formatted_response.__module__)")
     env = dict(os.environ, KYOUKAI_FAST_NO_EXTENSIONS="1")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=60, check=True).stdout.split()

@@ -5,70 +5,10 @@ plain blocking sockets (always with a timeout) from worker threads.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 
 from werkzeug.wrappers import Response
 
-from helpers import FakeApp, FakeComponent, parse_responses
-
-TIMEOUT = 5.0
-
-
-@contextlib.asynccontextmanager
-async def serving(impl, handler=None, protocol_class=None, ssl=None, **cfg):
-    """Serve ``impl``'s protocol (or ``protocol_class``, a subclass of it) on 127.0.0.1, with
-    TLS when ``ssl`` is a server context; yields ``(port, component)``."""
-    loop = asyncio.get_running_loop()
-    component = FakeComponent(FakeApp(handler, loop=loop), **cfg)
-    protocol_class = protocol_class or impl.protocol_class
-    holder = {}
-    server = await loop.create_server(
-        lambda: protocol_class(component, None, "127.0.0.1", holder["port"]),
-        "127.0.0.1", 0, ssl=ssl)
-    holder["port"] = server.sockets[0].getsockname()[1]
-    try:
-        yield holder["port"], component
-    finally:
-        server.close()
-        await server.wait_closed()
-
-
-def connect(port, wrap=None) -> socket.socket:
-    """A client socket with a timeout; ``wrap``: e.g. an SSL context's ``wrap_socket``."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-    if wrap is not None:
-        sock = wrap(sock)
-    sock.settimeout(TIMEOUT)
-    return sock
-
-
-def recv_responses(sock, count, head_requests=()):
-    """Read until ``count`` complete responses arrived (or the server closed)."""
-    data = b""
-    while True:
-        try:
-            responses = parse_responses(data, head_requests, closed=False)
-        except (AssertionError, ValueError):
-            responses = []  # incomplete so far
-        if len(responses) >= count:
-            return responses
-        chunk = sock.recv(65536)
-        if not chunk:
-            return parse_responses(data, head_requests, closed=True)
-        data += chunk
-
-
-def request(path, extra=""):
-    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n".encode()
-
-
-def echo_path(request):
-    return Response(f"{request.path}?{request.query_string.decode()}")
-
-
-async def in_thread(func, *args):
-    return await asyncio.wait_for(asyncio.to_thread(func, *args), timeout=20)
+from loopback import TIMEOUT, connect, echo_path, in_thread, recv_responses, request, serving
 
 
 def test_keep_alive_reuses_the_connection(impl):
@@ -104,7 +44,7 @@ def test_sixteen_deep_pipelining_over_a_socket(impl):
 
     def client(port):
         with connect(port) as sock:
-            for round_ in range(3):
+            for _ in range(3):
                 sock.sendall(b"".join(request(f"/p?i={i}") for i in range(16)))
                 responses = recv_responses(sock, 16)
                 assert len(responses) == 16

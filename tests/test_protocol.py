@@ -18,77 +18,18 @@ import httptools
 import pytest
 from werkzeug.wrappers import Request, Response
 
-from helpers import FakeApp, FakeComponent, FakeTransport, parse_responses
-
-
-# --- tools ------------------------------------------------------------------------------------
-
-class FakeSSLObject:
-    def __init__(self, alpn=None):
-        self.alpn = alpn
-
-    def selected_alpn_protocol(self):
-        return self.alpn
-
-    def selected_npn_protocol(self):
-        return None
-
-
-async def open_connection(impl, handler=None, transport=None, **cfg):
-    """A protocol connected to a fake transport, its app answering with ``handler``."""
-    app = FakeApp(handler, loop=asyncio.get_running_loop())
-    component = FakeComponent(app, **cfg)
-    protocol = impl.protocol_class(component, None, "127.0.0.1", 8080)
-    transport = transport or FakeTransport(peer=("10.1.2.3", 4444))
-    protocol.connection_made(transport)
-    return protocol, transport, component
-
-
-async def settle(rounds=20):
-    """Let callbacks and tasks that are ready run."""
-    for _ in range(rounds):
-        await asyncio.sleep(0)
-
-
-async def wait_for_responses(transport, count, head_requests=(), timeout=5.0):
-    """Wait (bounded) until ``count`` complete responses were written; return them."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        try:
-            responses = parse_responses(bytes(transport.written), head_requests, closed=False)
-        except (AssertionError, ValueError):
-            responses = []  # a response is still being written
-        if len(responses) >= count:
-            return responses
-        if loop.time() > deadline:
-            raise AssertionError(f"only {len(responses)} of {count} responses: "
-                                 f"{bytes(transport.written)[:300]!r}")
-        await asyncio.sleep(0.001)
-
-
-def echo(request):
-    """Answer with what the app saw of the request, as JSON."""
-    return Response(json.dumps({
-        "method": request.method,
-        "path": request.path,
-        "args": request.args.to_dict(flat=False),
-        "headers": dict(request.headers.items()),
-        "body": request.get_data().decode("latin-1"),
-    }), mimetype="application/json")
-
-
-def get(path="/", headers=(), version="1.1", method="GET", body=b""):
-    lines = [f"{method} {path} HTTP/{version}", "Host: example.com"]
-    lines += [f"{name}: {value}" for name, value in headers]
-    if body:
-        lines.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-
-
-def run(coro):
-    return asyncio.run(coro)
-
+from fakes import (
+    FakeApp,
+    FakeComponent,
+    FakeSSLObject,
+    FakeTransport,
+    echo,
+    open_connection,
+    run,
+    settle,
+    wait_for_responses,
+)
+from wire import get, parse_responses
 
 # --- pipelining -------------------------------------------------------------------------------
 
@@ -789,7 +730,7 @@ def test_connection_lost_while_streaming_is_quiet(impl, caplog):
 
         def body():
             try:
-                for i in range(100):
+                for _ in range(100):
                     yield b"x" * 100
             finally:
                 closed.append(True)

@@ -1,5 +1,5 @@
 """
-The public namespace of ``kyoukai_fast`` (the seed's module namespace, issue 2), on both
+The public namespace of ``kyoukai_fast`` (the seed's module namespace), on both
 implementations, and that it imports without the optional Asphalt / Kyoukai / h2.
 """
 from __future__ import annotations
@@ -16,8 +16,9 @@ import werkzeug.exceptions
 import werkzeug.wrappers
 
 import kyoukai_fast
-from helpers import FakeComponent, FakeTransport, parse_responses
+from fakes import FakeComponent
 from procs import TESTS, env
+from wire import parse_responses
 
 PROTOCOL_METHODS = (
     "connection_made", "connection_lost", "data_received", "eof_received", "pause_writing",
@@ -63,7 +64,7 @@ WITHOUT_OPTIONAL = textwrap.dedent("""
         sys.modules[name] = None  # import fails with ImportError
     import kyoukai_fast
     from kyoukai_fast import *  # noqa: every name in __all__ resolves
-    from helpers import IMPLEMENTATIONS, FakeComponent, FakeTransport
+    from fakes import IMPLEMENTATIONS, FakeComponent, FakeTransport
 
     async def serve(impl, data):
         protocol = impl.protocol_class(FakeComponent(), None, "127.0.0.1", 8080)

@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import re
-import ssl
 import threading
 
 import pytest
 import uvloop
 from werkzeug.wrappers import Response
 
-from helpers import FakeApp, FakeComponent, FakeTransport, parse_responses
+from fakes import FakeApp, FakeComponent, FakeTransport
 from kyoukai_fast._read_buffer import READ_BUFFER_SIZE
-from test_loopback import connect, in_thread, recv_responses, serving
+from loopback import connect, in_thread, recv_responses, serving, tls_contexts
+from wire import parse_responses
 
 TIMEOUT = 5.0
 
@@ -169,14 +169,10 @@ def test_uvloop_reads_with_data_received(impl):
 
 
 def test_tls_is_read_through_the_buffer(impl, certificate):
-    cert, key = certificate
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_context.load_cert_chain(str(cert), str(key))
-    client_context = ssl.create_default_context(cafile=str(cert))
+    server_context, wrap = tls_contexts(certificate)
 
     def client(port):
-        return interleaved_clients(
-            port, lambda sock: client_context.wrap_socket(sock, server_hostname="127.0.0.1"))
+        return interleaved_clients(port, wrap)
 
     counts = {"reads": 0}
     answers = asyncio.run(serve_and_run(impl, counting_class(impl, counts), client, server_context))

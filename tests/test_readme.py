@@ -15,8 +15,19 @@ import sys
 
 import pytest
 
-from procs import (ROOT, VENV_BIN, Server, env, free_port_server, get_json, posix_only, request,
-                   run, source_tree_only)
+from procs import (
+    ROOT,
+    TIMEOUT,
+    VENV_BIN,
+    Server,
+    env,
+    free_port_server,
+    get_json,
+    posix_only,
+    request,
+    run,
+    source_tree_only,
+)
 
 pytestmark = [source_tree_only, posix_only]
 
@@ -56,7 +67,8 @@ def readme_commands() -> list[str]:
 # README command -> how the test runs it.
 HELLO = r"serving hello_app:app on http://127\.0\.0\.1:(\d+)"
 SERVERS = {
-    "bash scripts/serve.sh --port 4444": dict(port=HELLO),
+    # serve.sh bootstraps first (the venv, its packages, the build), then serves
+    "bash scripts/serve.sh --port 4444": dict(port=HELLO, timeout=60),
     "cd examples && kyoukai-fast run hello_app:app --port 4444": dict(port=HELLO),
     "cd examples && python -m kyoukai_fast run hello_app:app --port 4444 --loop asyncio "
     "--log-level warning": dict(port=HELLO),
@@ -130,7 +142,7 @@ def test_server_command(command, shims):
     argv, cwd = split(for_test(command), environment)
     assert "4444" not in " ".join(argv)
     with Server([*argv, *how.get("extra", [])], env=environment, cwd=cwd) as server:
-        port = server.port(how["port"])
+        port = server.port(how["port"], how.get("timeout", TIMEOUT))
         assert request(port, "GET", "/")[::2] == (200, b"Hello, world!")
         status = get_json(port, "/api/status")
         assert status["backend"].startswith("kyoukai_fast._protocol_")
@@ -194,8 +206,9 @@ def test_streaming_responses_snippet():
 
 
 def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_command():
-    # Issue 2: the README opens with "serve the example app" and "run all tests", and .ci/run
-    # calls that test command, which runs the whole suite with the compiled module required.
+    # The README opens with "serve the example app" and "run all tests", and .ci/run calls that
+    # test command, which lints, then runs the whole suite with the compiled module required,
+    # once with it selected and once with the pure-Python twin selected.
     first = re.findall(r"```sh\n(.*?)```", sections()[""], flags=re.S)[0]
     commands = [re.sub(r"\s+#.*$", "", line).strip() for line in first.splitlines()]
     assert commands[0].startswith("bash scripts/serve.sh") and commands[1:] == ["make test"]
@@ -210,4 +223,7 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_command():
     script = (ROOT / "scripts" / "test.sh").read_text()
     assert "export KYOUKAI_FAST_EXPECT_COMPILED=1" in script
     assert re.search(r"^\.venv/bin/python -m pytest tests\b", script, flags=re.M)
+    assert re.search(r"^KYOUKAI_FAST_NO_EXTENSIONS=1 \.venv/bin/python -m pytest -q tests\b",
+                     script, flags=re.M)
+    assert re.search(r"^make -s lint$", script, flags=re.M)
     assert "bash scripts/bootstrap.sh" in script  # a fresh clone: venv, dependencies, build

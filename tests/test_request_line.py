@@ -12,8 +12,8 @@ import asyncio
 import pytest
 from werkzeug.wrappers import Response
 
-from helpers import parse_responses
-from test_protocol import open_connection, settle
+from fakes import open_connection, settle
+from wire import parse_responses
 
 GOOD = b"GET /ok HTTP/1.1\r\nHost: example.com\r\n\r\n"
 

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from werkzeug.datastructures import EnvironHeaders, MultiDict
 from werkzeug.wrappers import Request, Response
 
-from helpers import FakeApp, FakeComponent, FakeTransport
-from test_differential import requests
+from fakes import FakeApp, FakeComponent, FakeTransport
+from strategies import requests
 
 BOUNDED = settings(max_examples=200, deadline=None,
                    suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -114,13 +114,13 @@ def test_built_request_is_werkzeugs(impl, req, version, changes, cls):
 @pytest.mark.parametrize("cls", REQUEST_CLASSES)
 def test_direct_build_is_live_under_the_installed_werkzeug(impl, cls):
     # Without this the differential test above could pass by always falling back.
-    from kyoukai_fast import _wsgi_py
+    from kyoukai_fast import _environ
 
-    assert _wsgi_py.fast_request_type(cls, builder(impl)) is True
+    assert _environ.fast_request_type(cls, builder(impl)) is True
 
 
 def test_a_builder_that_differs_from_werkzeug_is_refused(impl):
-    from kyoukai_fast import _wsgi_py
+    from kyoukai_fast import _environ
 
     build = builder(impl)
 
@@ -138,7 +138,7 @@ def test_a_builder_that_differs_from_werkzeug_is_refused(impl):
         raise AttributeError("no such attribute in this werkzeug")
 
     for wrong in (extra_attribute, other_root_path, failing):
-        assert _wsgi_py.fast_request_type(Request, wrong) is False
+        assert _environ.fast_request_type(Request, wrong) is False
 
 
 class OwnInit(Request):
@@ -231,7 +231,7 @@ def test_header_names_become_their_environ_keys(impl, names):
     expected = {}
     for i, name in enumerate(names):
         if "_" in name:
-            continue  # dropped by the server (test_protocol.py::test_underscore_header_names_dropped)
+            continue  # dropped by the server (test_underscore_header_names_dropped)
         key = name.upper().replace("-", "_")
         key = key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
         expected[key] = expected[key] + ", " + str(i) if key in expected else str(i)

@@ -1,7 +1,8 @@
 """A first in-process round trip through each implementation."""
 import asyncio
 
-from helpers import FakeComponent, FakeTransport, parse_responses
+from fakes import FakeComponent, FakeTransport
+from wire import parse_responses
 
 
 def test_hello_round_trip(impl):

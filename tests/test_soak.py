@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from helpers import IMPLEMENTATIONS
+from fakes import IMPLEMENTATIONS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOAK = os.path.join(ROOT, "bench", "soak.py")

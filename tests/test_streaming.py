@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import gc
 import logging
 import socket
@@ -18,16 +17,14 @@ import threading
 import time
 
 import pytest
-from asphalt.core import Context
-from kyoukai import Kyoukai, KyoukaiComponent
+from kyoukai import Kyoukai
 from werkzeug.wrappers import Response
 
 import kyoukai_fast
+from fakes import open_connection, run, settle, wait_for_responses
 from kyoukai_fast import StreamingBody
-from helpers import parse_responses
-from test_kyoukai_integration import free_port
-from test_loopback import TIMEOUT, connect, in_thread
-from test_protocol import get, open_connection, run, settle, wait_for_responses
+from loopback import TIMEOUT, connect, in_thread, kyoukai_serving, read_until
+from wire import get, parse_responses
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Explicitly passing the parent context:DeprecationWarning")
@@ -192,7 +189,7 @@ def test_body_read_before_rendering_still_streams(impl):
 
 
 def test_h2c_upgrade_gets_the_whole_body(impl):
-    from test_upgrade import collect_stream, fake_reader, h2_client, split_101, upgrade_request
+    from h2_upgrade import collect_stream, fake_reader, h2_client, split_101, upgrade_request
 
     async def main():
         chunks = Chunks(b"over ", b"h2")
@@ -411,36 +408,8 @@ def build_app(loop, shared: Shared) -> Kyoukai:
 async def serving(impl, shared, **cfg):
     app = build_app(asyncio.get_running_loop(), shared)
     backend = impl.protocol_module.__name__
-    async with Context() as ctx:
-        for attempt in range(5):
-            port = free_port()
-            component = KyoukaiComponent(app, "127.0.0.1", port, backend=backend,
-                                         **{"keepalive_timeout": 30, **cfg})
-            try:
-                await component.start(ctx)
-                break
-            except OSError as exc:
-                if exc.errno != errno.EADDRINUSE or attempt == 4:
-                    raise
-        try:
-            yield port
-        finally:
-            component.server.close()
-            await component.server.wait_closed()
-
-
-def read_until(sock, done, limit=64 * 1024 * 1024) -> bytes:
-    """Read until ``done(data)`` or the server closes."""
-    data = b""
-    while not done(data) and len(data) <= limit:
-        try:
-            chunk = sock.recv(1024 * 1024)
-        except ConnectionResetError:
-            break
-        if not chunk:
-            break
-        data += chunk
-    return data
+    async with kyoukai_serving(app, backend, **{"keepalive_timeout": 30, **cfg}) as (port, _):
+        yield port
 
 
 @pytest.mark.parametrize("version", ["1.1", "1.0"])

@@ -12,8 +12,8 @@ import warnings
 import pytest
 from werkzeug.wrappers import Response
 
-from helpers import parse_responses
-from test_protocol import get, open_connection, settle, wait_for_responses
+from fakes import open_connection, settle, wait_for_responses
+from wire import get, parse_responses
 
 seen = contextvars.ContextVar("seen")
 
@@ -166,7 +166,8 @@ def test_asphalt_context_is_hosted_by_the_handlers_task(impl):
     from asphalt.core import Context
     from kyoukai import Kyoukai, KyoukaiComponent
 
-    from test_kyoukai_integration import exchange, free_port
+    from loopback import free_port
+    from test_kyoukai_integration import exchange
 
     async def main():
         app = Kyoukai("tasks", loop=asyncio.get_running_loop())

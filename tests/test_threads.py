@@ -16,8 +16,9 @@ import threading
 
 from werkzeug.wrappers import Response
 
-from helpers import FakeApp, FakeComponent, FakeTransport, parse_responses
-from test_loopback import TIMEOUT, connect, recv_responses
+from fakes import FakeApp, FakeComponent, FakeTransport
+from loopback import TIMEOUT, connect, recv_responses
+from wire import parse_responses
 
 THREADS = 4
 CONNECTIONS = 4

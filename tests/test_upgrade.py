@@ -10,26 +10,14 @@ import asyncio
 import json
 import socket
 
-import h2.config
-import h2.connection
 import h2.events
 import pytest
+from kyoukai.backends.http2 import H2KyoukaiProtocol  # noqa: E402  (conftest applied compat)
 from werkzeug.wrappers import Response
 
-from helpers import FakeApp, FakeComponent, FakeTransport, parse_responses
-
-from kyoukai.backends.http2 import H2KyoukaiProtocol  # noqa: E402  (conftest applied compat)
-
-
-class FakeSSLObject:
-    def __init__(self, alpn):
-        self.alpn = alpn
-
-    def selected_alpn_protocol(self):
-        return self.alpn
-
-    def selected_npn_protocol(self):
-        return None
+from fakes import FakeApp, FakeComponent, FakeSSLObject, FakeTransport, open_connection
+from h2_upgrade import collect_stream, fake_reader, h2_client, split_101, upgrade_request
+from wire import parse_responses
 
 
 async def echo(request):
@@ -49,72 +37,10 @@ async def echo(request):
     }), mimetype="application/json")
 
 
-def h2_client():
-    return h2.connection.H2Connection(h2.config.H2Configuration(client_side=True,
-                                                                header_encoding="utf-8"))
-
-
-def upgrade_request(settings: bytes, path="/up?x=1", method="GET", body=b"",
-                    extra=b"") -> bytes:
-    head = (f"{method} {path} HTTP/1.1\r\nHost: example.com\r\n"
-            f"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nX-Test: carried\r\n"
-            ).encode() + b"HTTP2-Settings: " + settings + b"\r\n" + extra
-    if body:
-        head += b"Content-Length: %d\r\n" % len(body)
-    return head + b"\r\n" + body
-
-
-async def collect_stream(client, read, stream_id=1, timeout=5.0):
-    """Feed server bytes (``await read()``) into ``client`` until ``stream_id`` ends."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    headers, body, events_seen = None, b"", []
-    while True:
-        data = await read()
-        for event in client.receive_data(data) if data else ():
-            events_seen.append(event)
-            if isinstance(event, h2.events.ResponseReceived) and event.stream_id == stream_id:
-                headers = dict(event.headers)
-            elif isinstance(event, h2.events.DataReceived) and event.stream_id == stream_id:
-                body += event.data
-                client.acknowledge_received_data(event.flow_controlled_length, stream_id)
-            elif isinstance(event, h2.events.StreamEnded) and event.stream_id == stream_id:
-                return headers, body, events_seen
-        if loop.time() > deadline:
-            raise AssertionError(f"stream {stream_id} did not end: {events_seen}")
-
-
-async def open_connection(impl, handler=echo, transport=None):
-    app = FakeApp(handler, loop=asyncio.get_running_loop())
-    component = FakeComponent(app)
-    protocol = impl.protocol_class(component, None, "127.0.0.1", 8080)
-    transport = transport or FakeTransport()
-    protocol.connection_made(transport)
-    return protocol, transport, component
-
-
-def fake_reader(transport, first=b""):
-    """What the server wrote, for ``collect_stream``: ``first`` (bytes already taken, e.g. those
-    after a 101), then whatever the transport receives."""
-    pending = [first] if first else []
-
-    async def read():
-        if pending:
-            return pending.pop()
-        await asyncio.sleep(0.001)
-        return transport.take()
-    return read
-
-
-def split_101(data: bytes):
-    end = data.index(b"\r\n\r\n") + 4
-    return data[:end], data[end:]
-
-
 @pytest.mark.parametrize("together", [False, True], ids=["preface-later", "preface-pipelined"])
 def test_h2c_upgrade_answers_stream_one(impl, together):
     async def main():
-        protocol, transport, component = await open_connection(impl)
+        protocol, transport, component = await open_connection(impl, echo)
         client = h2_client()
         settings = client.initiate_upgrade_connection()
         request = upgrade_request(settings.rstrip(b"="))  # padding is optional (token68)
@@ -150,7 +76,7 @@ def test_h2c_upgrade_answers_stream_one(impl, together):
 @pytest.mark.parametrize("split", [None, 3, -1], ids=["one-read", "body-later", "preface-later"])
 def test_h2c_upgrade_with_body(impl, split):
     async def main():
-        protocol, transport, component = await open_connection(impl)
+        protocol, transport, component = await open_connection(impl, echo)
         client = h2_client()
         settings = client.initiate_upgrade_connection()
         request = upgrade_request(settings, path="/post", method="POST", body=b"upgrade body")
@@ -178,7 +104,7 @@ def test_h2c_upgrade_with_body(impl, split):
 
 def test_h2c_with_chunked_body_is_refused(impl):
     async def main():
-        protocol, transport, component = await open_connection(impl)
+        protocol, transport, component = await open_connection(impl, echo)
         client = h2_client()
         settings = client.initiate_upgrade_connection()
         request = upgrade_request(settings, method="POST",
@@ -196,7 +122,7 @@ def test_h2c_with_chunked_body_is_refused(impl):
 @pytest.mark.parametrize("settings", [b"!!!not base64!!!", b"AAE", b"AAMAAABk, AAMAAABk"])
 def test_h2c_with_bad_settings_is_refused(impl, settings):
     async def main():
-        protocol, transport, component = await open_connection(impl)
+        protocol, transport, component = await open_connection(impl, echo)
         protocol.data_received(upgrade_request(settings))
         await asyncio.sleep(0)
         [response] = parse_responses(transport.take())
@@ -209,7 +135,7 @@ def test_h2c_with_bad_settings_is_refused(impl, settings):
 
 def test_h2c_after_pipelined_request_is_refused(impl):
     async def main():
-        protocol, transport, component = await open_connection(impl)
+        protocol, transport, component = await open_connection(impl, echo)
         client = h2_client()
         settings = client.initiate_upgrade_connection()
         protocol.data_received(b"GET /first HTTP/1.1\r\nHost: h\r\n\r\n"
@@ -227,7 +153,7 @@ def test_h2c_after_pipelined_request_is_refused(impl):
 def test_tls_alpn_h2_is_handed_over(impl):
     async def main():
         transport = FakeTransport(ssl_object=FakeSSLObject("h2"))
-        protocol, transport, component = await open_connection(impl, transport=transport)
+        protocol, transport, component = await open_connection(impl, echo, transport=transport)
         assert isinstance(transport.protocol, H2KyoukaiProtocol)
         assert transport.protocol.transport is transport
         client = h2_client()
@@ -250,7 +176,7 @@ def test_tls_alpn_h2_is_handed_over(impl):
 def test_tls_alpn_http11_stays_http11(impl):
     async def main():
         transport = FakeTransport(ssl_object=FakeSSLObject("http/1.1"))
-        protocol, transport, component = await open_connection(impl, transport=transport)
+        protocol, transport, component = await open_connection(impl, echo, transport=transport)
         assert transport.protocol is None
         protocol.data_received(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
         await asyncio.sleep(0)

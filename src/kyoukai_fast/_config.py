@@ -17,45 +17,11 @@ from dataclasses import field
 import weakref
 from typing import Any
 
+from ._environ import ENVIRON_BASE
 from ._settings import SettingError, check_unknown, convert, limit, port_number
-from ._wsgi_py import ENVIRON_BASE
 
-__all__ = ("ProtocolConfig", "ServerState", "server_state_for", "FEED_SLICE", "slice_end",
+__all__ = ("ProtocolConfig", "ServerState", "server_state_for", "existing_server_state",
            "SettingError", "validate_component", "serves_with_kyoukai_fast")
-
-#: A read larger than this is given to the parser in pieces of this size, so that parsing can
-#: stop once ``max_pipelined_requests`` wait: a client pipelining thousands of tiny requests in
-#: one read cannot make the server hold thousands of parsed requests. The rest of the read waits,
-#: unparsed, with reading paused.
-FEED_SLICE = 8 * 1024
-
-
-def slice_end(data: bytes, start: int, req) -> int:
-    """Where the slice of ``data`` fed to the parser from ``start`` ends.
-
-    The rest of a body of known length goes in one piece: no request can hide in it, and an
-    upload stays one piece. A head that announces a body ends its slice, so that its body starts
-    one of its own. Otherwise a slice is at most :data:`FEED_SLICE` bytes, ending after the last
-    complete head in them.
-    """
-    if req is not None:
-        environ = req.environ
-        if "REQUEST_METHOD" in environ:  # reading its body
-            length = environ.get("CONTENT_LENGTH")
-            if length is not None and length.isdigit():
-                left = int(length) - req.body_size
-                if left > 0:
-                    return start + left
-    end = start + FEED_SLICE
-    first = data.find(b"\r\n\r\n", start, end)
-    if first < 0:
-        return end
-    head = data[start:first].lower()
-    if b"content-length:" in head or b"transfer-encoding:" in head:
-        return first + 4
-    last = data.rfind(b"\r\n\r\n", first + 4, end)
-    return (last if last >= 0 else first) + 4
-
 
 @dataclasses.dataclass
 class ProtocolConfig:
@@ -137,7 +103,7 @@ def validate_component(component: Any) -> ProtocolConfig:
 class ServerState:
     """What every connection of one component shares."""
 
-    __slots__ = ("config", "environ_template", "connections", "closing", "compiled", "_reaper",
+    __slots__ = ("config", "environ_template", "connections", "closing", "typed_copy", "_reaper",
                  "__weakref__")
 
     def __init__(self, config: ProtocolConfig, server_name: str, server_port: Any):
@@ -153,7 +119,7 @@ class ServerState:
         #: Set once shutdown has begun: new requests get ``Connection: close``.
         self.closing = False
         #: The compiled protocol's typed copy of this state (its ServerShared), made once.
-        self.compiled = None
+        self.typed_copy = None
         self._reaper = None
 
     # One timer per server, not one per connection: an idle connection then costs no timer

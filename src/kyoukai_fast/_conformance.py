@@ -32,8 +32,10 @@ from werkzeug.exceptions import RequestHeaderFieldsTooLarge
 
 from ._errors import HTTPLimitExceeded
 
-__all__ = ("VALID_HOSTS", "TRAILER_BASE", "check_head", "valid_host", "trailer_field",
-           "head_too_large", "interim_status_error", "hold_to_declared_length", "DeclaredLength")
+__all__ = (
+    "VALID_HOSTS", "check_head", "valid_host", "head_too_large", "interim_status_error",
+    "hold_to_declared_length", "DeclaredLength",
+)
 
 #: ``Host`` values already found valid: the hot path looks a value up here before calling
 #: :func:`check_head`. Bounded, so that a client sending random hosts cannot grow it.
@@ -46,11 +48,6 @@ _HOST = re.compile(
     r"|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)"
     r"(?::[0-9]*)?\Z"
 )
-
-#: Added to a chunked request's header count when its head is complete: any field the parser
-#: reports after that is a trailer field (see :func:`trailer_field`). Far above any header limit,
-#: so the protocol's per-field check takes its rare branch for trailers and for nothing else.
-TRAILER_BASE = 1 << 24
 
 
 def valid_host(host: str) -> bool:
@@ -123,29 +120,16 @@ def _check_target(environ: dict, method: str, target: str) -> None:
     environ["HTTP_HOST"] = authority
 
 
-def trailer_field(count: int, size: int, max_count: int, max_size: int) -> bool:
-    """A header field past the limits: is it a trailer field within the limits (to be ignored)?
-
-    ``count`` is the request's header count, :data:`TRAILER_BASE` plus the number of trailer
-    fields for a chunked request whose head is complete. False means: refuse with 431.
-    """
-    if count <= TRAILER_BASE:
-        return False
-    return count - TRAILER_BASE <= max_count and size <= max_size
-
-
-def head_too_large(environ: dict, received: int, size: int, limit: int) -> int:
+def head_too_large(received: int, size: int, limit: int) -> int:
     """Account for one read that ended inside a request's head.
 
     ``received`` is what was counted so far for this request (0: nothing yet), ``size`` the
     length of this read. The read that started the head also carried the requests before it, so
     it is not counted: a head may reach ``limit`` plus one read (256 KiB in asyncio) at most.
 
-    :return: the new count; -1 once the body is being read (nothing more to count).
+    :return: the new count.
     :raises HTTPLimitExceeded: 431 once the head is over ``limit``.
     """
-    if "REQUEST_METHOD" in environ:  # the head is complete: the body limit applies now
-        return -1
     if received == 0:
         return 1
     received += size

@@ -18,7 +18,7 @@ from werkzeug.exceptions import (
     NotImplemented as HTTPNotImplemented,
 )
 
-from . import _wsgi_py
+from ._rendering import date_line, format_head, response_parts
 
 __all__ = (
     "HTTPLimitExceeded",
@@ -185,10 +185,10 @@ def error_response(error: HTTPException, version: str = "1.1", method: str = "GE
         "wsgi.url_scheme": "http",
     }
     response = error.get_response(environ)
-    status, headers, body = _wsgi_py.response_parts(response, environ)
+    status, headers, body = response_parts(response, environ)
     if not isinstance(body, bytes):
         body = b"".join(body)
-    extra = _wsgi_py.http_date()
+    extra = date_line().encode("ascii")
     if not keep_alive:
         extra += b"Connection: close\r\n"
-    return _wsgi_py.format_head(version, status, headers, extra) + body
+    return format_head(version, status, headers, extra) + body

@@ -8,7 +8,8 @@ cdef class RequestState:
     cdef public str version
     cdef public bint keep_alive
     cdef public str method
-    cdef public int header_count
+    cdef public int header_count      # header fields so far; trailer fields once in_trailers
+    cdef public bint in_trailers      # the head of a chunked request is complete
     cdef public bint complete
     cdef public Py_ssize_t head_received  # bytes of an incomplete head after its first read
 
@@ -32,20 +33,14 @@ cdef class ServerShared:
     cdef int max_header_count
 
 
-cdef class ColdState:
-    # Per-connection state that most connections never need.
-    cdef object drain_waiter
-    cdef object upgrade_body      # UpgradeBody of an h2c upgrade still receiving its body
-    cdef object backlog           # bytes read but not parsed while the pipeline was full
-    cdef double linger_until      # set while a refused client's connection is half closed
-    cdef bint backlog_scheduled
-
-
 cdef class HTTPProtocolCore:
     # Layout note: an idle keep-alive connection costs this object, httptools' parser and a
     # slot in the server's connection set. Per-server constants live once in ``_shared``; state
     # only a few connections ever need (a drain waiter, an h2c upgrade body, a read backlog,
-    # lingering) lives in a ``ColdState`` made on first use; flags are bytes.
+    # lingering) lives in a ``_connection.ColdState`` made on first use; flags are bytes.
+    #
+    # ``public`` fields are what the shared connection layer (``_connection.HTTPConnection``,
+    # plain Python) reads and sets; the hot path here uses them as C fields.
 
     # public API of the stock backend
     cdef readonly object component
@@ -53,36 +48,35 @@ cdef class HTTPProtocolCore:
     cdef readonly object parent_context
     cdef readonly object server_ip
     cdef readonly object server_port
-    cdef readonly object transport
+    cdef public object transport
     cdef readonly object parser
-    cdef readonly object ip
-    cdef readonly object client_port
+    cdef public object ip
+    cdef public object client_port
 
     # shared per server
     cdef ServerShared _shared
-    cdef object _loop
-    cdef str _url_scheme
+    cdef public object _loop
+    cdef public str _url_scheme
 
     # per connection
-    cdef RequestState _current
-    cdef list _queue
-    cdef object _handler
-    cdef object _out                 # writes held back while batching: None, bytes or list
-    cdef ColdState _cold             # None until one of its fields is needed
+    cdef public RequestState _current
+    cdef public list _queue
+    cdef public object _handler
+    cdef public object _out          # writes held back while batching: None, bytes or list
+    cdef public object _cold         # a _connection.ColdState, None until one is needed
     cdef object _read_buffer         # this thread's read buffer (memoryview), see _read_buffer
     cdef Py_ssize_t _out_size        # bytes in _out once it holds more than one write
-    cdef double _last_activity
-    cdef double _message_started     # read time at the last message boundary (begin or end)
-    cdef flag _busy
-    cdef flag _closing
-    cdef flag _eof
-    cdef flag _parse_failed
-    cdef flag _reading_paused
-    cdef flag _writing_paused
-    cdef flag _continue_pending
+    cdef public double _last_activity
+    cdef public double _message_started  # read time at the last message boundary
+    cdef public flag _busy
+    cdef public flag _closing
+    cdef public flag _close_when_idle
+    cdef public flag _parse_state    # _connection.PARSING, PARSE_FAILED or UPGRADED
+    cdef public flag _reading_paused
+    cdef public flag _writing_paused
+    cdef public flag _continue_pending
     cdef flag _batching
 
-    cdef ColdState _cold_state(self)
     cdef _received(self, data)
     cdef _on_message_begin(self)
     cdef _on_url(self, bytes url)
@@ -90,18 +84,10 @@ cdef class HTTPProtocolCore:
     cdef _on_headers_complete(self)
     cdef _on_body(self, bytes body)
     cdef _on_message_complete(self)
-    cdef _enqueue(self, item)
-    cdef _request_incomplete(self, Py_ssize_t size)
-    cdef _feed_in_slices(self, data)
-    cdef _run_queue(self)
+    cpdef _enqueue(self, item)
+    cpdef _run_queue(self)
     cdef _drain_queue(self)
-    cdef _flush(self)
+    cpdef _flush(self)
     cdef _start_request(self, RequestState req)
-    cdef _handler_failed(self, RequestState req, exc)
-    cdef _refuse(self, error, RequestState req=*, bint linger=*)
-    cdef _linger(self)
-    cdef _write_result(self, RequestState req, response)
+    cpdef _write_result(self, RequestState req, response)
     cdef _write(self, bytes data)
-    cdef _on_upgrade(self, bytes rest)
-    cdef _handed_over(self)
-    cdef _feed_upgrade_body(self, data)

@@ -3,10 +3,11 @@
 The compiled HTTP/1.1 protocol: the fast twin of ``_protocol_py.py``.
 
 Same design and same behaviour (the tests run against both); see the pure-Python module for the
-walk-through. What differs is how: typed per-connection state in a ``cdef class``, parser callbacks
-that build the environ with C-level dict operations, handler coroutines started as
-eager tasks (``_tasks``), and responses rendered by ``_wsgi_c``.
-Behaviour that is not hot is shared with the fallback through the plain-Python modules.
+walk-through. Only the hot path is here, as in the pure twin; what differs is how: typed
+per-connection state in a ``cdef class``, parser callbacks that build the environ with C-level
+dict operations, handler coroutines started as eager tasks (``_tasks``),
+and responses rendered by ``_wsgi_c``. Everything else is the shared connection layer,
+``_connection.HTTPConnection``, which :class:`KyoukaiProtocol` inherits.
 """
 import asyncio
 import io
@@ -15,13 +16,10 @@ import types
 
 import httptools
 from werkzeug.exceptions import (
-    BadRequest,
     HTTPException,
     HTTPVersionNotSupported,
-    InternalServerError,
     RequestEntityTooLarge,
     RequestHeaderFieldsTooLarge,
-    RequestTimeout,
     RequestURITooLarge,
 )
 
@@ -43,34 +41,34 @@ from ._wsgi_c cimport (
     split_target,
 )
 
-from ._input import EMPTY_INPUT
-from ._read_buffer import bad_read_size, read_buffer
-
 from . import _wsgi_c
 from ._body import decode_body
-from ._config import FEED_SLICE, server_state_for, slice_end
-from ._conformance import (TRAILER_BASE, VALID_HOSTS, check_head, head_too_large,
-                           hold_to_declared_length, interim_status_error, trailer_field)
-from ._errors import (HTTPLimitExceeded, error_response, half_close, logger, parser_error_to_http,
-                      request_parser)
+from ._config import server_state_for
+from ._conformance import VALID_HOSTS, check_head, hold_to_declared_length, interim_status_error
+from ._connection import FEED_SLICE, PARSING, HTTPConnection
+from ._errors import HTTPLimitExceeded, request_parser
+from ._input import EMPTY_INPUT
+from ._read_buffer import bad_read_size, read_buffer
+from ._request_cycle import response_or_error
 from ._streaming import stream_body
-from ._tasks import start_handler
-from ._upgrade import (UpgradeBody, after_upgrade as _after_upgrade, hand_over_h2c, hand_over_tls,
-                       upgrade_refusal)
+from ._tasks import start_in_task
+from ._upgrade import after_upgrade as _after_upgrade
 
 PROTOCOL_CLASS = "KyoukaiProtocol"
 
 cdef object _BytesIO = io.BytesIO
 cdef str _HTTP = "http"  # the default wsgi.url_scheme (compared by identity)
-cdef object _monotonic = time.monotonic
+# A module attribute, not a C global: the tests replace it with a clock of their own.
+_monotonic = time.monotonic
+cdef unsigned char _PARSING = PARSING
 
 
 # Each server's ServerShared (limits and the environ template, copied into a table with room
 # for a whole request: see _wsgi_c.presized_copy), made on its first connection and kept on the
-# ServerState itself (``compiled``), so it lives exactly as long as the server's state. The
+# ServerState itself (``typed_copy``), so it lives exactly as long as the server's state. The
 # config and template are constant once the server exists.
 cdef ServerShared _server_shared(server):
-    existing = server.compiled
+    existing = server.typed_copy
     if existing is not None:
         return <ServerShared>existing
     cdef ServerShared shared = ServerShared.__new__(ServerShared)
@@ -89,7 +87,7 @@ cdef ServerShared _server_shared(server):
     shared.keepalive_timeout = config.keepalive_timeout
     shared.header_timeout = config.header_timeout
     shared.write_high_water = config.write_high_water
-    server.compiled = shared
+    server.typed_copy = shared
     return shared
 
 
@@ -97,14 +95,10 @@ cdef class ServerShared:
     pass
 
 
-cdef class ColdState:
-    pass
-
-
 cdef object _HttpParserUpgrade = httptools.HttpParserUpgrade
 cdef object _HttpParserError = httptools.HttpParserError
 cdef object _HTTPException = HTTPException
-cdef object _start_handler = start_handler
+cdef object _start_in_task = start_in_task
 cdef dict _VALID_HOSTS = VALID_HOSTS
 cdef Py_ssize_t _FEED_SLICE = FEED_SLICE
 cdef bytes _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -238,6 +232,7 @@ cdef inline RequestState _new_request_state(dict environ):
     req.keep_alive = True
     req.method = "GET"
     req.header_count = 0
+    req.in_trailers = False
     req.complete = False
     req.head_received = 0
     return req
@@ -260,47 +255,17 @@ cdef class HTTPProtocolCore:
         self._url_scheme = _HTTP
         self._read_buffer = read_buffer()  # this thread's, shared by its connections
 
-    # --- asyncio callbacks --------------------------------------------------------------------
+    # The server's ServerState and settings, as the connection layer reads them.
 
-    def connection_made(self, transport):
-        self.transport = transport
-        try:
-            self._loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self._loop = self.app.loop
-        peer = transport.get_extra_info("peername")
-        if isinstance(peer, tuple) and len(peer) >= 2:
-            self.ip = peer[0]
-            self.client_port = peer[1]
-        ssl_object = transport.get_extra_info("ssl_object")
-        if ssl_object is not None:
-            self._url_scheme = "https"
-            if ssl_object.selected_alpn_protocol() == "h2" and hand_over_tls(self, transport):
-                return
-        try:
-            transport.set_write_buffer_limits(high=self._shared.write_high_water)
-        except (AttributeError, NotImplementedError):
-            pass
-        self._last_activity = self._message_started = _monotonic()
-        self._shared.server.add_connection(self, self._loop)
-        self.component.connection_made.dispatch(protocol=self)
+    @property
+    def _server(self):
+        return self._shared.server
 
-    def connection_lost(self, exc):
-        self._closing = True
-        self._shared.server.remove_connection(self)
-        handler = self._handler
-        if handler is not None:
-            handler.cancel()
-        cdef ColdState cold = self._cold
-        if cold is not None:
-            waiter = cold.drain_waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(ConnectionResetError("connection lost"))
-                waiter.exception()  # retrieved: nobody may be waiting any more
-            cold.drain_waiter = None
-            cold.backlog = None
-        self._queue = None
-        self.component.connection_lost.dispatch(protocol=self)
+    @property
+    def _config(self):
+        return self._shared.server.config
+
+    # --- reading ------------------------------------------------------------------------------
 
     def get_buffer(self, sizehint):
         return self._read_buffer
@@ -319,13 +284,8 @@ cdef class HTTPProtocolCore:
         self._received(data)
 
     cdef _received(self, data):
-        if self._closing or self._parse_failed:
-            if (self._cold is not None and self._cold.upgrade_body is not None
-                    and not self._closing):
-                self._last_activity = _monotonic()
-                self._feed_upgrade_body(data)
-                if not self._busy:
-                    self._run_queue()
+        if self._closing or self._parse_state != _PARSING:
+            self._received_after_parsing(data)
             return
         self._last_activity = _monotonic()
         # Everything written while this chunk is handled (several pipelined responses, an
@@ -345,74 +305,16 @@ cdef class HTTPProtocolCore:
                 self._flush()
                 self._on_upgrade(_after_upgrade(data, upgrade))
             except _HttpParserError as exc:
-                self._parse_failed = True
-                self._enqueue(parser_error_to_http(exc, data, at_boundary))
+                self._parse_error(exc, data, at_boundary)
             kf_feeding = feeding  # the parser is done; what follows may run the app
-            if self._current is not None and not self._parse_failed:
-                # the bytes parsed in this read (a backlog waits unparsed)
-                backlog = self._cold.backlog if self._cold is not None else None
-                self._request_incomplete(len(data) - (len(backlog)
-                                                      if backlog is not None else 0))
+            if self._current is not None and self._parse_state == _PARSING:
+                self._read_ended_in_request(len(data))
             if not self._busy:
                 self._run_queue()
         finally:
             kf_feeding = feeding
             self._batching = False
             self._flush()
-
-    cdef _feed_in_slices(self, data):
-        """Parse a large read piece by piece; stop once the pipeline backlog is full.
-
-        The unparsed rest waits in the cold state's ``backlog`` (reading is paused) until the queue drains.
-        """
-        if type(data) is not bytes:
-            data = bytes(data)
-        view = memoryview(data)
-        cdef Py_ssize_t size = len(view)
-        cdef Py_ssize_t start = 0
-        cdef Py_ssize_t end
-        while start < size:
-            end = slice_end(data, start, self._current)
-            try:
-                self.parser.feed_data(view[start:end])
-            except _HttpParserUpgrade as upgrade:
-                # the offset of the upgrade, in ``data`` rather than in this piece
-                raise _HttpParserUpgrade(start + upgrade.args[0]) from None
-            start = end
-            queue = self._queue
-            if queue is not None and len(queue) >= self._shared.max_pipelined and start < size:
-                self._cold_state().backlog = bytes(view[start:])
-                if not self._reading_paused:
-                    self._reading_paused = True
-                    self.transport.pause_reading()
-                return
-
-    def _feed_backlog(self):
-        cdef ColdState cold = self._cold_state()
-        cold.backlog_scheduled = False
-        data = cold.backlog
-        cold.backlog = None
-        if data is not None and not self._closing:
-            self.data_received(data)
-
-    def eof_received(self):
-        if self._busy or self._queue:
-            self._eof = True
-            return True
-        return None
-
-    def pause_writing(self):
-        self._writing_paused = True
-
-    def resume_writing(self):
-        self._writing_paused = False
-        waiter = self._cold.drain_waiter if self._cold is not None else None
-        if waiter is not None:
-            self._cold.drain_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-        if not self._busy and not self._closing:
-            self._run_queue()
 
     # --- httptools callbacks ------------------------------------------------------------------
 
@@ -439,10 +341,9 @@ cdef class HTTPProtocolCore:
         req.header_count += 1
         if (req.header_count > self._shared.max_header_count
                 or PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) > self._shared.max_header_size):
-            if trailer_field(req.header_count, PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value),
-                             self._shared.max_header_count, self._shared.max_header_size):
-                return  # a trailer field: never merged into the header fields (RFC 9110 6.5.1)
             raise HTTPLimitExceeded(RequestHeaderFieldsTooLarge())
+        if req.in_trailers:
+            return  # a trailer field: never merged into the header fields (RFC 9110 6.5.1)
         cdef str key = header_environ_key_of_bytes(name)
         if key is None:
             return  # a name with "_": dropped (it would alias the one with "-")
@@ -482,8 +383,9 @@ cdef class HTTPProtocolCore:
         if (found == NULL or type(<object>found) is not str or not _valid_host_known(<str>found)
                 or not target.startswith("/")
                 or PyDict_GetItem(environ, "HTTP_TRANSFER_ENCODING") != NULL):
-            if check_head(environ, req.method, req.version, target):
-                req.header_count = TRAILER_BASE  # what the parser reports now is a trailer
+            if check_head(environ, req.method, req.version, target):  # chunked
+                req.in_trailers = True  # what the parser reports from now on is a trailer
+                req.header_count = 0
         found = PyDict_GetItem(environ, "CONTENT_LENGTH")
         if found != NULL:
             length = <str>found
@@ -536,26 +438,9 @@ cdef class HTTPProtocolCore:
     def on_message_complete(self):
         self._on_message_complete()
 
-    cdef _request_incomplete(self, Py_ssize_t size):
-        """A read ended inside a request: bound the size of its head across reads."""
-        cdef RequestState req = self._current
-        if req.head_received < 0:
-            return  # reading its body
-        try:
-            req.head_received = head_too_large(req.environ, req.head_received, size,
-                                               self._shared.server.config.max_head_size)
-        except HTTPLimitExceeded as exc:
-            self._parse_failed = True
-            self._enqueue(exc.http_error)
-
     # --- request queue ------------------------------------------------------------------------
 
-    cdef ColdState _cold_state(self):
-        if self._cold is None:
-            self._cold = ColdState.__new__(ColdState)
-        return self._cold
-
-    cdef _enqueue(self, item):
+    cpdef _enqueue(self, item):
         cdef list queue = self._queue
         if queue is None:
             self._queue = [item]
@@ -565,7 +450,7 @@ cdef class HTTPProtocolCore:
                 self._reading_paused = True
                 self.transport.pause_reading()
 
-    cdef _run_queue(self):
+    cpdef _run_queue(self):
         if self._batching:
             self._drain_queue()
             return
@@ -593,16 +478,12 @@ cdef class HTTPProtocolCore:
         if not self._queue:
             self._queue = None  # an idle connection keeps no list
         if self._reading_paused and not self._busy and not self._queue:
-            if self._cold is not None and self._cold.backlog is not None:
-                # What was read but not parsed comes first; reading resumes after it.
-                if not self._cold.backlog_scheduled:
-                    self._cold.backlog_scheduled = True
-                    self._loop.call_soon(self._feed_backlog)
-            else:
+            # What was read but not parsed comes first; reading resumes after it.
+            if not self._schedule_backlog():
                 self._reading_paused = False
                 self.transport.resume_reading()
         if not self._busy and not self._queue:
-            if self._eof:
+            if self._close_when_idle:
                 self.close()
             elif self._continue_pending and self._current is not None:
                 self._continue_pending = False
@@ -635,7 +516,7 @@ cdef class HTTPProtocolCore:
         except Exception as exc:
             self._handler_failed(req, exc)
             return
-        cdef tuple started = <tuple>_start_handler(self._loop, coro, context)
+        cdef tuple started = <tuple>_start_in_task(self._loop, coro, context)
         task = started[0]
         if task is None:  # finished without suspending
             if started[2] is None:
@@ -647,70 +528,15 @@ cdef class HTTPProtocolCore:
         self._handler = task
         task.add_done_callback(_HandlerDone(self, req))
 
-    def _handler_done(self, task, RequestState req):
-        self._handler = None
-        self._busy = False
-        # keep-alive idleness starts after the response
-        self._last_activity = self._message_started = _monotonic()
-        if task.cancelled():
-            if self._closing:
-                return  # cancelled by connection_lost or shutdown: nobody to answer
-            # The handler cancelled itself: answer it, or the next response would be taken
-            # for this one.
-            self._handler_failed(req, asyncio.CancelledError())
-            return
-        exc = task.exception()
-        if exc is not None:
-            self._handler_failed(req, exc)
-        else:
-            self._write_result(req, task.result())
-        if not self._busy:
-            self._run_queue()
-
-    cdef _handler_failed(self, RequestState req, exc):
-        logger.error("Error handling %s %s", req.method, req.environ.get("RAW_URI"),
-                     exc_info=exc)
-        self._refuse(InternalServerError(), req)
-
-    cdef _refuse(self, error, RequestState req=None, bint linger=False):
-        """Answer ``error`` and close; ``linger``: half-close instead (see ``_linger``)."""
-        version = req.version if req is not None else "1.1"
-        method = req.method if req is not None else "GET"
-        if not self._closing:
-            self._write(error_response(error, version, method))
-            if linger:
-                self._linger()
-                return
-        self.close()
-
-    cdef _linger(self):
-        """Close after a refusal without a TCP reset: half-close, discard what still comes.
-
-        The connection closes when the client does, or ``linger_timeout`` seconds later.
-        """
-        self._closing = True
-        self._queue = None
-        self._flush()
-        timeout = self._shared.server.config.linger_timeout
-        if timeout > 0 and self.transport is not None and half_close(self.transport):
-            self._cold_state().linger_until = _monotonic() + timeout
-            if self._reading_paused:
-                self._reading_paused = False
-                self.transport.resume_reading()
-        elif self.transport is not None:
-            self.transport.close()
-
     # --- responses ----------------------------------------------------------------------------
 
-    cdef _write_result(self, RequestState req, response):
+    cpdef _write_result(self, RequestState req, response):
         cdef tuple rendered
         cdef bint keep_alive
         if self._closing:
             return
         if response is None:
-            logger.error("process_request returned no response for %s %s", req.method,
-                         req.environ.get("RAW_URI"))
-            response = InternalServerError().get_response(req.environ)
+            response = response_or_error(response, req)
         keep_alive = req.keep_alive and not self._shared.server.closing
         try:
             rendered = render_response(response, req.environ, req.version, keep_alive)
@@ -737,127 +563,6 @@ cdef class HTTPProtocolCore:
             return
         if not keep_alive:
             self.close()
-
-    def _stream_write(self, bytes data):
-        """One piece of a streamed body (``stream_body``): ``False`` once closing, else the
-        drain coroutine to await while writing is paused, or ``None``."""
-        if self._closing:
-            return False
-        self._write(data)
-        return self._drain() if self._writing_paused else None
-
-    def _stream_done(self, task):
-        self._handler = None
-        self._busy = False
-        self._last_activity = self._message_started = _monotonic()
-        if not task.cancelled():
-            exc = task.exception()
-            if exc is not None and not isinstance(exc, ConnectionError):
-                logger.error("Streaming failed", exc_info=exc)
-                self.close()
-        if not self._closing:
-            self._run_queue()
-
-    async def _drain(self):
-        if self._closing:
-            raise ConnectionResetError("connection lost")
-        cdef ColdState cold = self._cold_state()
-        waiter = cold.drain_waiter
-        if waiter is None:
-            waiter = cold.drain_waiter = self._loop.create_future()
-        await waiter
-
-    # --- timeouts -----------------------------------------------------------------------------
-
-    def check_timeouts(self, double now):
-        """Close an idle keep-alive connection or a client too slow with its request.
-
-        Called by the server's timeout check (``ServerState``) with ``time.monotonic()``.
-        """
-        cdef RequestState req = self._current
-        cdef ColdState cold = self._cold
-        if (self._closing or self._busy or self._queue
-                or (cold is not None and cold.backlog is not None)):
-            if cold is not None and cold.linger_until and now >= cold.linger_until:
-                cold.linger_until = 0.0
-                self.transport.close()
-            return
-        if req is not None and not req.complete:
-            if "REQUEST_METHOD" not in req.environ:  # still reading the head
-                if now >= self._message_started + self._shared.header_timeout:
-                    self._refuse(RequestTimeout())
-            elif now >= self._last_activity + self._shared.header_timeout:
-                self._refuse(RequestTimeout())
-        else:
-            # Idle since the last message or response: bytes that start no request (a trickle
-            # of empty lines, which llhttp skips) do not keep a connection open.
-            if now >= (self._last_activity
-                       if cold is not None and cold.upgrade_body is not None
-                       else self._message_started) + self._shared.keepalive_timeout:
-                self.close()
-
-    # --- upgrades -----------------------------------------------------------------------------
-
-    cdef _on_upgrade(self, bytes rest):
-        self._parse_failed = True  # nothing after the upgrade request is HTTP/1.1
-        cdef list queue = self._queue
-        cdef RequestState req
-        item = queue[len(queue) - 1] if queue else None
-        environ = None
-        if type(item) is RequestState and self._current is None:
-            # The upgrading request is complete and last in the queue: it is never handed to
-            # the app as a plain HTTP/1.1 request.
-            queue.pop()
-            req = <RequestState>item
-            environ = req.environ
-            upgrade = (req.environ.get("HTTP_UPGRADE") or "").strip().lower()
-            if upgrade == "h2c" and not queue and not self._busy:
-                try:
-                    self._cold_state().upgrade_body = UpgradeBody(req.environ,
-                                                                  self._shared.max_body_size)
-                except _HTTPException as exc:
-                    self._enqueue(exc)
-                    return
-                self._feed_upgrade_body(rest)
-                return
-        self._enqueue(upgrade_refusal(environ))
-
-    cdef _feed_upgrade_body(self, data):
-        pending = self._cold.upgrade_body
-        parts = pending.feed(data)
-        if parts is None:
-            return  # more of the body to come
-        self._cold.upgrade_body = None
-        if hand_over_h2c(self, self.transport, pending.environ, parts[0], parts[1]):
-            self._handed_over()
-        else:
-            self._enqueue(BadRequest("Unsupported protocol upgrade."))
-
-    cdef _handed_over(self):
-        """The transport now belongs to another protocol object: let go of it."""
-        self._closing = True
-        self._queue = None
-        self._out = None
-        self._shared.server.remove_connection(self)
-
-    # --- public API of the stock backend ------------------------------------------------------
-
-    def handle_parser_exception(self, exc):
-        """Answer a parser exception with the matching HTTP error and close the connection."""
-        self._parse_failed = True
-        self._refuse(parser_error_to_http(exc))
-
-    def write_response(self, response, environ):
-        """Write a werkzeug response for ``environ``'s request (no connection management)."""
-        self.raw_write(_wsgi_c.get_formatted_response(response, environ))
-
-    def write(self, data):
-        """Write a ``str`` (UTF-8) to the client."""
-        self.raw_write(data.encode())
-
-    def raw_write(self, data):
-        """Write ``bytes`` to the client."""
-        self._raw_write(data)
 
     def _raw_write(self, data):
         # Any bytes-like object, as the transport (and the pure-Python twin) accepts.
@@ -888,7 +593,7 @@ cdef class HTTPProtocolCore:
         except OSError:
             pass
 
-    cdef _flush(self):
+    cpdef _flush(self):
         pending = self._out
         if pending is None:
             return
@@ -899,20 +604,6 @@ cdef class HTTPProtocolCore:
             self.transport.write(b"".join(<list>pending) if type(pending) is list else pending)
         except OSError:
             pass
-
-    def close(self):
-        """Close the connection once what was written is sent."""
-        self._closing = True
-        self._flush()
-        if self.transport is not None:
-            self.transport.close()
-
-    def shutdown(self):
-        """Graceful shutdown: close now if idle, else after the current response."""
-        if not self._busy and not self._queue and self._current is None:
-            self.close()
-        else:
-            self._eof = True
 
 
 cdef class _HandlerDone:
@@ -928,7 +619,8 @@ cdef class _HandlerDone:
         self.protocol._handler_done(task, self.req)
 
 
-class KyoukaiProtocol(HTTPProtocolCore, asyncio.BufferedProtocol, asyncio.Protocol):
+class KyoukaiProtocol(HTTPProtocolCore, HTTPConnection, asyncio.BufferedProtocol,
+                      asyncio.Protocol):
     """The Kyoukai HTTP/1.0 and HTTP/1.1 protocol (compiled implementation).
 
     Transports read into this thread's shared buffer (``get_buffer``/``buffer_updated``, see
@@ -936,3 +628,5 @@ class KyoukaiProtocol(HTTPProtocolCore, asyncio.BufferedProtocol, asyncio.Protoc
     """
 
     __slots__ = ()
+
+    _wsgi = _wsgi_c

@@ -18,7 +18,7 @@ import asyncio
 import sys
 import types
 
-__all__ = ("start_handler", "EAGER_TASKS")
+__all__ = ("start_in_task", "EAGER_TASKS")
 
 #: Whether the runtime has eager tasks (Python 3.12+).
 EAGER_TASKS = sys.version_info >= (3, 12)
@@ -29,7 +29,7 @@ _CancelledError = asyncio.CancelledError
 if EAGER_TASKS:
     _Task = asyncio.Task
 
-    def start_handler(loop, coro, context):
+    def start_in_task(loop, coro, context):
         """Run ``coro`` as a task of ``loop`` in ``context``, its first step now.
 
         :return: ``(task, value, error)``: ``task`` is ``None`` when the coroutine finished in
@@ -57,7 +57,7 @@ else:
 
         A generator-based coroutine: the task driving it sends values and throws exceptions
         (such as cancellation) exactly as it would into ``coro`` itself, and they are passed on.
-        With ``context`` (Python 3.10 only, see :func:`start_handler`) every step of ``coro``
+        With ``context`` (Python 3.10 only, see :func:`start_in_task`) every step of ``coro``
         runs inside that context.
         """
         while True:
@@ -100,7 +100,7 @@ else:
             return None  # answered in the first step
         return await _resume(coro, first.yielded, context)
 
-    def start_handler(loop, coro, context):
+    def start_in_task(loop, coro, context):
         """Run ``coro`` as a task of ``loop`` in ``context``, its first step now.
 
         :return: ``(task, value, error)``: ``task`` is ``None`` when the coroutine finished in

@@ -4,8 +4,6 @@ cdef str header_environ_key(str name)
 cdef str header_environ_key_of_bytes(bytes name)
 cdef void add_header(dict environ, str key, str value) except *
 cdef tuple split_target(str target)
-cdef bytes status_line(str version, str status)
-cdef bytes http_date()
 cpdef tuple render_response(object response, dict environ, str version, bint keep_alive)
 cpdef object new_request(object cls, dict environ)
 cpdef dict presized_copy(dict source, Py_ssize_t capacity)

@@ -2,12 +2,12 @@
 """
 Compiled WSGI environ construction and response formatting.
 
-The twin of ``_wsgi_py.py``, which stays the reference: every case this module does not handle
-itself (werkzeug subclasses that override WSGI methods, ``direct_passthrough``, streamed bodies,
-status codes without a body, ``Location`` headers) is delegated to it, so both give the same bytes.
+The twin of ``_wsgi_py.py``, the reference. Every case this module does not handle itself
+(werkzeug subclasses that override WSGI methods, ``direct_passthrough``, streamed bodies, status
+codes without a body, ``Location`` headers) goes to the shared ``_rendering`` module, so both
+twins give the same bytes; the shared request side is ``_environ``.
 """
 import io
-import sys
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_Copy, PyDict_GetItem, PyDict_SetItem
@@ -43,27 +43,24 @@ cdef extern from *:
     """
     object _object_new "kyoukai_fast_object_new"(object cls, tuple no_args)
 
-from . import _wsgi_py
-
-cdef object _BytesIO = io.BytesIO
-cdef object _stderr = sys.stderr
-cdef object _py_split_target = _wsgi_py.split_target
-cdef object _target_from_text = _wsgi_py.target_from_text
-cdef object _py_render = _wsgi_py.render_response
-cdef object _py_get_formatted_response = _wsgi_py.get_formatted_response
-cdef object _py_is_fast_type = _wsgi_py._is_fast_type
-cdef object _py_valid_field_name = _wsgi_py.valid_field_name
-cdef object _py_invalid_name_message = _wsgi_py.invalid_name_message
-cdef object _body_length_error = _wsgi_py.body_length_error
 from email.utils import formatdate as _formatdate
 
-cdef dict _environ_keys = {}
-cdef Py_ssize_t _ENVIRON_KEYS_MAX = 4096
-cdef dict _status_lines = {}
-cdef Py_ssize_t _STATUS_LINES_MAX = 2048
-cdef dict _fast_types = {}
+from . import _environ, _rendering
 
-cdef bytes _CRLF = b"\r\n"
+cdef object _BytesIO = io.BytesIO
+cdef object _environ_key = _environ.environ_key
+cdef object _general_split_target = _environ.split_target
+cdef object _target_from_text = _environ.target_from_text
+cdef object _render_general = _rendering.render_general
+cdef object _format_general = _rendering.format_general
+cdef object _fast_response_type = _rendering.fast_response_type
+cdef object _classify_header_kind = _rendering.classify_header
+cdef object _invalid_name_message = _rendering.invalid_name_message
+cdef object _body_length_error = _rendering.body_length_error
+
+cdef dict _environ_keys = {}
+cdef Py_ssize_t _ENVIRON_KEYS_MAX = _environ.ENVIRON_KEYS_MAX
+cdef dict _fast_types = {}
 
 # --- request side -----------------------------------------------------------------------------
 
@@ -71,9 +68,7 @@ cdef str header_environ_key(str name):
     cdef PyObject* cached = PyDict_GetItem(_environ_keys, name)
     if cached != NULL:
         return <str>cached
-    cdef str key = name.upper().replace("-", "_")
-    if key != "CONTENT_TYPE" and key != "CONTENT_LENGTH":
-        key = "HTTP_" + key
+    cdef str key = _environ_key(name)
     if len(_environ_keys) < _ENVIRON_KEYS_MAX:
         _environ_keys[name] = key
     return key
@@ -91,7 +86,7 @@ cdef list _recent_request_names = [None] * 64
 cdef str header_environ_key_of_bytes(bytes name):
     """``header_environ_key`` of a raw (latin-1) header name, without decoding a known one.
 
-    ``None`` for a name with ``_``: the protocol drops such a field (see ``_wsgi_py``).
+    ``None`` for a name with ``_``: the protocol drops such a field (see the pure twin's).
     """
     cdef Py_ssize_t size = PyBytes_GET_SIZE(name)
     cdef const unsigned char* data = <const unsigned char*>PyBytes_AS_STRING(name)
@@ -137,7 +132,7 @@ cdef void add_header(dict environ, str key, str value) except *:
 cdef tuple split_target(str target):
     # The common origin-form target without escapes (starts with "/", no "%", no "#") is split
     # here at its first "?", in one scan of its bytes; anything else (absolute form, fragments,
-    # percent-escapes, non-latin-1 text) by the reference implementation.
+    # percent-escapes, non-latin-1 text) by the shared general one.
     cdef Py_ssize_t i, n = PyUnicode_GET_LENGTH(target), query = -1
     cdef const unsigned char* data
     cdef unsigned char c
@@ -155,7 +150,7 @@ cdef tuple split_target(str target):
                     return (target, "")
                 return (PyUnicode_Substring(target, 0, query),
                         PyUnicode_Substring(target, query + 1, n))
-    return _py_split_target(target)
+    return _general_split_target(target)
 
 
 #: Room for the keys of a request's environ in the protocol: the server's template, the
@@ -178,7 +173,7 @@ cpdef dict presized_copy(dict source, Py_ssize_t capacity):
 # The constant part of every environ to_wsgi_environment builds (one definition, shared), with
 # room for the request line's keys and 7 headers (a browser's usual request) in a table small
 # enough for Python's small-object allocator; more headers grow the copy as usual.
-cdef dict _ENVIRON_BASE = presized_copy(_wsgi_py.ENVIRON_BASE, 20)
+cdef dict _ENVIRON_BASE = presized_copy(_environ.ENVIRON_BASE, 20)
 
 
 def to_wsgi_environment(headers, method, path, http_version, body=None):
@@ -207,18 +202,19 @@ def to_wsgi_environment(headers, method, path, http_version, body=None):
         add_header(environ, header_environ_key(name), value)
     return environ
 
+
 # --- request objects --------------------------------------------------------------------------
-# The compiled twin of _wsgi_py.new_request (see there for why and when it applies); which
-# classes qualify is decided by _wsgi_py.fast_request_type, probing this module's builder.
+# The compiled twin of _wsgi_py.new_request (see _environ for why and when it applies); which
+# classes qualify is decided by _environ.fast_request_type, probing this module's builder.
 
 cdef tuple _NO_ARGS = ()
-cdef object _EnvironHeaders = _wsgi_py._EnvironHeaders
-cdef dict _UPPER_METHODS = _wsgi_py._UPPER_METHODS
-cdef object _py_fast_request_type = _wsgi_py.fast_request_type
+cdef object _EnvironHeaders = _environ.EnvironHeaders
+cdef dict _UPPER_METHODS = _environ.UPPER_METHODS
+cdef object _fast_request_type = _environ.fast_request_type
 cdef dict _fast_request_types = {}
-# Cache misses are computed once, by the reference implementation.
-cdef object _server_of = _wsgi_py.server_of
-cdef object _root_path_of = _wsgi_py.root_path_of
+# Cache misses are computed once, by the shared helpers.
+cdef object _server_of = _environ.server_of
+cdef object _root_path_of = _environ.root_path_of
 # The last request class seen and its verdict; the SERVER_NAME / SERVER_PORT / SCRIPT_NAME
 # objects last seen and what they gave (every environ of one server holds the same objects).
 # Each is one tuple, replaced whole.
@@ -277,7 +273,7 @@ cdef object _build_request(object cls, dict environ):
 
 
 def build_request(cls, dict environ):
-    """The compiled builder itself (for :func:`_wsgi_py.fast_request_type` and the tests)."""
+    """The compiled builder itself (for :func:`_environ.fast_request_type` and the tests)."""
     return _build_request(cls, environ)
 
 
@@ -293,7 +289,7 @@ cpdef object new_request(object cls, dict environ):
         if found != NULL:
             fast = <object>found
         else:
-            fast = bool(_py_fast_request_type(cls, build_request))
+            fast = bool(_fast_request_type(cls, build_request))
             if len(_fast_request_types) < 64:
                 _fast_request_types[cls] = fast
         _last_request_type = (cls, fast)
@@ -301,41 +297,20 @@ cpdef object new_request(object cls, dict environ):
         return _build_request(cls, environ)
     return cls(environ, False)
 
+
 # --- response side ----------------------------------------------------------------------------
-
-cdef bytes status_line(str version, str status):
-    cdef tuple key = (version, status)
-    cdef PyObject* cached = PyDict_GetItem(_status_lines, key)
-    if cached != NULL:
-        return <bytes>cached
-    line = _wsgi_py.status_line(version, status)
-    if len(_status_lines) < _STATUS_LINES_MAX:
-        _status_lines[key] = line
-    return line
-
 
 cdef time_t _date_second = -1
 cdef str _date_line = ""
-cdef bytes _date_header = b""
 
 
-cdef inline _refresh_date():
-    global _date_second, _date_line, _date_header
+cdef inline str _current_date_line():
+    """The ``Date:`` header line for the current second (``_rendering.date_line``'s twin)."""
+    global _date_second, _date_line
     cdef time_t now = c_time(NULL)
     if now != _date_second:
         _date_line = "Date: " + _formatdate(<double>now, usegmt=True) + "\r\n"
-        _date_header = _date_line.encode("ascii")
         _date_second = now
-
-
-cdef bytes http_date():
-    """The ``Date:`` header line for the current second, cached per second."""
-    _refresh_date()
-    return _date_header
-
-
-cdef str http_date_str():
-    _refresh_date()
     return _date_line
 
 
@@ -353,7 +328,7 @@ cdef inline bint _is_fast_type(type cls) except -1:
             _last_fast_type = cls
             return True
         return False
-    fast = bool(_py_is_fast_type(cls))
+    fast = bool(_fast_response_type(cls))
     _fast_types[cls] = fast
     if fast:
         _last_fast_type = cls
@@ -401,8 +376,8 @@ cdef inline bytes _body_bytes(list chunks):
     return b"".join([c.encode() if isinstance(c, str) else c for c in chunks])
 
 
-# What render_response must notice about a response header, by exact name; other spellings
-# are classified once with lower() and remembered (bounded).
+# What render_response must notice about a response header (the values of _rendering's kinds),
+# by exact name; other spellings are classified once and remembered (bounded).
 cdef enum HeaderKind:
     ORDINARY = 0
     CONTENT_LENGTH = 1
@@ -411,15 +386,7 @@ cdef enum HeaderKind:
     NEEDS_WERKZEUG = 4   # Location / Content-Location: IRI handling; Transfer-Encoding
     INVALID_NAME = 5     # not a token (RFC 9110 5.1): the response is refused (500)
 
-cdef dict _header_kinds = {
-    "Content-Type": ORDINARY,
-    "Content-Length": CONTENT_LENGTH,
-    "Connection": CONNECTION,
-    "Date": DATE,
-    "Location": NEEDS_WERKZEUG,
-    "Content-Location": NEEDS_WERKZEUG,
-    "Transfer-Encoding": NEEDS_WERKZEUG,  # the server's own framing: see _wsgi_py
-}
+cdef dict _header_kinds = dict(_rendering.HEADER_KINDS)
 cdef Py_ssize_t _HEADER_KINDS_MAX = 4096
 
 
@@ -453,18 +420,7 @@ cdef int _classify_header(str name) except -1:
     cdef PyObject* cached = PyDict_GetItem(_header_kinds, name)
     if cached != NULL:
         return <int><object>cached
-    cdef str lower = name.lower()
-    cdef int kind = ORDINARY
-    if not _py_valid_field_name(name):
-        kind = INVALID_NAME
-    elif lower == "content-length":
-        kind = CONTENT_LENGTH
-    elif lower == "connection":
-        kind = CONNECTION
-    elif lower == "date":
-        kind = DATE
-    elif lower == "location" or lower == "content-location" or lower == "transfer-encoding":
-        kind = NEEDS_WERKZEUG
+    cdef int kind = _classify_header_kind(name)
     if len(_header_kinds) < _HEADER_KINDS_MAX:
         _header_kinds[name] = kind
     return kind
@@ -474,11 +430,11 @@ cpdef tuple render_response(object response, dict environ, str version, bint kee
     """``(data, app_iter, keep_alive, chunked)``: see ``_wsgi_py.render_response``.
 
     A plain werkzeug ``Response`` with a buffered body is rendered here in one pass; everything
-    else goes to the reference implementation.
+    else by the shared general path (``_rendering.render_general``).
     """
     cdef tuple rendered = _render_fast(response, environ, version, keep_alive, True)
     if rendered is None:
-        return _py_render(response, environ, version, keep_alive)
+        return _render_general(response, environ, version, keep_alive)
     return rendered
 
 
@@ -552,7 +508,7 @@ cdef tuple _render_fast(object response, dict environ, str version, bint keep_al
             elif kind == DATE:
                 have_date = True
             elif kind == INVALID_NAME:
-                raise ValueError(_py_invalid_name_message(name))
+                raise ValueError(_invalid_name_message(name))
             else:
                 return None
         # The name is a token (an INVALID_NAME raised above), so only the value can hold a newline.
@@ -579,7 +535,7 @@ cdef tuple _render_fast(object response, dict environ, str version, bint keep_al
         response.close()
     if server_headers:
         if not have_date:
-            pieces.append(http_date_str())
+            pieces.append(_current_date_line())
         if connection is not None:
             keep_alive = keep_alive and "close" not in connection
         elif version == "1.1":
@@ -602,5 +558,5 @@ def get_formatted_response(response, environment):
     version = "1.0" if environ.get("SERVER_PROTOCOL") == "HTTP/1.0" else "1.1"
     cdef tuple rendered = _render_fast(response, environ, version, False, False)
     if rendered is None:
-        return _py_get_formatted_response(response, environment)
+        return _format_general(response, environment)
     return rendered[0]

@@ -47,7 +47,8 @@ _ABC_ALIASES = ("Mapping", "MutableMapping", "Sequence", "MutableSequence", "Ite
 
 
 def patch_collections_aliases() -> bool:
-    """Restore ``collections.Mapping`` & co. (gone since Python 3.10); Kyoukai's router uses them."""
+    """Restore ``collections.Mapping`` & co. (gone since Python 3.10): Kyoukai's router uses
+    them."""
     changed = False
     for name in _ABC_ALIASES:
         if not hasattr(collections, name):

@@ -1,146 +1,25 @@
 """
-Test doubles and small tools shared by the test modules.
+HTTP/1.x as bytes: requests written for a test, responses split strictly for its assertions.
 
-* :class:`FakeTransport` / :class:`FakeComponent`: drive a protocol in-process, no sockets.
-* :func:`parse_responses`: split the bytes a server wrote into HTTP/1.x responses, strictly
-  (RFC 9112 framing), so a test can assert on each one.
+* :func:`get`: the bytes of one request.
+* :func:`parse_responses`: split the bytes a server wrote into responses, strictly (RFC 9112
+  framing), so a test can assert on each one.
 """
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import importlib
 import re
-from typing import Any
 
-from werkzeug.wrappers import Request, Response
-
-
-@dataclasses.dataclass
-class Implementation:
-    name: str
-    protocol_module: Any
-    wsgi_module: Any
-    error: str = ""
-
-    @property
-    def available(self) -> bool:
-        return self.protocol_module is not None and self.wsgi_module is not None
-
-    @property
-    def protocol_class(self):
-        return self.protocol_module.KyoukaiProtocol
-
-    @property
-    def to_wsgi_environment(self):
-        return self.wsgi_module.to_wsgi_environment
-
-    @property
-    def get_formatted_response(self):
-        return self.wsgi_module.get_formatted_response
+__all__ = ("get", "ParsedResponse", "parse_responses")
 
 
-def _implementation(name: str, suffix: str) -> Implementation:
-    try:
-        protocol = importlib.import_module(f"kyoukai_fast._protocol_{suffix}")
-        wsgi = importlib.import_module(f"kyoukai_fast._wsgi_{suffix}")
-        return Implementation(name, protocol, wsgi)
-    except ImportError as exc:
-        return Implementation(name, None, None, error=str(exc))
-
-
-IMPLEMENTATIONS = [_implementation("cython", "c"), _implementation("python", "py")]
-
-
-class FakeTransport(asyncio.Transport):
-    """An in-memory transport recording what the protocol does to it."""
-
-    def __init__(self, peer=("127.0.0.1", 54321), ssl_object=None):
-        super().__init__()
-        self.written = bytearray()
-        self.closed = False
-        self.reading_paused = False
-        self.pause_calls = 0
-        self.resume_calls = 0
-        self.protocol = None
-        self._extra = {"peername": peer, "sockname": ("127.0.0.1", 8080),
-                       "ssl_object": ssl_object}
-
-    def get_extra_info(self, name, default=None):
-        return self._extra.get(name, default)
-
-    def write(self, data):
-        if self.closed:
-            raise AssertionError("write after close")
-        self.written += data
-
-    def is_closing(self):
-        return self.closed
-
-    def close(self):
-        self.closed = True
-
-    def pause_reading(self):
-        self.reading_paused = True
-        self.pause_calls += 1
-
-    def resume_reading(self):
-        self.reading_paused = False
-        self.resume_calls += 1
-
-    def set_write_buffer_limits(self, high=None, low=None):
-        self.high_water = high
-
-    def set_protocol(self, protocol):
-        self.protocol = protocol
-
-    def get_protocol(self):
-        return self.protocol
-
-    def take(self) -> bytes:
-        data = bytes(self.written)
-        self.written.clear()
-        return data
-
-
-class _Signal:
-    def __init__(self):
-        self.events = []
-
-    def dispatch(self, **kwargs):
-        self.events.append(kwargs)
-
-
-class FakeApp:
-    """A minimal stand-in for a Kyoukai app: ``handler(request)`` may be sync or async."""
-
-    request_class = Request
-
-    def __init__(self, handler=None, loop=None):
-        self.handler = handler or (lambda request: Response("Hello, world!"))
-        self.loop = loop
-        self.requests = []
-        self.server_name = None
-
-    async def process_request(self, request, parent_context):
-        self.requests.append(request)
-        result = self.handler(request)
-        if asyncio.iscoroutine(result):
-            result = await result
-        return result
-
-
-class FakeComponent:
-    """Duck-types what the protocol uses of ``kyoukai.asphalt.KyoukaiComponent``."""
-
-    def __init__(self, app=None, **cfg):
-        self.app = app or FakeApp()
-        self.cfg = cfg
-        self.connection_made = _Signal()
-        self.connection_lost = _Signal()
-
-    def get_server_name(self):
-        return "testserver"
+def get(path="/", headers=(), version="1.1", method="GET", body=b"", host="example.com"):
+    """One request's bytes; a ``body`` gets its ``Content-Length``."""
+    lines = [f"{method} {path} HTTP/{version}", f"Host: {host}"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    if body:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
 _STATUS = re.compile(rb"HTTP/(1\.[01]) (\d{3})(?: ([^\r\n]*))?\r\n")
