@@ -16,12 +16,13 @@ import asyncio
 
 import h11
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from werkzeug.wrappers import Response
 from werkzeug.wsgi import ClosingIterator
 
-from kyoukai_fast import StreamingBody
 from fakes import open_connection
+from kyoukai_fast import StreamingBody
 
 NEXT = b"GET /next HTTP/1.1\r\nHost: example.com\r\n\r\n"
 
@@ -34,14 +35,12 @@ class LazyChunks(list):
         self.chunks = chunks
 
     def __iter__(self):
-        for chunk in self.chunks:
-            yield chunk
+        yield from self.chunks
 
 
 def middleware(inner):
     """A generator wrapping another, as WSGI middleware does."""
-    for chunk in inner:
-        yield chunk
+    yield from inner
 
 
 BODIES = {

@@ -69,7 +69,7 @@ def test_good_settings_are_read_as_their_kind():
 def test_a_new_setting_is_validated_from_its_declaration_alone():
     @dataclasses.dataclass
     class Extended(ProtocolConfig):
-        limit_concurrency: "int | None" = None
+        limit_concurrency: int | None = None
         access_log: bool = False
         root_path: str = ""
 

@@ -154,9 +154,9 @@ class DeclaredLength:
     """A streamed body held to the ``Content-Length`` its app declared.
 
     The client takes exactly that many bytes as the body: more would be read as the start of
-    the next response (or be garbage after this one), fewer would swallow part of the next. Extra bytes are
-    cut off; a body that ends short raises, and the protocol then closes the connection (the
-    client sees a truncated response instead of a desynchronised one).
+    the next response (or be garbage after this one), fewer would swallow part of the next.
+    Extra bytes are cut off; a body that ends short raises, and the protocol then closes the
+    connection (the client sees a truncated response instead of a desynchronised one).
     """
 
     __slots__ = ("app_iter", "left")
