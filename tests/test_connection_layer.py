@@ -128,27 +128,27 @@ class _App:
 
 
 def test_start_handler_finishes_a_handler_that_does_not_suspend():
-    app = _App(suspend=False)
-    environ = _wsgi_py.to_wsgi_environment([], "GET", "/a", "1.1")
-    request = _wsgi_py.new_request(Request, environ)
-    finished, response, coro, context = _request_cycle.start_handler(
-        app.process_request, request, "ctx")
-    assert finished and coro is None and context is None
-    assert response.get_data() == b"done" and app.seen == [("/a", "ctx")]
+    async def main():
+        app = _App(suspend=False)
+        environ = _wsgi_py.to_wsgi_environment([], "GET", "/a", "1.1")
+        request = _wsgi_py.new_request(Request, environ)
+        task, response, error = _request_cycle.start_handler(
+            app.process_request, request, "ctx", asyncio.get_running_loop())
+        assert task is None and error is None
+        assert response.get_data() == b"done" and app.seen == [("/a", "ctx")]
+
+    asyncio.run(main())
 
 
-def test_start_handler_hands_back_a_suspended_handler():
-    from kyoukai_fast._tasks import continue_in_task
-
+def test_start_handler_hands_back_the_task_of_a_suspended_handler():
     async def main():
         app = _App(suspend=True)
         environ = _wsgi_py.to_wsgi_environment([], "GET", "/b", "1.1")
         request = _wsgi_py.new_request(Request, environ)
-        finished, yielded, coro, context = _request_cycle.start_handler(
-            app.process_request, request, None)
-        assert not finished
-        response = await continue_in_task(asyncio.get_running_loop(), coro, yielded, context)
-        return response.get_data()
+        task, value, error = _request_cycle.start_handler(
+            app.process_request, request, None, asyncio.get_running_loop())
+        assert isinstance(task, asyncio.Task) and value is None and error is None
+        return (await task).get_data()
 
     assert asyncio.run(main()) == b"done"
 

@@ -17,6 +17,7 @@ from werkzeug.exceptions import BadRequest, InternalServerError, MethodNotAllowe
 from werkzeug.wrappers import Request, Response
 
 from ._config import ProtocolConfig
+from ._settings import SettingError
 from ._shutdown import graceful_shutdown
 from ._streaming import StreamingBody
 from ._protocol import IMPLEMENTATION, KyoukaiProtocol, KyoukaiProtocolC, KyoukaiProtocolPy
@@ -52,6 +53,7 @@ __all__ = (
     "KyoukaiProtocolC",
     "KyoukaiProtocolPy",
     "ProtocolConfig",
+    "SettingError",
     "graceful_shutdown",
     "StreamingBody",
     "to_wsgi_environment",

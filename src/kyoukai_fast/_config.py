@@ -13,37 +13,45 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from dataclasses import field
 import weakref
 from typing import Any
 
 from ._environ import ENVIRON_BASE
 from ._pipeline import pipeline_disabled_by_env, request_handler
 from ._request_hooks import request_hooks
+from ._settings import SettingError, check_unknown, convert, limit, port_number
 
-__all__ = ("ProtocolConfig", "ServerState", "server_state_for", "existing_server_state")
+__all__ = ("ProtocolConfig", "ServerState", "server_state_for", "existing_server_state",
+           "SettingError", "validate_component", "serves_with_kyoukai_fast")
 
 @dataclasses.dataclass
 class ProtocolConfig:
-    """Limits and timeouts of the HTTP/1.1 and HTTP/2 protocols; every number is configurable."""
+    """Limits and timeouts of the HTTP/1.1 and HTTP/2 protocols, and the per-request features.
+
+    A field is a setting: its annotation and ``limit(...)`` metadata say what values it takes
+    (numbers: at least 0 unless ``limit`` says otherwise), checked by :mod:`._settings` for
+    every source of settings, and the ``#:`` comment above it is its command-line help.
+    """
 
     #: Largest request body accepted, after any ``Content-Encoding`` is decoded (413 beyond).
     max_body_size: int = 12 * 1024 * 1024
     #: Longest request target (URL) accepted (414 beyond).
-    max_url_size: int = 8190
+    max_url_size: int = field(default=8190, metadata=limit(1))
     #: Most header fields in one request (431 beyond).
-    max_header_count: int = 100
+    max_header_count: int = field(default=100, metadata=limit(1, 2 ** 31 - 1))
     #: Largest single header field, name plus value (431 beyond).
-    max_header_size: int = 8190
+    max_header_size: int = field(default=8190, metadata=limit(1))
     #: Largest request head arriving over several reads, counted after the read it began in
     #: (431 beyond). httptools buffers an incomplete header field whole, so without this a
     #: client could grow one field for as long as the header timeout lets it.
-    max_head_size: int = 64 * 1024
+    max_head_size: int = field(default=64 * 1024, metadata=limit(1))
     #: Seconds an idle keep-alive connection is kept open.
     keepalive_timeout: float = 5.0
     #: Seconds a client has to send a complete request head once it started one (slowloris).
-    header_timeout: float = 10.0
+    header_timeout: float = field(default=10.0, metadata=limit(above=0))
     #: Parsed requests waiting behind the running one before reading from the client pauses.
-    max_pipelined_requests: int = 16
+    max_pipelined_requests: int = field(default=16, metadata=limit(1))
     #: Transport write buffer high-water mark, in bytes (``pause_writing`` above it).
     write_high_water: int = 64 * 1024
     #: Seconds in-flight requests get to finish on graceful shutdown before being cancelled.
@@ -58,13 +66,14 @@ class ProtocolConfig:
     #: cleartext. Off: ALPN offers only ``http/1.1`` and h2c upgrades are answered in HTTP/1.1.
     http2: bool = True
     #: Requests one HTTP/2 connection may have in flight (SETTINGS_MAX_CONCURRENT_STREAMS).
-    http2_max_concurrent_streams: int = 100
+    http2_max_concurrent_streams: int = field(default=100, metadata=limit(1, 2 ** 31 - 1))
     #: Bytes of request body an HTTP/2 client may send on one stream before the server has taken
     #: them (the stream flow-control window, at most 2147483647).
-    http2_stream_window: int = 256 * 1024
+    http2_stream_window: int = field(default=256 * 1024, metadata=limit(1, 2 ** 31 - 1))
     #: Bytes of request bodies an HTTP/2 client may send on a connection before the server has
     #: taken them (the connection flow-control window, at most 2147483647).
-    http2_connection_window: int = 1024 * 1024
+    http2_connection_window: int = field(default=1024 * 1024,
+                                         metadata=limit(65535, 2 ** 31 - 1))
     #: Seconds an HTTP/2 response may wait for the client to take more of it (a flow-control
     #: window kept closed, a socket never read) before the connection is closed.
     http2_send_timeout: float = 30.0
@@ -87,59 +96,52 @@ class ProtocolConfig:
         from ._access_log import compile_format
         from ._proxy import TrustedProxies
 
+        for setting in dataclasses.fields(self):
+            setattr(self, setting.name, convert(setting.name, setting.type,
+                                                getattr(self, setting.name), setting.metadata))
         TrustedProxies(self.forwarded_allow_ips)  # a bad address fails here, at start-up
         compile_format(self.access_log_format)
         root = self.root_path.rstrip("/")
         if root and not root.startswith("/"):
-            raise ValueError(f"kyoukai_fast setting root_path must start with '/': {root!r}")
+            raise SettingError(f"invalid kyoukai_fast setting root_path={self.root_path!r}: "
+                               "must start with '/'")
         self.root_path = root
 
     @classmethod
     def from_mapping(cls, cfg: dict[str, Any] | None) -> "ProtocolConfig":
-        """Build a config from a component's settings; unknown keys are ignored."""
+        """Build a config from a component's settings (``None`` values keep the default).
+
+        :raises SettingError: a bad value, or a key that looks like a misspelt setting name.
+        """
         cfg = cfg or {}
-        names = {f.name: f.type for f in dataclasses.fields(cls)}
-        values = {}
-        for name in names:
-            if name in cfg and cfg[name] is not None:
-                default = getattr(cls, name)
-                value = _coerce(name, default, cfg[name])
-                if not isinstance(default, (bool, str)):
-                    if value < 0:
-                        raise ValueError(f"kyoukai_fast setting {name} must not be negative: "
-                                         f"{value}")
-                    low, high = _BOUNDS.get(name, (0, None))
-                    if value < low or (high is not None and value > high):
-                        raise ValueError(f"kyoukai_fast setting {name} must be between {low} "
-                                         f"and {high}: {value}")
-                values[name] = value
-        return cls(**values)
+        names = [f.name for f in dataclasses.fields(cls)]
+        check_unknown(cfg, names, COMPONENT_KEYS)
+        return cls(**{name: cfg[name] for name in names if cfg.get(name) is not None})
 
 
-#: Settings with a range narrower than "not negative": ``name -> (lowest, highest)``.
-_BOUNDS = {
-    "http2_max_concurrent_streams": (1, 2 ** 31 - 1),
-    "http2_stream_window": (1, 2 ** 31 - 1),
-    "http2_connection_window": (65535, 2 ** 31 - 1),
-}
-
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off", "")
+#: Settings of a Kyoukai component that are Kyoukai's or Asphalt's, not kyoukai_fast's.
+COMPONENT_KEYS = frozenset(("app", "ip", "port", "backend", "run_server", "ssl", "http2", "type",
+                            "components", "server_name"))
 
 
-def _coerce(name: str, default, value):
-    """``value`` as the type of the setting's default (a bool also from its usual spellings)."""
-    if type(default) is bool:
-        if isinstance(value, str):
-            text = value.strip().lower()
-            if text in _TRUE or text in _FALSE:
-                return text in _TRUE
-        elif isinstance(value, (bool, int)) and value in (0, 1):
-            return bool(value)
-        raise ValueError(f"kyoukai_fast setting {name} must be true or false: {value!r}")
-    if isinstance(default, str):
-        return str(value)
-    return type(default)(value)
+def serves_with_kyoukai_fast(component: Any) -> bool:
+    """Whether a Kyoukai component's backend is this package."""
+    backend = getattr(component, "backend", None)
+    return isinstance(backend, str) and backend.split(".")[0] == "kyoukai_fast"
+
+
+def validate_component(component: Any) -> ProtocolConfig:
+    """Check a Kyoukai component's settings and port before it serves anything.
+
+    :raises SettingError: one line naming the bad setting and its value.
+    """
+    cfg = getattr(component, "cfg", None)
+    config = cfg if isinstance(cfg, ProtocolConfig) else ProtocolConfig.from_mapping(
+        cfg if isinstance(cfg, dict) else None)
+    port = getattr(component, "port", None)
+    if port is not None:
+        port_number("port", port)
+    return config
 
 
 class ServerState:

@@ -153,10 +153,10 @@ def interim_status_error(head: bytes):
 class DeclaredLength:
     """A streamed body held to the ``Content-Length`` its app declared.
 
-    On a kept-alive connection the client takes exactly that many bytes as the body: more would
-    be read as the start of the next response, fewer would swallow part of it. Extra bytes are
-    cut off; a body that ends short raises, and the protocol then closes the connection (the
-    client sees a truncated response instead of a desynchronised one).
+    The client takes exactly that many bytes as the body: more would be read as the start of
+    the next response (or be garbage after this one), fewer would swallow part of the next.
+    Extra bytes are cut off; a body that ends short raises, and the protocol then closes the
+    connection (the client sees a truncated response instead of a desynchronised one).
     """
 
     __slots__ = ("app_iter", "left")
@@ -199,6 +199,7 @@ def declared_length(head: bytes):
 
 
 def hold_to_declared_length(app_iter, head: bytes):
-    """``app_iter`` of a kept-alive streamed response, held to its declared length if any."""
+    """``app_iter`` of a streamed response, held to its declared length if any (also when the
+    connection closes after it: more bytes than declared are never sent)."""
     length = declared_length(head)
     return app_iter if length is None else DeclaredLength(app_iter, length)

@@ -353,14 +353,15 @@ class HTTPConnection:
         elif transport is not None:
             transport.close()
 
-    def _parse_error(self, exc, data=b""):
-        """The parser refused the bytes (``feed_data`` raised ``exc`` on the read ``data``):
-        parsing stops, and the refusal waits behind the requests already parsed. Unless it was
-        the HTTP/2 connection preface: the connection then goes to the HTTP/2 protocol."""
+    def _parse_error(self, exc, data=None, at_boundary=True):
+        """The parser refused the bytes (``feed_data`` raised ``exc`` for the read ``data``,
+        which began between requests when ``at_boundary``): parsing stops, and the refusal
+        waits behind the requests already parsed. Unless it was the HTTP/2 connection preface:
+        the connection then goes to the HTTP/2 protocol."""
         self._parse_state = PARSE_FAILED
         if data and self._hand_over_preface(exc, data):
             return
-        self._enqueue(parser_error_to_http(exc))
+        self._enqueue(parser_error_to_http(exc, data, at_boundary))
 
     def handle_parser_exception(self, exc):
         """Answer a parser exception with the matching HTTP error and close the connection."""

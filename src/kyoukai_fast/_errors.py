@@ -8,6 +8,7 @@ pages it would see from any werkzeug application, and every one of them closes t
 from __future__ import annotations
 
 import logging
+import re
 
 import httptools
 from werkzeug.exceptions import (
@@ -21,6 +22,7 @@ from ._rendering import date_line, format_head, response_parts
 
 __all__ = (
     "HTTPLimitExceeded",
+    "request_parser",
     "half_close",
     "error_response",
     "error_page",
@@ -31,6 +33,19 @@ __all__ = (
 logger = logging.getLogger("kyoukai_fast")
 
 
+def request_parser(callbacks) -> "httptools.HttpRequestParser":
+    """httptools' request parser, accepting whitespace before a chunk extension.
+
+    RFC 9112 7.1.1 allows BWS before the ``;`` of a chunk extension (``5 ;name=value``), which
+    llhttp refuses unless told otherwise; httptools before 0.6.2 cannot tell it (then refused).
+    """
+    parser = httptools.HttpRequestParser(callbacks)
+    lenient = getattr(parser, "set_dangerous_leniencies", None)
+    if lenient is not None:
+        lenient(lenient_spaces_after_chunk_size=True)
+    return parser
+
+
 class HTTPLimitExceeded(Exception):
     """Raised inside a parser callback to stop parsing with a specific HTTP error."""
 
@@ -39,12 +54,21 @@ class HTTPLimitExceeded(Exception):
         self.http_error = http_error
 
 
-def parser_error_to_http(exc: BaseException) -> HTTPException:
-    """The HTTP error a client gets for an exception raised by ``feed_data``."""
+def parser_error_to_http(exc: BaseException, data=None, at_boundary: bool = True
+                         ) -> HTTPException:
+    """The HTTP error a client gets for an exception raised by ``feed_data``.
+
+    ``data``: the bytes of the read being parsed, ``at_boundary``: whether that read began
+    between two requests; they tell a malformed method (400) from an unknown one (501).
+    """
     cause = exc.__context__ if isinstance(exc, httptools.HttpParserCallbackError) else exc
     if isinstance(cause, HTTPLimitExceeded):
         return cause.http_error
     if isinstance(exc, httptools.HttpParserInvalidMethodError):
+        # llhttp refuses every method it does not know, well-formed or not.
+        if data is not None and not _is_token(_failed_method(bytes(data), at_boundary)):
+            # RFC 9112 3, RFC 9110 9.1: method = token; anything else is a malformed line.
+            return BadRequest("Malformed HTTP request: invalid method.")
         # RFC 9110 15.6.2: 501 is the answer to a method the server does not recognize for any
         # resource. (405 is for a method a resource does not allow, and needs an Allow field
         # naming the methods it does: the app's routing answers those.)
@@ -57,6 +81,71 @@ def parser_error_to_http(exc: BaseException) -> HTTPException:
     if isinstance(exc, httptools.HttpParserError):
         return BadRequest(_describe(exc))
     return InternalServerError()
+
+
+# RFC 9110 5.6.2: tchar.
+_TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789"
+                   b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+def _is_token(text: bytes) -> bool:
+    return bool(text) and all(byte in _TCHAR for byte in text)
+
+
+class _Counter:
+    """Parser callbacks that count complete messages."""
+
+    __slots__ = ("complete",)
+
+    def __init__(self):
+        self.complete = 0
+
+    def on_message_complete(self):
+        self.complete += 1
+
+
+def _parsed_messages(data: bytes) -> "tuple[int, bool]":
+    """Messages a fresh parser completes in ``data``, and whether it then failed."""
+    counter = _Counter()
+    try:
+        request_parser(counter).feed_data(data)
+    except httptools.HttpParserError:
+        return counter.complete, True
+    return counter.complete, False
+
+
+def _failed_method(data: bytes, at_boundary: bool) -> bytes:
+    """The method of the request llhttp refused in ``data``, up to the space after it.
+
+    When the read began between requests, a fresh parser goes through the same states: the
+    refused request starts where its messages before it end (found by bisection, only on this
+    error path). Otherwise the read began inside a request, and the refused one is taken to
+    start the first line, after the end of a head, that a fresh parser refuses at once.
+    """
+    start = None
+    if at_boundary:
+        before, failed = _parsed_messages(data)
+        if failed:
+            low, high = 0, len(data)  # the shortest prefix completing ``before`` messages
+            while low < high:
+                middle = (low + high) // 2
+                if _parsed_messages(data[:middle])[0] >= before:
+                    high = middle
+                else:
+                    low = middle + 1
+            start = low
+    if start is None:
+        start = 0
+        for candidate in [0] + [m.end() for m in _HEAD_END.finditer(data)]:
+            if _parsed_messages(data[candidate:]) == (0, True):
+                start = candidate
+                break
+    line = data[start:].lstrip(b"\r\n")
+    return _METHOD_END.split(line, 1)[0]
+
+
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_METHOD_END = re.compile(rb"[ \r\n]")
 
 
 def _describe(exc: BaseException) -> str:

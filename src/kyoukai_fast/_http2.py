@@ -50,7 +50,6 @@ from ._errors import error_page, half_close, logger
 from ._flow_control import FlowControl
 from ._rendering import date_line, invalid_name_message, valid_field_name
 from ._request_cycle import final_response_parts, response_or_error, set_input, start_handler
-from ._tasks import continue_in_task
 from ._wsgi_py import add_header, header_environ_key_of_bytes, new_request
 
 __all__ = ("HTTP2Protocol", "PREFACE")
@@ -542,15 +541,17 @@ class HTTP2Protocol(asyncio.Protocol):
         app = self.app
         try:
             request = new_request(app.request_class, environ)
-            done, result, coro, context = start_handler(self._server.request_handler, request,
-                                                        self.parent_context)
+            task, result, error = start_handler(self._server.request_handler, request,
+                                                self.parent_context, self._loop)
         except (Exception, asyncio.CancelledError) as exc:
             self._handler_failed(stream, exc)
             return
-        if done:
-            self._respond(stream, result)
+        if task is None:  # finished without suspending
+            if error is None:
+                self._respond(stream, result)
+            else:
+                self._handler_failed(stream, error)
             return
-        task = continue_in_task(self._loop, coro, result, context)
         stream.task = task
         task.add_done_callback(lambda t: self._handler_done(t, stream))
 

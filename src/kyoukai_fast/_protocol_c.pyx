@@ -5,7 +5,7 @@ The compiled HTTP/1.1 protocol: the fast twin of ``_protocol_py.py``.
 Same design and same behaviour (the tests run against both); see the pure-Python module for the
 walk-through. Only the hot path is here, as in the pure twin; what differs is how: typed
 per-connection state in a ``cdef class``, parser callbacks that build the environ with C-level
-dict operations, handler coroutines stepped with ``PyIter_Send`` (no StopIteration per request),
+dict operations, handler coroutines started as eager tasks (``_tasks``),
 and responses rendered by ``_wsgi_c``. Everything else is the shared connection layer,
 ``_connection.HTTPConnection``, which :class:`KyoukaiProtocol` inherits.
 """
@@ -24,10 +24,9 @@ from werkzeug.exceptions import (
 )
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.contextvars cimport PyContext_CopyCurrent, PyContext_Enter, PyContext_Exit
+from cpython.contextvars cimport PyContext_CopyCurrent
 from cpython.dict cimport PyDict_Copy, PyDict_GetItem
 from cpython.object cimport PyObject
-from cpython.ref cimport Py_XDECREF
 from cpython.list cimport PyList_GET_ITEM
 from cpython.memoryview cimport PyMemoryView_GET_BUFFER
 from cpython.unicode cimport PyUnicode_DecodeLatin1
@@ -47,18 +46,14 @@ from ._body import decode_body
 from ._config import server_state_for
 from ._conformance import VALID_HOSTS, check_head, hold_to_declared_length, interim_status_error
 from ._connection import FEED_SLICE, PARSING, HTTPConnection
-from ._errors import HTTPLimitExceeded
+from ._errors import HTTPLimitExceeded, request_parser
 from ._input import EMPTY_INPUT
 from ._proxy import apply_proxy_headers
 from ._read_buffer import bad_read_size, read_buffer
 from ._request_cycle import response_or_error
 from ._streaming import stream_body
-from ._tasks import continue_in_task
+from ._tasks import start_in_task
 from ._upgrade import after_upgrade as _after_upgrade
-
-cdef extern from "Python.h":
-    # PYGEN_RETURN = 0, PYGEN_ERROR = -1 (exception set), PYGEN_NEXT = 1
-    int PyIter_Send(object iterator, object arg, PyObject** presult) except -1
 
 PROTOCOL_CLASS = "KyoukaiProtocol"
 
@@ -109,6 +104,7 @@ cdef class ServerShared:
 cdef object _HttpParserUpgrade = httptools.HttpParserUpgrade
 cdef object _HttpParserError = httptools.HttpParserError
 cdef object _HTTPException = HTTPException
+cdef object _start_in_task = start_in_task
 cdef dict _VALID_HOSTS = VALID_HOSTS
 cdef Py_ssize_t _FEED_SLICE = FEED_SLICE
 cdef bytes _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -165,17 +161,32 @@ cdef inline str _port_string(object port):
     return text
 
 
-# The connection whose bytes httptools is parsing: set by data_received around feed_data, which
-# is the only place the parser calls back. Every connection's parser is given the same callback
-# object, whose attributes are plain functions: httptools keeps what getattr returns for each
-# callback, and a connection's own bound methods would cost an idle connection six objects.
-cdef HTTPProtocolCore _feeding = None
+# The connection whose bytes httptools is parsing in this thread: set by data_received around
+# feed_data, which is the only place the parser calls back. Every connection's parser is given
+# the same callback object, whose attributes are plain functions: httptools keeps what getattr
+# returns for each callback, and a connection's own bound methods would cost an idle connection
+# six objects. The pointer is thread-local: a callback may run Python code (the head checks)
+# that lets another thread run, which feeds its own connections meanwhile. It is borrowed: the
+# connection is alive while data_received runs.
+cdef extern from *:
+    """
+    #if defined(_MSC_VER)
+    #  define KF_THREAD_LOCAL __declspec(thread)
+    #elif defined(__GNUC__) || defined(__clang__)
+    #  define KF_THREAD_LOCAL __thread
+    #else
+    #  define KF_THREAD_LOCAL _Thread_local
+    #endif
+    static KF_THREAD_LOCAL PyObject *kf_feeding = NULL;
+    """
+    PyObject* kf_feeding
 
 
 cdef inline HTTPProtocolCore _fed():
-    if _feeding is None:
+    cdef PyObject* feeding = kf_feeding
+    if feeding == NULL:
         raise RuntimeError("a kyoukai_fast parser was fed outside data_received")
-    return _feeding
+    return <HTTPProtocolCore>feeding
 
 
 def _parser_on_message_begin():
@@ -243,7 +254,7 @@ cdef class HTTPProtocolCore:
         self.server_ip = server_ip
         self.server_port = server_port
         self.transport = None
-        self.parser = httptools.HttpRequestParser(_PARSER_CALLBACKS)
+        self.parser = request_parser(_PARSER_CALLBACKS)
         self.ip = None
         self.client_port = None
         self._shared = _server_shared(server_state_for(component, server_port))
@@ -286,10 +297,11 @@ cdef class HTTPProtocolCore:
         # Everything written while this chunk is handled (several pipelined responses, an
         # interim 100 Continue) goes out in one transport.write: one send() instead of many.
         self._batching = True
-        global _feeding
-        cdef HTTPProtocolCore feeding = _feeding  # restored after: feeding may nest
+        global kf_feeding
+        cdef PyObject* feeding = kf_feeding  # restored after: feeding may nest
+        cdef bint at_boundary = self._current is None
         try:
-            _feeding = self
+            kf_feeding = <PyObject*>self
             try:
                 if len(data) > _FEED_SLICE:
                     self._feed_in_slices(data)
@@ -299,14 +311,14 @@ cdef class HTTPProtocolCore:
                 self._flush()
                 self._on_upgrade(_after_upgrade(data, upgrade))
             except _HttpParserError as exc:
-                self._parse_error(exc, data)
-            _feeding = feeding  # the parser is done; what follows may run the app
+                self._parse_error(exc, data, at_boundary)
+            kf_feeding = feeding  # the parser is done; what follows may run the app
             if self._current is not None and self._parse_state == _PARSING:
                 self._read_ended_in_request(len(data))
             if not self._busy:
                 self._run_queue()
         finally:
-            _feeding = feeding
+            kf_feeding = feeding
             self._batching = False
             self._flush()
 
@@ -493,8 +505,6 @@ cdef class HTTPProtocolCore:
     cdef _start_request(self, RequestState req):
         cdef dict environ = req.environ
         cdef bytes body
-        cdef PyObject* result = NULL
-        cdef int status
         if req.body is None:
             body = b""
         elif len(req.body) == 1:
@@ -516,21 +526,18 @@ cdef class HTTPProtocolCore:
         try:
             request = new_request(app.request_class, environ)
             coro = self._shared.request_handler(request, self.parent_context)
-            PyContext_Enter(context)
-            try:
-                status = PyIter_Send(coro, None, &result)
-            finally:
-                PyContext_Exit(context)
         except (Exception, asyncio.CancelledError) as exc:
             self._handler_failed(req, exc)
             return
-        value = <object>result
-        Py_XDECREF(result)
-        if status == 0:  # PYGEN_RETURN: the handler finished without suspending
-            self._write_result(req, value)
+        cdef tuple started = <tuple>_start_in_task(self._loop, coro, context)
+        task = started[0]
+        if task is None:  # finished without suspending
+            if started[2] is None:
+                self._write_result(req, started[1])
+            else:
+                self._handler_failed(req, started[2])
             return
         self._busy = True
-        task = continue_in_task(self._loop, coro, value, context)
         self._handler = task
         task.add_done_callback(_HandlerDone(self, req))
 
@@ -561,7 +568,7 @@ cdef class HTTPProtocolCore:
             self._shared.on_response(req.environ, data, app_iter is not None)
         keep_alive = rendered[2]
         if app_iter is not None:
-            if keep_alive and not rendered[3]:
+            if not rendered[3]:
                 app_iter = hold_to_declared_length(app_iter, data)
             self._busy = True
             task = self._loop.create_task(

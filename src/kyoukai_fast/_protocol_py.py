@@ -34,12 +34,11 @@ from ._config import server_state_for
 from ._conformance import VALID_HOSTS, check_head, hold_to_declared_length, interim_status_error
 from ._connection import FEED_SLICE, PARSING, HTTPConnection
 from ._environ import split_target
-from ._errors import HTTPLimitExceeded
+from ._errors import HTTPLimitExceeded, request_parser
 from ._proxy import apply_proxy_headers as _apply_proxy_headers
 from ._read_buffer import read_buffer, read_bytes
 from ._request_cycle import response_or_error, set_input, start_handler
 from ._streaming import stream_body
-from ._tasks import continue_in_task
 from ._upgrade import after_upgrade
 
 __all__ = ("KyoukaiProtocol", "RequestState", "PROTOCOL_CLASS")
@@ -97,7 +96,7 @@ class KyoukaiProtocol(HTTPConnection, asyncio.BufferedProtocol, asyncio.Protocol
         self.server_ip = server_ip
         self.server_port = server_port
         self.transport = None
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser = request_parser(self)
         self.ip = None
         self.client_port = None
         self._server = server_state_for(component, server_port)
@@ -138,6 +137,7 @@ class KyoukaiProtocol(HTTPConnection, asyncio.BufferedProtocol, asyncio.Protocol
         # Everything written while this chunk is handled (several pipelined responses, an
         # interim 100 Continue) goes out in one transport.write: one send() instead of many.
         self._batching = True
+        at_boundary = self._current is None
         try:
             try:
                 if len(data) > FEED_SLICE:
@@ -148,7 +148,7 @@ class KyoukaiProtocol(HTTPConnection, asyncio.BufferedProtocol, asyncio.Protocol
                 self._flush()
                 self._on_upgrade(after_upgrade(data, upgrade))
             except httptools.HttpParserError as exc:
-                self._parse_error(exc, data)
+                self._parse_error(exc, data, at_boundary)
             if self._current is not None and self._parse_state == PARSING:
                 self._read_ended_in_request(len(data))
             if not self._busy:
@@ -310,16 +310,18 @@ class KyoukaiProtocol(HTTPConnection, asyncio.BufferedProtocol, asyncio.Protocol
         app = self.app
         try:
             request = _wsgi_py.new_request(app.request_class, req.environ)
-            finished, value, coro, context = start_handler(
-                self._server.request_handler, request, self.parent_context)
+            task, value, error = start_handler(
+                self._server.request_handler, request, self.parent_context, self._loop)
         except (Exception, asyncio.CancelledError) as exc:
             self._handler_failed(req, exc)
             return
-        if finished:
-            self._write_result(req, value)
+        if task is None:  # finished without suspending
+            if error is None:
+                self._write_result(req, value)
+            else:
+                self._handler_failed(req, error)
             return
         self._busy = True
-        task = continue_in_task(self._loop, coro, value, context)
         self._handler = task
         task.add_done_callback(lambda t: self._handler_done(t, req))
 
@@ -346,7 +348,7 @@ class KyoukaiProtocol(HTTPConnection, asyncio.BufferedProtocol, asyncio.Protocol
         if self._server.hooks.on_response is not None:
             self._server.hooks.on_response(req.environ, data, app_iter is not None)
         if app_iter is not None:
-            if keep_alive and not chunked:
+            if not chunked:
                 app_iter = hold_to_declared_length(app_iter, data)
             self._busy = True
             task = self._loop.create_task(stream_body(self, req, app_iter, keep_alive, chunked))

@@ -27,6 +27,8 @@ __all__ = (
     "format_head",
     "response_parts",
     "needs_length",
+    "declared_size",
+    "body_length_error",
     "render_general",
     "format_general",
 )
@@ -145,25 +147,52 @@ def response_parts(response, environ: dict):
             code = response.status_code
             if not (100 <= code < 200 or code == 204 or code == 304):
                 headers = []
-                have_length = False
+                lengths = []
                 for pair in response.headers._list:
                     lower = pair[0].lower()
                     if lower == "content-length":
-                        have_length = True
+                        lengths.append(pair[1])
                     elif lower == "location" or lower == "content-location":
                         break  # IRI handling: leave it to werkzeug
                     headers.append(pair)
                 else:
+                    if not lengths and not response.automatically_set_content_length:
+                        # A length the app leaves unsaid: the body goes out as a stream, framed
+                        # by the server (render_general).
+                        app_iter, status, headers = response.get_wsgi_response(environ)
+                        return status, headers, app_iter
                     chunks = [c.encode() if isinstance(c, str) else c for c in body_list]
                     body = b"".join(chunks)
-                    if not have_length and response.automatically_set_content_length:
+                    if not lengths:
                         headers.append(("Content-Length", str(len(body))))
+                    elif any(declared_size(v) != len(body) for v in lengths):
+                        response.close()
+                        raise body_length_error(", ".join(lengths), len(body))
                     if environ.get("REQUEST_METHOD") == "HEAD":
                         body = b""
                     response.close()
                     return response._status, headers, body
     app_iter, status, headers = response.get_wsgi_response(environ)
     return status, headers, app_iter
+
+
+def declared_size(value: str) -> int:
+    """The value of a ``Content-Length`` (``1*DIGIT``), or -1 when it is not one."""
+    if 0 < len(value) <= 18 and value.isascii() and value.isdigit():
+        return int(value)
+    return -1
+
+
+def body_length_error(declared: str, size) -> ValueError:
+    """The error for a buffered body whose length is not the ``Content-Length`` its app set.
+
+    Sent as it is, a client would take the wrong number of bytes as the body and read the rest
+    (or the next response) wrongly; the response is answered with 500 instead (and logged).
+    """
+    if size is None:
+        return ValueError(f"the response has conflicting Content-Length values: {declared}")
+    return ValueError(f"the response's Content-Length {declared} does not match its body of "
+                      f"{size} bytes")
 
 
 def needs_length(status: str, headers, environ: dict) -> bool:
@@ -214,6 +243,9 @@ def render_general(response, environ: dict, version: str, keep_alive: bool):
     chunked = False
     if isinstance(body, bytes):
         app_iter = None
+        if body and needs_length(status, headers, environ):
+            headers = list(headers)
+            headers.append(("Content-Length", str(len(body))))
     elif not needs_length(status, headers, environ):
         code = int(status[:3])
         if environ.get("REQUEST_METHOD") == "HEAD" or 100 <= code < 200 or code in (204, 304):

@@ -5,15 +5,14 @@ HTTP/1.1 (both twins) and HTTP/2 differ in how a request arrives and how its res
 what happens in between is written here once:
 
 * :func:`set_input`: the body joined, its ``Content-Encoding`` decoded, ``wsgi.input`` set;
-* :func:`start_handler`: the app's handler (``process_request``) called with the ``Request`` and
-  stepped once in a copy of the context (a handler that does not suspend needs no task); one
-  that suspends is continued in a task (:func:`~._tasks.continue_in_task`);
+* :func:`start_handler`: the app's handler (``process_request``) called with the ``Request``, in
+  an asyncio Task of its own, in a copy of the context, its first step taken at once
+  (:func:`~._tasks.start_in_task`): a handler that does not suspend is answered at once;
 * :func:`response_or_error`: what a ``None`` from stock Kyoukai's pipeline is answered with;
 * :func:`final_response_parts`: status, headers and body of a final response, for a framing that
   is not HTTP/1.1's (HTTP/1.1 renders its whole head at once with ``_wsgi.render_response``).
 
-The compiled twin keeps its own copy of the first two, stepping the handler with ``PyIter_Send``:
-that is the hot path of every request.
+The compiled twin keeps its own copy of the first two: that is the hot path of every request.
 """
 from __future__ import annotations
 
@@ -26,6 +25,7 @@ from ._body import decode_body
 from ._errors import logger
 from ._input import EMPTY_INPUT
 from ._rendering import response_parts
+from ._tasks import start_in_task
 
 __all__ = ("set_input", "start_handler", "response_or_error", "final_response_parts")
 
@@ -50,21 +50,18 @@ def set_input(environ: dict, chunks, max_body_size: int) -> None:
     environ["wsgi.input"] = io.BytesIO(body) if body else EMPTY_INPUT
 
 
-def start_handler(handle, request, parent_context):
-    """Run ``handle(request, parent_context)`` (the app's ``process_request``) until it first
-    suspends, in a copy of the current context.
+def start_handler(handle, request, parent_context, loop):
+    """Run ``handle(request, parent_context)`` (the app's ``process_request``) as a task of
+    ``loop`` in a copy of the current context, its first step now.
 
-    Returns ``(True, response, None, None)`` when the handler finished without suspending, else
-    ``(False, yielded, coro, context)`` for :func:`~._tasks.continue_in_task`. What the app
-    raises propagates (the caller answers it with a 500).
+    Returns ``(task, value, error)`` (see :func:`~._tasks.start_in_task`): ``task`` is ``None``
+    when the handler finished without suspending, with its response ``value`` or the exception
+    ``error`` it raised. What calling ``handle`` raises propagates (the caller answers it with a
+    500).
     """
     context = contextvars.copy_context()
     coro = handle(request, parent_context)
-    try:
-        yielded = context.run(coro.send, None)
-    except StopIteration as stop:
-        return True, stop.value, None, None
-    return False, yielded, coro, context
+    return start_in_task(loop, coro, context)
 
 
 def response_or_error(response, req):

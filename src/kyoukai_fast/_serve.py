@@ -23,8 +23,9 @@ from functools import partial
 from typing import Any
 
 from . import compat
-from ._config import ProtocolConfig
+from ._config import ProtocolConfig, SettingError
 from ._pipeline import pipeline_disabled_by_env
+from ._settings import port_number
 from ._shutdown import graceful_shutdown
 
 __all__ = ("TargetError", "Target", "Served", "load_target", "bind", "bind_unix",
@@ -160,7 +161,12 @@ def _mark_kyoukai_components(config: dict, alias: str | None, addresses: list) -
     if isinstance(cls, type) and issubclass(cls, KyoukaiBaseComponent):
         config.setdefault("backend", "kyoukai_fast")
         config["run_server"] = False
-        addresses.append((config.get("ip", "127.0.0.1"), int(config.get("port", 4444))))
+        try:
+            port = port_number("port", config.get("port", 4444))
+            ProtocolConfig.from_mapping(config)  # what its start checks, before any bind
+        except SettingError as exc:
+            raise TargetError(f"{exc} (component {alias or ref!r})") from None
+        addresses.append((config.get("ip", "127.0.0.1"), port))
     for name, child in (config.get("components") or {}).items():
         if isinstance(child, dict):
             _mark_kyoukai_components(child, name, addresses)
@@ -254,6 +260,10 @@ def socket_address(sock: socket.socket) -> tuple:
 def bind(host: str, port: int, backlog: int = 2048) -> socket.socket:
     """A listening TCP socket; an address in use is a TargetError."""
     try:
+        port = port_number("port", port)
+    except SettingError as exc:
+        raise TargetError(str(exc)) from None
+    try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise TargetError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
@@ -344,11 +354,11 @@ def validate_settings(settings: dict | None) -> dict:
     """Validate ProtocolConfig settings (bad values fail here, not on the first connection)."""
     settings = {k: v for k, v in (settings or {}).items() if v is not None}
     try:
-        ProtocolConfig.from_mapping(settings)
+        config = ProtocolConfig.from_mapping(settings)
         pipeline_disabled_by_env()
-    except (TypeError, ValueError) as exc:
+    except (SettingError, ValueError) as exc:
         raise TargetError(str(exc)) from None
-    return settings
+    return {name: getattr(config, name) for name in settings if hasattr(config, name)}
 
 
 async def start(target: Target, sockets: list, *, ssl_context=None,

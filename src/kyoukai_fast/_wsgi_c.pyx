@@ -56,6 +56,7 @@ cdef object _format_general = _rendering.format_general
 cdef object _fast_response_type = _rendering.fast_response_type
 cdef object _classify_header_kind = _rendering.classify_header
 cdef object _invalid_name_message = _rendering.invalid_name_message
+cdef object _body_length_error = _rendering.body_length_error
 
 cdef dict _environ_keys = {}
 cdef Py_ssize_t _ENVIRON_KEYS_MAX = _environ.ENVIRON_KEYS_MAX
@@ -350,6 +351,20 @@ cdef inline bint _has_newline(str text):
     return False
 
 
+cdef inline Py_ssize_t _decimal(str text):
+    """The value of a ``Content-Length`` (``1*DIGIT``), or -1 when it is not one."""
+    cdef Py_ssize_t i, n = PyUnicode_GET_LENGTH(text), number = 0
+    cdef const unsigned char* data
+    if n == 0 or n > 18 or PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND:
+        return -1
+    data = <const unsigned char*>PyUnicode_DATA(text)
+    for i in range(n):
+        if not 48 <= data[i] <= 57:
+            return -1
+        number = number * 10 + (data[i] - 48)
+    return number
+
+
 cdef inline bytes _body_bytes(list chunks):
     cdef Py_ssize_t n = PyList_GET_SIZE(chunks)
     if n == 1:
@@ -460,7 +475,7 @@ cdef tuple _render_fast(object response, dict environ, str version, bint keep_al
     cdef list pieces
     cdef int code, kind
     cdef bint have_length = False, have_date = False
-    cdef str name, value, connection = None, status, line
+    cdef str name, value, connection = None, status, line, length = None
     cdef tuple pair
     cdef bytes body
 
@@ -484,7 +499,10 @@ cdef tuple _render_fast(object response, dict environ, str version, bint keep_al
         kind = _header_kind(name)
         if kind != ORDINARY:
             if kind == CONTENT_LENGTH:
+                if have_length and value != length:
+                    raise _body_length_error(length + ", " + value, None)
                 have_length = True
+                length = value
             elif kind == CONNECTION:
                 connection = value.lower()
             elif kind == DATE:
@@ -502,8 +520,13 @@ cdef tuple _render_fast(object response, dict environ, str version, bint keep_al
         pieces.append("\r\n")
     if server_headers and connection is not None and not keep_alive and "close" not in connection:
         return None  # the app's Connection header would keep a closing connection: general path
+    if not have_length and not response.automatically_set_content_length:
+        return None  # a length the app leaves unsaid: framed as a stream (the general path)
     body = _body_bytes(<list>body_obj)
-    if not have_length and response.automatically_set_content_length:
+    if have_length:
+        if _decimal(length) != PyBytes_GET_SIZE(body):
+            raise _body_length_error(length, PyBytes_GET_SIZE(body))
+    else:
         value = str(PyBytes_GET_SIZE(body))
         pieces.append("Content-Length: ")
         pieces.append(value)

@@ -14,7 +14,8 @@ from ._environ import (ENVIRON_BASE, ENVIRON_KEYS_MAX, UPPER_METHODS, EnvironHea
                        target_from_text)
 from ._rendering import (CONNECTION, CONTENT_LENGTH, DATE, HEADER_KINDS, INVALID_NAME, ORDINARY,
                          classify_header, date_line, fast_response_type, format_general,
-                         invalid_name_message, render_general)
+                         invalid_name_message, render_general, declared_size,
+                         body_length_error)
 
 __all__ = (
     "to_wsgi_environment",
@@ -204,11 +205,14 @@ def _render_fast(response, environ: dict, version: str, keep_alive: bool, server
         raise ValueError("status must not contain newline characters")
     pieces = ["HTTP/" + version + " ", status, "\r\n"]
     have_length = have_date = False
-    connection = None
+    connection = length = None
     for name, value in response.headers._list:
         kind = _header_kind(name)
         if kind == CONTENT_LENGTH:
+            if have_length and value != length:
+                raise body_length_error(length + ", " + value, None)
             have_length = True
+            length = value
         elif kind == CONNECTION:
             connection = value.lower()
         elif kind == DATE:
@@ -223,8 +227,13 @@ def _render_fast(response, environ: dict, version: str, keep_alive: bool, server
         pieces += (name, ": ", value, "\r\n")
     if server_headers and connection is not None and not keep_alive and "close" not in connection:
         return None  # the app's Connection header would keep a closing connection: general path
+    if not have_length and not response.automatically_set_content_length:
+        return None  # a length the app leaves unsaid: framed as a stream (render_general)
     body = b"".join([c.encode() if isinstance(c, str) else c for c in chunks])
-    if not have_length and response.automatically_set_content_length:
+    if have_length:
+        if declared_size(length) != len(body):
+            raise body_length_error(length, len(body))
+    else:
         pieces += ("Content-Length: ", str(len(body)), "\r\n")
     if response._on_close:
         response.close()

@@ -27,6 +27,7 @@ import signal
 import sys
 
 from ._config import ProtocolConfig
+from ._settings import SettingError, convert, limit, port_number
 
 __all__ = ("main", "build_parser", "protocol_settings")
 
@@ -182,7 +183,7 @@ def main(argv=None) -> int:
 
                 return supervise(args, sys.argv[1:] if argv is None else list(argv))
         return _run(args, settings)
-    except TargetError as exc:
+    except (TargetError, SettingError) as exc:  # SettingError: a component's own settings
         _fail(str(exc))
 
 
@@ -266,6 +267,9 @@ def check_options(args) -> None:
         _require("watchfiles", "--reload", WATCHFILES_HINT)
         if args.workers > 1:
             raise _serve.TargetError("--reload and --workers cannot be combined")
+    if args.port is not None:
+        port_number("port", args.port)
+    convert("timeout", "float", args.timeout, limit(above=0))
     if args.ssl_keyfile and not args.ssl_certfile:
         raise _serve.TargetError("--ssl-keyfile needs --ssl-certfile")
     if args.uds is not None and args.fd is not None:

@@ -24,7 +24,9 @@ only when it changed something on that call; :func:`apply` is idempotent):
   was current when the app object was made. Asphalt 4's runner (so ``Kyoukai.run()`` too) starts
   components in a loop of its own, so the server was registered on a loop that never runs and
   every connection hung unanswered. ``start`` now first points ``app.loop`` at the running loop
-  (nothing changes when it already is that loop).
+  (nothing changes when it already is that loop). With the kyoukai_fast backend it also checks
+  the component's settings first: a bad one raises ``SettingError`` from ``start``, and
+  nothing is served.
 * :func:`patch_error_response`: Kyoukai's own bug, on every Python and werkzeug:
   ``Kyoukai.handle_httpexception`` returns ``None`` for a plain 404 / 405 (no error handler), so
   the client gets a 500 "critical server error" instead of the error page. Replaced only when
@@ -66,7 +68,8 @@ def patch_form_parser() -> bool:
 
 
 def patch_component_loop() -> bool:
-    """Make ``KyoukaiComponent.start`` serve on the running loop (see the module docstring)."""
+    """Make ``KyoukaiComponent.start`` serve on the running loop, with kyoukai_fast's settings
+    checked first (see the module docstring)."""
     try:
         from kyoukai.asphalt import KyoukaiComponent
     except Exception:  # Kyoukai (or Asphalt) not installed: nothing to patch
@@ -77,6 +80,10 @@ def patch_component_loop() -> bool:
 
     @functools.wraps(original)
     async def start(self, ctx):
+        from ._config import serves_with_kyoukai_fast, validate_component
+
+        if serves_with_kyoukai_fast(self):
+            validate_component(self)  # a bad setting fails here, before anything is served
         loop = asyncio.get_running_loop()
         if self.app.loop is not loop:
             self.app.loop = loop

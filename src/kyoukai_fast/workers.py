@@ -89,6 +89,8 @@ class KyoukaiWorker(Worker):
         if not spec:
             raise AppImportError("No Kyoukai app given (MODULE:APP or an Asphalt config file)")
         try:
+            # Settings first: a bad one stops the worker from booting, and gunicorn with it.
+            _serve.validate_settings(self.protocol_settings())
             self.target = _serve.load_target(spec)
         except _serve.TargetError as exc:
             raise AppImportError(str(exc)) from None
