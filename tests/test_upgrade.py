@@ -230,3 +230,27 @@ def test_h2c_over_loopback_socket(impl):
         assert json.loads(body)["path"] == "/up"
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("split", [None, 5, 16], ids=["one-read", "split-5", "split-16"])
+def test_only_the_http2_preface_itself_is_handed_over(impl, split):
+    """llhttp pauses on any PRI request line; only ``PRI * HTTP/2.0`` (the HTTP/2 connection
+    preface) goes to HTTP/2, in one read or split. ``PRI * HTTP/1.0`` is a bad HTTP/1.1
+    request: 400, never an HTTP/2 connection."""
+    async def main(data, expect_http2):
+        protocol, transport, component = await open_connection(impl, echo)
+        pieces = [data] if split is None else [data[:split], data[split:]]
+        for piece in pieces:
+            protocol.data_received(piece)
+        await asyncio.sleep(0)
+        written = transport.take()
+        if expect_http2:
+            assert isinstance(transport.protocol, HTTP2Protocol)
+            assert not written.startswith(b"HTTP/1.")
+        else:
+            assert not isinstance(transport.protocol, HTTP2Protocol)
+            assert written.startswith(b"HTTP/1.1 400 ")
+        assert component.app.requests == []
+
+    asyncio.run(main(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", True))
+    asyncio.run(main(b"PRI * HTTP/1.0\r\n\r\nSM\r\n\r\n", False))

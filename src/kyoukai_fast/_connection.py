@@ -458,7 +458,7 @@ class HTTPConnection:
         """After a parser error: whether it was llhttp stopping at the HTTP/2 connection preface
         (``PRI * HTTP/2.0``, prior knowledge) and the connection went to the HTTP/2 protocol.
         False when it is another error, or HTTP/2 is off (the caller refuses it as before)."""
-        if not is_preface_error(exc, not self._busy and not self._queue):
+        if not is_preface_error(exc, not self._busy and not self._queue, self.parser):
             return False
         if not hand_over_preface(self, self.transport, data):
             return False

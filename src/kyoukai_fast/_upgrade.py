@@ -142,13 +142,15 @@ def hand_over_tls(protocol, transport) -> bool:
     return True
 
 
-def is_preface_error(exc: BaseException, idle: bool) -> bool:
+def is_preface_error(exc: BaseException, idle: bool, parser) -> bool:
     """Whether a parser error is llhttp stopping at the HTTP/2 connection preface.
 
-    llhttp parses ``PRI * HTTP/2.0`` as a request line and then pauses ("PRI/Upgrade"). Only a
-    connection with nothing else in progress (``idle``) is handed over: the preface comes first.
+    llhttp parses any ``PRI`` request line and then pauses ("PRI/Upgrade"); only the preface's
+    own ``PRI * HTTP/2.0`` is HTTP/2 (``parser`` read its version), so ``PRI * HTTP/1.0`` is
+    refused as HTTP/1.1. Only a connection with nothing else in progress (``idle``) is handed
+    over: the preface comes first.
     """
-    return idle and "PRI" in str(exc)
+    return idle and "PRI" in str(exc) and parser.get_http_version() == "2.0"
 
 
 def preface_bytes(data: bytes) -> bytes:
