@@ -59,7 +59,6 @@ import dis
 import inspect
 import logging
 import operator
-import os
 import sys
 import types
 import warnings
@@ -67,6 +66,8 @@ import weakref
 from asyncio import get_running_loop
 from asyncio.tasks import _current_tasks
 from typing import Any, Awaitable, Callable
+
+from ._settings import env_flag
 
 __all__ = ("request_handler", "fast_pipeline_refusal", "pipeline_disabled_by_env",
            "pipeline_status", "ENV_SWITCH")
@@ -76,29 +77,17 @@ logger = logging.getLogger("kyoukai_fast")
 #: Environment variable that turns the fast pipeline off for every server of the process.
 ENV_SWITCH = "KYOUKAI_FAST_NO_PIPELINE"
 
-_TRUE = ("1", "true", "yes")
-_FALSE = ("", "0", "false", "no")
-
 #: Remembered routing answers per map, at most this many (then forgotten and learnt again).
 ROUTE_CACHE_SIZE = 2048
 
 
-def pipeline_disabled_by_env(environ=os.environ) -> bool:
+def pipeline_disabled_by_env(environ=None) -> bool:
     """Whether ``KYOUKAI_FAST_NO_PIPELINE`` turns the fast pipeline off.
 
-    Accepts 1/true/yes (off) and 0/false/no/empty (on), any case; anything else is refused
-    with a ValueError naming the variable.
+    Accepts the usual spellings (1/true/yes: off; 0/false/no/empty: on, any case); anything
+    else is refused with a SettingError (a ValueError) naming the variable.
     """
-    value = environ.get(ENV_SWITCH)
-    if value is None:
-        return False
-    word = value.strip().lower()
-    if word in _TRUE:
-        return True
-    if word in _FALSE:
-        return False
-    raise ValueError(f"{ENV_SWITCH} must be one of 1, true, yes, 0, false, no or empty, "
-                     f"not {value!r}")
+    return env_flag(ENV_SWITCH, environ)
 
 
 # --- what the shortcuts were checked against ------------------------------------------------
