@@ -17,10 +17,18 @@ batch at a time (every :data:`FLUSH_INTERVAL` seconds, or at :data:`BATCH_LINES`
 writer thread that does the blocking write: a slow terminal or a full pipe never stalls the loop.
 If the writer falls :data:`MAX_PENDING_BATCHES` batches behind, lines are dropped (and counted)
 rather than held without bound.
+
+The destination is standard output, or a file (``access_log_file``, gunicorn's and hypercorn's
+``--access-logfile``; ``-`` is standard output), opened for appending by the writer thread: each
+batch is one ``write``, so several worker processes may share one file.
+
+A request refused before its head was complete (400, 408, 414, 431, ...) is logged too, with
+``-`` for what was not known yet (:func:`refused_environ`).
 """
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import queue
 import re
@@ -29,9 +37,12 @@ import threading
 import time
 import weakref
 
-__all__ = ("AccessLog", "DEFAULT_FORMAT", "compile_format")
+__all__ = ("AccessLog", "DEFAULT_FORMAT", "STDOUT", "compile_format", "check_destination",
+           "refused_environ")
 
 DEFAULT_FORMAT = '%(h)s - "%(r)s" %(s)s %(b)s %(L)ss'
+#: The ``access_log_file`` that means standard output.
+STDOUT = "-"
 FLUSH_INTERVAL = 0.05
 BATCH_LINES = 256
 MAX_PENDING_BATCHES = 1024
@@ -40,6 +51,9 @@ _ATOM = re.compile(r"%\(([^)]+)\)s")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _KNOWN = set("hlutrmUqHsBbfaTMDLp")
 _STATUS = {str(code).encode(): str(code) for code in range(100, 600)}
+#: The environ key holding ``time.perf_counter()`` at the end of the request head.
+START_KEY = "kyoukai_fast.request_start"
+_logger = logging.getLogger("kyoukai_fast")
 
 
 def compile_format(fmt: str):
@@ -71,35 +85,80 @@ def _clock_time(cache=[0, ""]):  # noqa: B006  (a one-second cache of the format
     return cache[1]
 
 
-class _Writer(threading.Thread):
-    """Writes batches of lines to a file descriptor, off the event loop."""
+def check_destination(path: str) -> None:
+    """Refuse an ``access_log_file`` that cannot be written (one line, before serving).
 
-    def __init__(self, stream):
+    Nothing is created here: the writer thread opens the file when the first lines come.
+    """
+    if path == STDOUT:
+        return
+    reason = None
+    if not path:
+        reason = "expected a file path, or - for standard output"
+    elif os.path.isdir(path):
+        reason = "is a directory"
+    elif os.path.exists(path):
+        if not os.access(path, os.W_OK):
+            reason = "is not writable"
+    else:
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            reason = f"directory {directory} does not exist"
+        elif not os.access(directory, os.W_OK | os.X_OK):
+            reason = f"directory {directory} is not writable"
+    if reason is not None:
+        from ._settings import SettingError
+
+        raise SettingError(f"invalid kyoukai_fast setting access_log_file={path!r}: {reason}")
+
+
+class _Writer(threading.Thread):
+    """Writes batches of lines to a stream, or a file it opens, off the event loop."""
+
+    def __init__(self, stream, path=None):
         super().__init__(name="kyoukai_fast access log", daemon=True)
         self.stream = stream
+        self.path = path
         self.batches: "queue.SimpleQueue[str | None]" = queue.SimpleQueue()
         self.pending = 0  # batches queued and not yet written (read racily: a bound only)
 
+    def _open(self):
+        try:
+            # Latin-1 header values (a user agent) are written as they came, never refused.
+            return open(self.path, "a", encoding="utf-8", errors="backslashreplace")
+        except OSError as exc:
+            _logger.error("access log: cannot open %s (%s); its lines are dropped", self.path,
+                          exc)
+            return None
+
     def run(self):
-        while True:
-            batch = self.batches.get()
-            if batch is None:
-                return
-            try:
-                self.stream.write(batch)
-                self.stream.flush()
-            except (OSError, ValueError):
-                pass
-            self.pending -= 1
+        stream = self.stream if self.path is None else self._open()
+        try:
+            while True:
+                batch = self.batches.get()
+                if batch is None:
+                    return
+                if stream is not None:
+                    try:
+                        stream.write(batch)
+                        stream.flush()
+                    except (OSError, ValueError):
+                        pass
+                self.pending -= 1
+        finally:
+            if self.path is not None and stream is not None:
+                stream.close()
 
 
 class AccessLog:
     """One server's access log: :meth:`log` on the event loop, writes in a thread."""
 
-    def __init__(self, fmt: str = DEFAULT_FORMAT, stream=None):
+    def __init__(self, fmt: str = DEFAULT_FORMAT, stream=None, path: str = STDOUT):
+        """``stream``: where lines go (default ``sys.stdout``), unless ``path`` names a file."""
         self.template, self.atoms = compile_format(fmt)
         self.default = self.template == compile_format(DEFAULT_FORMAT)[0]
         self.stream = stream
+        self.path = None if path == STDOUT else path
         self.lines: list = []
         self.dropped = 0
         self._flush_handle = None
@@ -107,16 +166,21 @@ class AccessLog:
         self._pid = str(os.getpid())
         _live_logs.add(self)
 
-    def log(self, environ: dict, data: bytes, streamed: bool, now=time.perf_counter) -> None:
-        """One line for the response whose bytes (head, and body unless ``streamed``) are
-        ``data``, to the request of ``environ``."""
+    def log(self, environ: dict, data: bytes, streamed: bool) -> None:
+        """One line for the HTTP/1.x response whose bytes (head, and body unless ``streamed``)
+        are ``data``, to the request of ``environ``."""
         head_end = data.find(b"\r\n\r\n") + 4
         status = _STATUS.get(data[9:12]) or data[9:12].decode("latin-1")
         if streamed:
             size = _declared_length(data, head_end)
         else:
             size = len(data) - head_end
-        started = environ.get("kyoukai_fast.request_start")
+        self.record(environ, status, size)
+
+    def record(self, environ: dict, status: str, size, now=time.perf_counter) -> None:
+        """One line: ``status`` (``"200"``) and ``size`` (body bytes, ``None`` when not known)
+        answered to the request of ``environ`` (any protocol)."""
+        started = environ.get(START_KEY)
         took = now() - started if started is not None else 0.0
         if self.default:
             address = environ.get("REMOTE_ADDR")
@@ -156,7 +220,7 @@ class AccessLog:
         writer = self._writer
         if writer is None or not writer.is_alive():
             writer = self._writer = _Writer(self.stream if self.stream is not None
-                                            else sys.stdout)
+                                            else sys.stdout, self.path)
             writer.start()
         if writer.pending >= MAX_PENDING_BATCHES:
             self.dropped += len(lines)
@@ -181,6 +245,22 @@ _live_logs: "weakref.WeakSet[AccessLog]" = weakref.WeakSet()
 def _close_all():
     for access_log in list(_live_logs):
         access_log.close()
+
+
+def refused_environ(environ, address, port, started: float) -> dict:
+    """What the access log reads for a request refused before the app saw it: ``environ`` as
+    far as it was parsed (``None``: nothing was), completed with the peer's ``address`` and
+    ``port``, ``-`` for the method, target and protocol of a head not complete, and
+    ``started`` (``time.perf_counter()`` when its first byte came) unless the head set it."""
+    environ = dict(environ) if environ is not None else {}
+    if "REQUEST_METHOD" not in environ:
+        environ.update(REQUEST_METHOD="-", RAW_URI="-", PATH_INFO="-", QUERY_STRING="",
+                       SERVER_PROTOCOL="-")
+    if environ.get("REMOTE_ADDR") is None:
+        environ["REMOTE_ADDR"] = address
+        environ["REMOTE_PORT"] = str(port) if port is not None else None
+    environ.setdefault(START_KEY, started)
+    return environ
 
 
 def _declared_length(data: bytes, head_end: int):

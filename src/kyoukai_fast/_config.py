@@ -91,9 +91,11 @@ class ProtocolConfig:
     access_log: bool = False
     #: Access log line, in gunicorn's access_log_format atoms.
     access_log_format: str = '%(h)s - "%(r)s" %(s)s %(b)s %(L)ss'
+    #: Where the access log goes: a file, appended to, or - for standard output.
+    access_log_file: str = "-"
 
     def __post_init__(self):
-        from ._access_log import compile_format
+        from ._access_log import check_destination, compile_format
         from ._proxy import TrustedProxies
 
         for setting in dataclasses.fields(self):
@@ -101,6 +103,7 @@ class ProtocolConfig:
                                                 getattr(self, setting.name), setting.metadata))
         TrustedProxies(self.forwarded_allow_ips)  # a bad address fails here, at start-up
         compile_format(self.access_log_format)
+        check_destination(self.access_log_file)
         root = self.root_path.rstrip("/")
         if root and not root.startswith("/"):
             raise SettingError(f"invalid kyoukai_fast setting root_path={self.root_path!r}: "

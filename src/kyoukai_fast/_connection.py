@@ -27,6 +27,7 @@ import time
 import httptools
 from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError, RequestTimeout
 
+from ._access_log import START_KEY, refused_environ
 from ._errors import HTTPLimitExceeded, error_response, half_close, logger, parser_error_to_http
 from ._conformance import head_too_large
 from ._upgrade import (UpgradeBody, hand_over_h2c, hand_over_preface, hand_over_tls,
@@ -328,12 +329,24 @@ class HTTPConnection:
             data = error_response(error, version, method)
             self._raw_write(data)
             on_response = self._server.hooks.on_response
-            if req is not None and on_response is not None:
-                on_response(req.environ, data, False)  # the access log
+            if on_response is not None:  # the access log
+                on_response(self._refused_environ(req), data, False)
             if linger:
                 self._linger()
                 return
         self.close()
+
+    def _refused_environ(self, req) -> dict:
+        """The environ the access log reads for a refusal of ``req``; without one, of the
+        request being parsed when parsing stopped (a limit, a parse error, a timeout)."""
+        if req is None:
+            req = self._current
+        environ = req.environ if req is not None else None
+        if environ is not None and START_KEY in environ:
+            return environ  # a complete head the hooks saw: as the app's responses
+        # when the message began, on the access log's clock
+        started = time.perf_counter() - (_monotonic() - self._message_started)
+        return refused_environ(environ, self.ip, self.client_port, started)
 
     def _linger(self):
         """Close after a refusal without a TCP reset: half-close, discard what still comes.

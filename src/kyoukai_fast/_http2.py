@@ -46,10 +46,11 @@ from werkzeug.exceptions import (
 from ._config import server_state_for
 from ._conformance import DeclaredLength
 from ._environ import split_target
-from ._errors import error_page, half_close, logger
+from ._errors import HTTPLimitExceeded, error_page, half_close, logger
 from ._flow_control import FlowControl
 from ._rendering import date_line, invalid_name_message, valid_field_name
 from ._request_cycle import final_response_parts, response_or_error, set_input, start_handler
+from ._request_hooks import before_request
 from ._wsgi_py import add_header, header_environ_key_of_bytes, new_request
 
 __all__ = ("HTTP2Protocol", "PREFACE")
@@ -461,6 +462,10 @@ class HTTP2Protocol(asyncio.Protocol):
         environ["REMOTE_PORT"] = str(self.client_port)
         environ["wsgi.url_scheme"] = self._url_scheme
         environ["kyoukai.protocol"] = self
+        try:
+            before_request(self._server.hooks, self, environ)  # proxy headers, root path...
+        except HTTPLimitExceeded as exc:
+            error = error or exc.http_error
         if event.stream_ended:
             stream.remote_closed = True
         if error is None:
@@ -611,6 +616,10 @@ class HTTP2Protocol(asyncio.Protocol):
             self._free(stream)  # the stream was closed meanwhile
             return
         stream.headers_sent = True
+        access_log = self._server.hooks.access_log
+        if access_log is not None:
+            access_log.record(stream.environ, head[0][1].decode("ascii"),
+                              len(body) if last else _declared_size(head))
         if end:
             self._sent_end(stream)
         elif body or last:
@@ -920,6 +929,14 @@ class HTTP2Protocol(asyncio.Protocol):
     def close(self):
         """Close the connection (GOAWAY NO_ERROR first)."""
         self._close_connection(h2.errors.ErrorCodes.NO_ERROR)
+
+
+def _declared_size(head: list):
+    """The ``content-length`` of a streamed response's header list, else ``None``."""
+    for name, value in head:
+        if name == b"content-length" and value.isdigit():
+            return int(value)
+    return None
 
 
 def _close(app_iter):

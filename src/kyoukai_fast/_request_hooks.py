@@ -8,7 +8,11 @@ one ``is not None`` test each:
   :func:`~kyoukai_fast._proxy.apply_proxy_headers` only for requests carrying a proxy header;
 * ``on_request(protocol, environ)``, once the head is parsed: the concurrency limit (503), the
   root path (``SCRIPT_NAME``), the access log's start time;
-* ``on_response(environ, data, streamed)``, once a response's bytes are written: the access log.
+* ``on_response(environ, data, streamed)``, once an HTTP/1.x response's bytes are written (or a
+  refusal's): the access log. HTTP/2 writes no such bytes: it calls ``access_log.record``.
+
+HTTP/2 runs the first two through :func:`before_request`; the HTTP/1.1 twins inline the same
+tests on their hot path.
 """
 from __future__ import annotations
 
@@ -16,12 +20,11 @@ import time
 
 from werkzeug.exceptions import ServiceUnavailable
 
+from ._access_log import START_KEY
 from ._errors import HTTPLimitExceeded
+from ._proxy import PROXY_HEADER_KEYS, apply_proxy_headers
 
-__all__ = ("RequestHooks", "request_hooks", "START_KEY")
-
-#: The environ key holding ``time.perf_counter()`` at the end of the request head (access log).
-START_KEY = "kyoukai_fast.request_start"
+__all__ = ("RequestHooks", "request_hooks", "before_request", "START_KEY")
 
 
 class RequestHooks:
@@ -45,7 +48,7 @@ def request_hooks(config, state) -> RequestHooks:
     if config.access_log:
         from ._access_log import AccessLog
 
-        access_log = AccessLog(config.access_log_format)
+        access_log = AccessLog(config.access_log_format, path=config.access_log_file)
     if not (limit or root or access_log):
         return RequestHooks(proxies)
     connections = state.connections
@@ -64,3 +67,17 @@ def request_hooks(config, state) -> RequestHooks:
             environ[START_KEY] = now()
 
     return RequestHooks(proxies, on_request, access_log.log if access_log else None, access_log)
+
+
+def before_request(hooks: RequestHooks, protocol, environ: dict) -> None:
+    """Proxy headers, then ``on_request``, for the complete head of ``environ``.
+
+    :raises HTTPLimitExceeded: the request is refused (503 at the concurrency limit).
+    """
+    if hooks.proxies is not None:
+        for key in PROXY_HEADER_KEYS:
+            if key in environ:
+                apply_proxy_headers(environ, hooks.proxies)
+                break
+    if hooks.on_request is not None:
+        hooks.on_request(protocol, environ)

@@ -460,7 +460,18 @@ async def stop(served: Served, timeout: float | None = None) -> int:
     close the Asphalt context. Returns the number of connections cut at the deadline."""
     cut = await asyncio.gather(*(graceful_shutdown(c, timeout) for c in served.components))
     await served.context.close()
+    for component in served.components:
+        close_access_log(component)
     return sum(cut)
+
+
+def close_access_log(component) -> None:
+    """Write the access log's last lines (waiting a moment for its writer) before exiting."""
+    from ._config import existing_server_state
+
+    state = existing_server_state(component)
+    if state is not None and state.hooks.access_log is not None:
+        state.hooks.access_log.close()
 
 
 async def stop_now(served: Served) -> int:

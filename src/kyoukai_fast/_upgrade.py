@@ -175,6 +175,8 @@ def hand_over_preface(protocol, transport, data: bytes) -> bool:
         return False
     new = http2_protocol_class().from_http1(protocol, "http")
     transport.set_protocol(new)
+    # One connection, counted once (limit_concurrency) while the new protocol takes over.
+    protocol._server.remove_connection(protocol)
     logger.debug("Connection preface: serving HTTP/2 (prior knowledge)")
     new.take_over_preface(transport, preface_bytes(data))
     return True
@@ -206,6 +208,7 @@ def hand_over_h2c(protocol, transport, environ: dict, body: bytes, rest: bytes =
     if not new.accept_upgrade(settings + "=" * (-len(settings) % 4)):
         return False
     transport.set_protocol(new)
+    protocol._server.remove_connection(protocol)  # counted once, as above
     new.take_over_upgrade(transport, environ, body, rest, SWITCHING_PROTOCOLS)
     logger.debug("Upgraded connection to HTTP/2 (h2c)")
     return True

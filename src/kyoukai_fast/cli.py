@@ -85,6 +85,10 @@ def protocol_settings(args: argparse.Namespace) -> dict:
             if getattr(args, f.name, None) is not None}
 
 
+#: Other spellings of a setting's option: gunicorn's and hypercorn's.
+OPTION_ALIASES = {"access_log_file": ("--access-logfile",)}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Serve Kyoukai apps with kyoukai_fast.")
     parser.add_argument("--version", action=_Version)
@@ -145,8 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
             limits.add_argument(f"--no-{option[2:]}", dest=field.name, action="store_const",
                                 const=False, help=argparse.SUPPRESS)
         else:
-            limits.add_argument(option, dest=field.name, type=kind,
-                                metavar=kind.__name__.upper(), help=text)
+            limits.add_argument(option, *OPTION_ALIASES.get(field.name, ()), dest=field.name,
+                                type=kind, metavar=kind.__name__.upper(), help=text)
     return parser
 
 
@@ -423,19 +427,8 @@ async def _serve_here(target, sockets, ssl_context, settings, where, spec, imple
     cut = await _serve.stop(served)
     for task in hurried:
         cut += await task
-    for component in served.components:
-        _close_access_log(component)
     print(f"{PROG}: stopped ({cut} connection(s) cut)", flush=True)
     return 0
-
-
-def _close_access_log(component) -> None:
-    """Write the access log's last lines before the process ends."""
-    from ._config import existing_server_state
-
-    state = existing_server_state(component)
-    if state is not None and state.hooks.access_log is not None:
-        state.hooks.access_log.close()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -26,7 +26,7 @@ What the worker honours from gunicorn's settings:
 * ``keepalive``, ``limit_request_line``, ``limit_request_fields``, ``limit_request_field_size``
   when set to something other than gunicorn's default: the matching kyoukai_fast limits
   (``keepalive_timeout``, ``max_url_size``, ``max_header_count``, ``max_header_size``);
-* ``accesslog`` ``-`` (stdout), ``access_log_format`` (the same atoms) and
+* ``accesslog`` (``-``: stdout, or a file), ``access_log_format`` (the same atoms) and
   ``forwarded_allow_ips`` when not gunicorn's default: the kyoukai_fast access log and proxy
   header settings.
 
@@ -104,9 +104,10 @@ class KyoukaiWorker(Worker):
             if setting is not None and setting.value != setting.default and setting.value:
                 settings.setdefault(field, setting.value)
         settings.setdefault("shutdown_grace", float(self.cfg.graceful_timeout))
-        # gunicorn's --access-logfile - / --access-logformat / --forwarded-allow-ips
-        if self.cfg.accesslog == "-":
+        # gunicorn's --access-logfile (- or a file) / --access-logformat / --forwarded-allow-ips
+        if self.cfg.accesslog:
             settings.setdefault("access_log", True)
+            settings.setdefault("access_log_file", self.cfg.accesslog)
         format_setting = self.cfg.settings.get("access_log_format")
         if format_setting is not None and format_setting.value != format_setting.default:
             settings.setdefault("access_log_format", format_setting.value)
