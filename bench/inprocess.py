@@ -9,7 +9,9 @@ profile and to count instructions of, since wall-clock timings on a shared machi
     python bench/inprocess.py --impl cython --profile    # cProfile, top functions
 
 ``--app kyoukai`` serves a real Kyoukai hello-world app (its ``process_request``) instead of the
-minimal app; ``--app prebuilt`` an app returning one prebuilt Response (the backend alone). Each
+minimal app; ``--app prebuilt`` an app returning one prebuilt Response (the backend alone).
+``--set NAME=VALUE`` changes a ProtocolConfig setting (``--set proxy_headers=false``);
+``--access-log`` switches the access log on, written to a temporary file by its thread. Each
 response is checked. Instructions per request under callgrind: run with two request counts and
 divide the difference of the totals by the difference of the counts.
 """
@@ -19,6 +21,7 @@ import argparse
 import asyncio
 import os
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -40,7 +43,7 @@ from _support import (  # noqa: E402
 
 
 def run(impl: str, app_kind: str, count: int, check: bool = True,
-        pipeline: str = "fast") -> float:
+        pipeline: str = "fast", settings: dict | None = None) -> float:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
@@ -55,7 +58,7 @@ def run(impl: str, app_kind: str, count: int, check: bool = True,
             from asphalt.core import Context
 
             parent_context = Context()
-        component = bench_component(app, fast_pipeline=pipeline == "fast")
+        component = bench_component(app, fast_pipeline=pipeline == "fast", **(settings or {}))
         protocol = IMPLEMENTATIONS[impl][0].KyoukaiProtocol(component, parent_context,
                                                             "127.0.0.1", 8080)
         transport = memory_transport()
@@ -87,7 +90,12 @@ def run(impl: str, app_kind: str, count: int, check: bool = True,
                 else:
                     assert all(s.endswith(" 200 OK") and b == HELLO for s, _, b in responses)
             done += batch
-        return time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+        if settings and settings.get("access_log"):
+            from kyoukai_fast._config import existing_server_state
+
+            existing_server_state(component).hooks.access_log.close(timeout=60)  # all written
+        return elapsed
     finally:
         loop.close()
 
@@ -103,16 +111,29 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile, top 25 by own time")
     parser.add_argument("--no-check", action="store_true",
                         help="do not parse and check the responses (for instruction counts)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a ProtocolConfig setting (repeatable)")
+    parser.add_argument("--access-log", action="store_true",
+                        help="the access log on, to a temporary file")
     args = parser.parse_args()
+    settings = dict(item.split("=", 1) for item in args.set)
+    with tempfile.TemporaryDirectory(prefix="kyoukai-fast-bench-") as folder:
+        if args.access_log:
+            settings.update(access_log=True, access_log_file=os.path.join(folder, "access.log"))
+        _main(args, settings)
+
+
+def _main(args, settings) -> None:
     if args.profile:
         import cProfile
         import pstats
 
         profiler = cProfile.Profile()
-        profiler.runcall(run, args.impl, args.app, args.requests, False, args.pipeline)
+        profiler.runcall(run, args.impl, args.app, args.requests, False, args.pipeline,
+                         settings)
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
         return
-    elapsed = run(args.impl, args.app, args.requests, not args.no_check, args.pipeline)
+    elapsed = run(args.impl, args.app, args.requests, not args.no_check, args.pipeline, settings)
     print(f"{args.impl} {args.app} ({args.pipeline} pipeline): {args.requests} requests, "
           f"{elapsed / args.requests * 1e6:.2f} µs/request")
 

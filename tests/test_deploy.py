@@ -6,7 +6,8 @@ virtualenv (not ``python -m``), run from a directory outside the checkout holdin
 Covers what uvicorn and gunicorn users expect: Asphalt configs and gunicorn workers from the
 app's directory, ``--version`` and the start-up lines, proxy headers (and spoofing from an
 untrusted peer), Unix sockets, inherited sockets (``--fd``, systemd's LISTEN_FDS), the listen
-backlog, the access log, ``--root-path``, the concurrency and request-count limits, ``--reload``.
+backlog, the access log (stdout or a file), ``--root-path``, the concurrency and request-count
+limits, ``--reload``.
 """
 from __future__ import annotations
 
@@ -375,6 +376,54 @@ def test_access_log_as_an_asphalt_key(command, site):
         port = server.port(LISTENING)
         assert get_json(port, "/api/env")["SCRIPT_NAME"] == "/api"
         server.wait_for(r"^200 /env$")
+
+
+def logged_lines(path, count, timeout=TIMEOUT) -> list:
+    """The first ``count`` lines of the log file at ``path``, once written (bounded wait)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = path.read_text().splitlines() if path.exists() else []
+        if len(lines) >= count or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)
+
+
+def test_access_log_file(command, site, pure):
+    log = site / "logs" / "access.log"
+    log.parent.mkdir()
+    log.write_text("an older line\n")
+    with serve(command, site, "deploy_app:app", "--port", "0", "--access-logfile",
+               "logs/access.log", pure=pure) as server:
+        port = server.port(LISTENING)
+        assert request(port, "GET", "/users/7?x=1")[0] == 200
+        status = raw_exchange(tcp(port), b"GET /x HTTP/1.1\r\nHost x\r\n\r\n")
+        assert status.startswith(b"HTTP/1.1 400 ")
+    lines = logged_lines(log, 3)  # appended; the last lines written at shutdown
+    assert lines[0] == "an older line" and len(lines) == 3, lines
+    assert re.match(ACCESS_LINE, lines[1])
+    assert re.match(r'^127\.0\.0\.1:\d+ - "- - -" 400 \d+ \d+\.\d{6}s$', lines[2])
+    assert not re.search(r'"GET /users/7', server.drain())  # not on stdout as well
+
+
+def test_access_log_file_under_gunicorn_workers_and_as_a_yaml_key(command, site):
+    target = write_config(site, "  access_log_file: workers.log\n")
+    with serve(command, site, target, "--port", "0", "--workers", "2") as server:
+        port = server.port(LISTENING)
+        server.wait_workers(2)
+        for user in range(6):
+            get_json(port, f"/users/{user}")
+        lines = logged_lines(site / "workers.log", 6)
+    assert sorted(re.search(r'"GET (/users/\d) ', line).group(1) for line in lines) == [
+        f"/users/{user}" for user in range(6)]
+
+
+def test_bad_access_log_file_is_a_one_line_error_before_binding(command, site):
+    result = run([command, "run", "deploy_app:app", "--port", "0", "--access-log-file",
+                  "no/such/dir/access.log"], env=user_env(), cwd=site)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"kyoukai-fast: error: invalid kyoukai_fast setting access_log_file="
+        f"'no/such/dir/access.log': directory {site / 'no/such/dir'} does not exist"]
 
 
 # --- limits ---------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import http.client
 import signal
 import sys
 import threading
+import time
 
 import pytest
 
@@ -133,6 +134,21 @@ def test_gunicorn_limits_map_to_the_protocol():
         port = listening_port(server)
         assert request(port, "GET", "/users/1")[0] == 200
         assert request(port, "GET", "/users/1?" + "x" * 100)[0] == 414
+
+
+def test_gunicorn_access_logfile_is_the_access_log(tmp_path):
+    """gunicorn's own --access-logfile PATH (and --access-logformat) reach the access log."""
+    log = tmp_path / "access.log"
+    with gunicorn("served_app:app", "--access-logfile", str(log), "--access-logformat",
+                  "%(m)s %(U)s %(s)s") as server:
+        port = listening_port(server)
+        assert request(port, "GET", "/users/1")[0] == 200
+        assert request(port, "GET", "/" + "u" * 9000)[0] == 414  # refused before the app
+        deadline = time.monotonic() + 10
+        while len(log.read_text().splitlines()) < 2:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+    assert log.read_text().splitlines() == ["GET /users/1 200", "- - 414"]
 
 
 def test_bad_app_halts_gunicorn_with_the_reason():

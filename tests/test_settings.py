@@ -24,6 +24,7 @@ from wire import get, parse_responses
 def test_every_setting_is_configurable_and_documented():
     import dataclasses
     import pathlib
+    import tempfile
 
     from kyoukai_fast import ProtocolConfig
 
@@ -31,7 +32,8 @@ def test_every_setting_is_configurable_and_documented():
     section = readme.split("## Limits and timeouts", 1)[1]
     # a valid value other than the default, for the settings that are not numbers or switches
     other_text = {"forwarded_allow_ips": "10.0.0.0/8,::1", "root_path": "/api",
-                  "access_log_format": "%(h)s %(s)s"}
+                  "access_log_format": "%(h)s %(s)s",
+                  "access_log_file": str(pathlib.Path(tempfile.gettempdir()) / "kf-access.log")}
     for field in dataclasses.fields(ProtocolConfig):
         default = getattr(ProtocolConfig, field.name)
         assert f"| `{field.name}` |" in section, field.name
