@@ -5,6 +5,7 @@ Instructions per request under callgrind: the steady measure on a shared, noisy 
     python bench/instructions.py                 # minimal app and Kyoukai app, every backend
     python bench/instructions.py --micro         # also environ construction and formatting
     python bench/instructions.py --pipeline      # only the Kyoukai apps: fast vs stock pipeline
+    python bench/instructions.py --access-log    # the access log and proxy headers on vs off
 
 Each case runs ``bench/inprocess.py`` (requests through the protocol against an in-memory
 transport) under ``valgrind --tool=callgrind`` twice, with N and 5N requests; the difference of
@@ -74,6 +75,9 @@ def main() -> None:
     parser.add_argument("--pipeline", action="store_true",
                         help="only the Kyoukai apps, each backend with the fast and the stock "
                              "request pipeline")
+    parser.add_argument("--access-log", action="store_true",
+                        help="the per-request settings' cost: the access log on (to a file, its "
+                             "writer thread counted) and proxy headers off, against the defaults")
     parser.add_argument("--output", default=os.path.join(HERE, "results"))
     args = parser.parse_args()
     if not shutil.which("valgrind"):
@@ -82,6 +86,9 @@ def main() -> None:
     impls = ("cython", "python", "stock")
     if args.pipeline:
         pipeline_table(args)
+        return
+    if args.access_log:
+        access_log_table(args)
         return
     for app in ("minimal", "kyoukai"):
         for impl in impls:
@@ -118,6 +125,39 @@ def main() -> None:
                 + text + "\n")
     with open(os.path.join(args.output, "instructions.json"), "w") as f:
         json.dump(results, f, indent=2)
+
+
+#: ``--access-log``: the settings compared, as bench/inprocess.py options.
+SETTING_CASES = (("defaults", []), ("access log on", ["--access-log"]),
+                 ("proxy headers off", ["--set", "proxy_headers=false"]))
+
+
+def access_log_table(args) -> None:
+    """Instructions per request with default settings, with the access log on and with proxy
+    headers off (no per-request hook at all), each implementation and app."""
+    results: dict = {}
+    for app in ("minimal", "kyoukai"):
+        for impl in ("cython", "python"):
+            for case, options in SETTING_CASES:
+                def command(n, impl=impl, app=app, options=options):
+                    return [sys.executable, os.path.join(HERE, "inprocess.py"), "--no-check",
+                            "--impl", impl, "--app", app, *options, "--requests", str(n)]
+                value = per_call(command, args.requests)
+                results.setdefault(f"{app} app, {impl}", {})[case] = value
+                print(f"{app:8} {impl:7} {case:18} {value:10,.0f} instructions/request",
+                      file=sys.stderr)
+    names = [case for case, _ in SETTING_CASES]
+    lines = ["| instructions per request (callgrind) | " + " | ".join(names)
+             + " | access log costs |", "|---|" + "---:|" * (len(names) + 1)]
+    for row, by_case in results.items():
+        cost = by_case["access log on"] - by_case["defaults"]
+        lines.append(f"| {row} | " + " | ".join(f"{by_case[n]:,.0f}" for n in names)
+                     + f" | +{cost:,.0f} ({cost / by_case['defaults']:+.1%}) |")
+    text = "\n".join(lines)
+    print(text)
+    os.makedirs(args.output, exist_ok=True)
+    with open(os.path.join(args.output, "instructions-access-log.md"), "w") as f:
+        f.write("Command: `python bench/instructions.py --access-log`\n\n" + text + "\n")
 
 
 def pipeline_table(args) -> None:

@@ -6,15 +6,18 @@ file ``access_log_file`` names. Through the installed command: tests/test_deploy
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import time
 
 import pytest
 from werkzeug.wrappers import Response
 
 from fakes import FakeApp, FakeComponent, FakeTransport, echo, open_connection, run, settle
+from h2_upgrade import collect_stream, fake_reader, h2_client, split_101, upgrade_request
 from h2client import H2Client
 from kyoukai_fast import ProtocolConfig, SettingError, StreamingBody
-from kyoukai_fast._access_log import AccessLog
+from kyoukai_fast._access_log import AccessLog, reopen_files
 from kyoukai_fast._config import existing_server_state
 from loopback import in_thread, serving
 from wire import parse_responses
@@ -182,6 +185,23 @@ def test_bad_access_log_file_is_a_one_line_setting_error(tmp_path):
     assert not (tmp_path / "new.log").exists()  # checked, not created, before serving
 
 
+def test_reopen_after_the_file_was_moved(tmp_path):
+    path = tmp_path / "access.log"
+    access_log = AccessLog("%(s)s", path=str(path))
+    access_log.record({}, "200", 1)
+    access_log.flush()
+    deadline = time.monotonic() + 10
+    while not (path.exists() and path.read_text()):  # the writer opened it and wrote
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    path.rename(tmp_path / "access.log.1")
+    reopen_files()
+    access_log.record({}, "404", 1)
+    access_log.close()
+    assert (tmp_path / "access.log.1").read_text() == "200\n"
+    assert path.read_text() == "404\n"
+
+
 def test_a_file_that_cannot_be_opened_drops_lines_and_says_so(tmp_path, caplog):
     access_log = AccessLog(path=str(tmp_path / "gone" / "a.log"))
     access_log.record({"REQUEST_METHOD": "GET"}, "200", 2)
@@ -260,3 +280,30 @@ def test_http2_503_at_the_concurrency_limit(impl, log_file):
     assert status == 503
     assert [entry[1:3] for entry in parsed(lines)] == [("GET /who HTTP/2", "200"),
                                                        ("GET /over HTTP/2", "503")]
+
+
+def test_h2c_upgrade_is_logged_once_as_http2_with_its_hooks_run_once(impl, log_file):
+    async def main():
+        protocol, transport, component = await open_connection(
+            impl, echo, access_log=True, access_log_file=log_file, root_path="/api",
+            limit_concurrency=1)
+        client = h2_client()
+        settings = client.initiate_upgrade_connection()
+        protocol.data_received(upgrade_request(settings, path="/api/up?x=1") +
+                               client.data_to_send())
+        head, rest = split_101(transport.take())
+        assert head.startswith(b"HTTP/1.1 101 ")
+        headers, body, _ = await collect_stream(client, fake_reader(transport, rest))
+        assert headers[":status"] == "200"
+        assert json.loads(body)["path"] == "/up"  # the prefix taken off once
+        # a second stream on the upgraded connection: the connection is counted once
+        stream = client.get_next_available_stream_id()
+        client.send_headers(stream, [(":method", "GET"), (":path", "/api/two"),
+                                     (":scheme", "http"), (":authority", "h")], end_stream=True)
+        transport.protocol.data_received(client.data_to_send())
+        headers, _, _ = await collect_stream(client, fake_reader(transport), stream)
+        assert headers[":status"] == "200"
+        return written_lines(component)
+
+    assert [entry[:3] for entry in parsed(run(main()))] == [
+        (CLIENT, "GET /api/up?x=1 HTTP/2", "200"), (CLIENT, "GET /api/two HTTP/2", "200")]

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -398,10 +399,21 @@ def test_access_log_file(command, site, pure):
         assert request(port, "GET", "/users/7?x=1")[0] == 200
         status = raw_exchange(tcp(port), b"GET /x HTTP/1.1\r\nHost x\r\n\r\n")
         assert status.startswith(b"HTTP/1.1 400 ")
-    lines = logged_lines(log, 3)  # appended; the last lines written at shutdown
-    assert lines[0] == "an older line" and len(lines) == 3, lines
-    assert re.match(ACCESS_LINE, lines[1])
-    assert re.match(r'^127\.0\.0\.1:\d+ - "- - -" 400 \d+ \d+\.\d{6}s$', lines[2])
+        lines = logged_lines(log, 3)  # appended
+        assert lines[0] == "an older line" and len(lines) == 3, lines
+        assert re.match(ACCESS_LINE, lines[1])
+        assert re.match(r'^127\.0\.0\.1:\d+ - "- - -" 400 \d+ \d+\.\d{6}s$', lines[2])
+        # logrotate moves the file, then SIGUSR1 (as for gunicorn): a new file is opened
+        rotated = log.with_name("access.log.1")
+        log.rename(rotated)
+        server.signal(signal.SIGUSR1)
+        deadline = time.monotonic() + TIMEOUT
+        while not (log.exists() and log.read_text()):
+            assert time.monotonic() < deadline, "no new access log file after SIGUSR1"
+            assert request(port, "GET", "/")[0] == 200
+            time.sleep(0.1)
+        assert rotated.read_text().splitlines()[:3] == lines
+    assert re.search(r'"GET / HTTP/1\.1" 200 ', log.read_text())
     assert not re.search(r'"GET /users/7', server.drain())  # not on stdout as well
 
 

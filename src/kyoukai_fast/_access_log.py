@@ -20,7 +20,9 @@ rather than held without bound.
 
 The destination is standard output, or a file (``access_log_file``, gunicorn's and hypercorn's
 ``--access-logfile``; ``-`` is standard output), opened for appending by the writer thread: each
-batch is one ``write``, so several worker processes may share one file.
+batch is one ``write``, so several worker processes may share one file. :func:`reopen_files`
+(SIGUSR1 in the CLI and, as gunicorn's own logs, in its workers) has the writers close and open
+the file again, after ``logrotate`` moved it.
 
 A request refused before its head was complete (400, 408, 414, 431, ...) is logged too, with
 ``-`` for what was not known yet (:func:`refused_environ`).
@@ -38,7 +40,7 @@ import time
 import weakref
 
 __all__ = ("AccessLog", "DEFAULT_FORMAT", "STDOUT", "compile_format", "check_destination",
-           "refused_environ")
+           "refused_environ", "reopen_files")
 
 DEFAULT_FORMAT = '%(h)s - "%(r)s" %(s)s %(b)s %(L)ss'
 #: The ``access_log_file`` that means standard output.
@@ -54,6 +56,8 @@ _STATUS = {str(code).encode(): str(code) for code in range(100, 600)}
 #: The environ key holding ``time.perf_counter()`` at the end of the request head.
 START_KEY = "kyoukai_fast.request_start"
 _logger = logging.getLogger("kyoukai_fast")
+#: Queued to a writer instead of a batch: close the file and open it again.
+_REOPEN = object()
 
 
 def compile_format(fmt: str):
@@ -119,7 +123,7 @@ class _Writer(threading.Thread):
         super().__init__(name="kyoukai_fast access log", daemon=True)
         self.stream = stream
         self.path = path
-        self.batches: "queue.SimpleQueue[str | None]" = queue.SimpleQueue()
+        self.batches: "queue.SimpleQueue" = queue.SimpleQueue()  # str, _REOPEN or None
         self.pending = 0  # batches queued and not yet written (read racily: a bound only)
 
     def _open(self):
@@ -138,6 +142,11 @@ class _Writer(threading.Thread):
                 batch = self.batches.get()
                 if batch is None:
                     return
+                if batch is _REOPEN:
+                    if stream is not None:
+                        stream.close()
+                    stream = self._open()
+                    continue
                 if stream is not None:
                     try:
                         stream.write(batch)
@@ -228,6 +237,13 @@ class AccessLog:
         writer.pending += 1
         writer.batches.put("".join(lines))
 
+    def reopen(self) -> None:
+        """Have the writer close its file and open it again (the lines not yet written go to
+        the new one). Safe in a signal handler: it only queues a request."""
+        writer = self._writer
+        if self.path is not None and writer is not None and writer.is_alive():
+            writer.batches.put(_REOPEN)
+
     def close(self, timeout: float = 1.0) -> None:
         """Flush, and wait (up to ``timeout``) for the writer to write everything."""
         self.flush()
@@ -245,6 +261,12 @@ _live_logs: "weakref.WeakSet[AccessLog]" = weakref.WeakSet()
 def _close_all():
     for access_log in list(_live_logs):
         access_log.close()
+
+
+def reopen_files() -> None:
+    """Every access log of this process opens its file again (see :meth:`AccessLog.reopen`)."""
+    for access_log in list(_live_logs):
+        access_log.reopen()
 
 
 def refused_environ(environ, address, port, started: float) -> dict:

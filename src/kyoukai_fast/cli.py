@@ -139,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     for field in dataclasses.fields(ProtocolConfig):
         default = (field.default_factory() if field.default is dataclasses.MISSING
                    else field.default)
+        default = CLI_DEFAULTS.get(field.name, default)  # what the command uses
         kind = type(default) if default is not None else str
         option = f"--{field.name.replace('_', '-')}"
         text = f"{helps.get(field.name, field.name)} (default {default})".replace("%", "%%")
@@ -407,6 +408,10 @@ async def _serve_here(target, sockets, ssl_context, settings, where, spec, imple
             loop.add_signal_handler(signum, on_signal)
         except (NotImplementedError, RuntimeError):  # Windows: Ctrl-C is a KeyboardInterrupt
             pass
+    if hasattr(signal, "SIGUSR1"):  # as gunicorn: reopen the log files (after logrotate)
+        from ._access_log import reopen_files
+
+        loop.add_signal_handler(signal.SIGUSR1, reopen_files)
     served = await _serve.start(target, sockets, ssl_context=ssl_context, settings=settings,
                                 backlog=backlog)
     if max_requests:

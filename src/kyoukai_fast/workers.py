@@ -28,7 +28,7 @@ What the worker honours from gunicorn's settings:
   (``keepalive_timeout``, ``max_url_size``, ``max_header_count``, ``max_header_size``);
 * ``accesslog`` (``-``: stdout, or a file), ``access_log_format`` (the same atoms) and
   ``forwarded_allow_ips`` when not gunicorn's default: the kyoukai_fast access log and proxy
-  header settings.
+  header settings; SIGUSR1 reopens the access log's file with gunicorn's own log files.
 
 ``--preload`` is not supported: gunicorn's preloading insists on a callable WSGI app, and a
 Kyoukai app is not one; each worker loads the app itself.
@@ -145,6 +145,13 @@ class KyoukaiWorker(Worker):
         self._quick = True
         self._wakeup.set()
         self.cfg.worker_int(self)
+
+    def handle_usr1(self, sig, frame):
+        """gunicorn's "reopen the log files": the access log's file too."""
+        super().handle_usr1(sig, frame)
+        from ._access_log import reopen_files
+
+        reopen_files()
 
     def _install_signals(self):
         for signum, handler in ((signal.SIGTERM, self._on_graceful),
