@@ -78,6 +78,8 @@ def main() -> None:
     parser.add_argument("--access-log", action="store_true",
                         help="the per-request settings' cost: the access log on (to a file, its "
                              "writer thread counted) and proxy headers off, against the defaults")
+    parser.add_argument("--apps", default="minimal,kyoukai",
+                        help="with --access-log: the apps (default minimal,kyoukai)")
     parser.add_argument("--output", default=os.path.join(HERE, "results"))
     args = parser.parse_args()
     if not shutil.which("valgrind"):
@@ -136,7 +138,7 @@ def access_log_table(args) -> None:
     """Instructions per request with default settings, with the access log on and with proxy
     headers off (no per-request hook at all), each implementation and app."""
     results: dict = {}
-    for app in ("minimal", "kyoukai"):
+    for app in args.apps.split(","):
         for impl in ("cython", "python"):
             for case, options in SETTING_CASES:
                 def command(n, impl=impl, app=app, options=options):
@@ -157,7 +159,8 @@ def access_log_table(args) -> None:
     print(text)
     os.makedirs(args.output, exist_ok=True)
     with open(os.path.join(args.output, "instructions-access-log.md"), "w") as f:
-        f.write("Command: `python bench/instructions.py --access-log`\n\n" + text + "\n")
+        f.write(f"Command: `python bench/instructions.py --access-log --apps {args.apps}`\n\n"
+                + text + "\n")
 
 
 def pipeline_table(args) -> None:

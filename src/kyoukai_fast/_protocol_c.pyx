@@ -385,10 +385,11 @@ cdef class HTTPProtocolCore:
         if self._url_scheme is not _HTTP:
             environ["wsgi.url_scheme"] = self._url_scheme  # the template says http
         environ["kyoukai.protocol"] = self
+        # ``in`` (PyDict_Contains), not PyDict_GetItem: CPython's PyDict_GetItem saves and
+        # restores the error indicator around every lookup, which doubles the cost of a miss.
         if self._shared.proxies is not None and (
-                PyDict_GetItem(environ, "HTTP_X_FORWARDED_FOR") != NULL
-                or PyDict_GetItem(environ, "HTTP_FORWARDED") != NULL
-                or PyDict_GetItem(environ, "HTTP_X_FORWARDED_PROTO") != NULL):
+                "HTTP_X_FORWARDED_FOR" in environ or "HTTP_FORWARDED" in environ
+                or "HTTP_X_FORWARDED_PROTO" in environ):
             apply_proxy_headers(environ, self._shared.proxies)
         if self._shared.on_request is not None:
             self._shared.on_request(self, environ)
