@@ -54,6 +54,8 @@ def summarize(rounds: dict, correctness: dict) -> list:
                 "errors": sum(r["status_errors"] + r["read_errors"] + r["write_errors"]
                               + r["connect_errors"] + r["timeouts"] for r in runs),
                 "rounds": [r["rps"] for r in runs],
+                # per round, in round order: servers' rounds pair up (bench/paired_cpu.py)
+                "cpu_rounds": [r.get("cpu_us") for r in runs],
                 "checked_ok": check["ok"] if check else None,
                 "checked_bad": check["bad"] if check else None,
             })

@@ -54,7 +54,8 @@ LOG_SERVERS = ("fast-kyoukai-access-log", "fast-kyoukai-route-log", "fast-c-mini
 SERVERS = DEFAULT_SERVERS + LOG_SERVERS
 #: The real Kyoukai app's servers.
 KYOUKAI_SERVERS = ("stock-kyoukai", "fast-kyoukai", "fast-py-kyoukai",
-                   "fast-kyoukai-stock-pipeline") + LOG_SERVERS
+                   "fast-kyoukai-stock-pipeline", "fast-kyoukai-access-log",
+                   "fast-kyoukai-route-log")
 LOOPS = ("asyncio", "uvloop")
 #: Servers whose process must run the pure-Python implementation.
 #: The HTTP/2 servers (TLS) of ``bench/http2_load.py``.
