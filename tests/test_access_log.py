@@ -126,6 +126,32 @@ def test_503_at_the_concurrency_limit_is_logged(impl, log_file):
     assert entry[:3] == ("10.0.0.2:2222", "GET /busy?q=1 HTTP/1.1", "503")
 
 
+def test_each_line_names_its_own_client(impl, log_file):
+    """Clients interleaved on one server, one of them behind a trusted proxy: no line shows
+    another request's client."""
+    async def main():
+        component = FakeComponent(FakeApp(echo, loop=asyncio.get_running_loop()),
+                                  access_log=True, access_log_file=log_file,
+                                  forwarded_allow_ips="10.0.0.1")
+        peers = [("10.0.0.1", 1111), ("10.0.0.2", 2222)]
+        protocols = []
+        for peer in peers:
+            protocol = impl.protocol_class(component, None, "127.0.0.1", 8080)
+            protocol.connection_made(FakeTransport(peer=peer))
+            protocols.append(protocol)
+        proxied = b"GET /p HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n"
+        plain = b"GET /d HTTP/1.1\r\nHost: h\r\n\r\n"
+        for index, data in [(0, plain), (1, plain), (0, proxied), (0, plain), (1, proxied)]:
+            protocols[index].data_received(data)
+            await settle()
+        return written_lines(component)
+
+    assert [entry[:2] for entry in parsed(run(main()))] == [
+        ("10.0.0.1:1111", "GET /d HTTP/1.1"), ("10.0.0.2:2222", "GET /d HTTP/1.1"),
+        ("203.0.113.9", "GET /p HTTP/1.1"), ("10.0.0.1:1111", "GET /d HTTP/1.1"),
+        ("10.0.0.2:2222", "GET /p HTTP/1.1")]  # 10.0.0.2 is not trusted
+
+
 def test_app_error_and_refusal_after_answers_keep_their_order(impl, log_file):
     def handler(request):
         if request.path == "/fail":
