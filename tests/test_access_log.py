@@ -228,6 +228,14 @@ def test_reopen_after_the_file_was_moved(tmp_path):
     assert path.read_text() == "404\n"
 
 
+def test_a_file_switches_the_access_log_on_unless_told_otherwise(tmp_path):
+    path = str(tmp_path / "a.log")
+    assert ProtocolConfig.from_mapping({"access_log_file": path}).access_log is True
+    assert ProtocolConfig.from_mapping({"access_log_file": path,
+                                        "access_log": False}).access_log is False
+    assert ProtocolConfig.from_mapping({"access_log_file": "-"}).access_log is False
+
+
 def test_a_file_that_cannot_be_opened_drops_lines_and_says_so(tmp_path, caplog):
     access_log = AccessLog(path=str(tmp_path / "gone" / "a.log"))
     access_log.record({"REQUEST_METHOD": "GET"}, "200", 2)

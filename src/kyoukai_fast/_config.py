@@ -114,12 +114,18 @@ class ProtocolConfig:
     def from_mapping(cls, cfg: dict[str, Any] | None) -> "ProtocolConfig":
         """Build a config from a component's settings (``None`` values keep the default).
 
+        An ``access_log_file`` other than ``-`` switches the access log on unless
+        ``access_log`` is given too, as gunicorn's ``accesslog`` does.
+
         :raises SettingError: a bad value, or a key that looks like a misspelt setting name.
         """
         cfg = cfg or {}
         names = [f.name for f in dataclasses.fields(cls)]
         check_unknown(cfg, names, COMPONENT_KEYS)
-        return cls(**{name: cfg[name] for name in names if cfg.get(name) is not None})
+        values = {name: cfg[name] for name in names if cfg.get(name) is not None}
+        if values.get("access_log_file", "-") != "-":
+            values.setdefault("access_log", True)
+        return cls(**values)
 
 
 #: Settings of a Kyoukai component that are Kyoukai's or Asphalt's, not kyoukai_fast's.
