@@ -181,6 +181,23 @@ def test_refusal_lines_in_a_custom_format(impl, log_file):
     assert run(main()) == ["10.1.2.3:4444 - - - 414 -"]
 
 
+@pytest.mark.parametrize("head, status, request_line", [
+    (b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+     400, "GET /ws HTTP/1.1"),
+    (b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n", 501, "CONNECT h:443 HTTP/1.1"),
+    (b"GET /up HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+     b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nContent-Length: 5000\r\n\r\n",
+     413, "GET /up HTTP/1.1"),
+], ids=["websocket", "connect", "h2c-body-too-large"])
+def test_refused_upgrades_keep_their_request_line(impl, log_file, head, status, request_line):
+    async def main():
+        protocol, transport, component = await feed(impl, head, log_file, max_body_size=1000)
+        assert [r.status for r in parse_responses(transport.take())] == [status]
+        return written_lines(component)
+
+    assert [entry[:3] for entry in parsed(run(main()))] == [(CLIENT, request_line, str(status))]
+
+
 # --- the file destination ----------------------------------------------------------------------
 
 def test_lines_are_appended_to_the_file(impl, log_file):

@@ -79,7 +79,8 @@ def slice_end(data: bytes, start: int, req) -> int:
 class ColdState:
     """Per-connection state most connections never need; made on first use."""
 
-    __slots__ = ("drain_waiter", "upgrade_body", "backlog", "backlog_scheduled", "linger_until")
+    __slots__ = ("drain_waiter", "upgrade_body", "backlog", "backlog_scheduled", "linger_until",
+                 "refused_upgrade")
 
     def __init__(self):
         self.drain_waiter = None      # the future a streamed body awaits while writing is paused
@@ -87,6 +88,7 @@ class ColdState:
         self.backlog = None           # bytes read but not parsed while the pipeline was full
         self.backlog_scheduled = False
         self.linger_until = 0.0       # set while a refused client's connection is half closed
+        self.refused_upgrade = None   # environ of an upgrade request refused (the access log)
 
 
 class HTTPConnection:
@@ -341,7 +343,11 @@ class HTTPConnection:
         request being parsed when parsing stopped (a limit, a parse error, a timeout)."""
         if req is None:
             req = self._current
-        environ = req.environ if req is not None else None
+        if req is not None:
+            environ = req.environ
+        else:  # an upgrade request's refusal: the request is complete, and not queued
+            cold = self._cold
+            environ = cold.refused_upgrade if cold is not None else None
         if environ is not None and START_KEY in environ:
             return environ  # a complete head the hooks saw: as the app's responses
         # when the message began, on the access log's clock
@@ -432,10 +438,13 @@ class HTTPConnection:
                     self._cold_state().upgrade_body = UpgradeBody(
                         environ, self._config.max_body_size, item, http2_enabled(self))
                 except HTTPException as exc:
+                    self._cold_state().refused_upgrade = environ
                     self._enqueue(exc)
                     return
                 self._feed_upgrade_body(rest)
                 return
+        if environ is not None:
+            self._cold_state().refused_upgrade = environ
         self._enqueue(upgrade_refusal(environ))
 
     def _received_after_parsing(self, data):
@@ -465,6 +474,7 @@ class HTTPConnection:
         elif hand_over_h2c(self, self.transport, pending.environ, parts[0], parts[1]):
             self._handed_over()
         else:
+            cold.refused_upgrade = pending.environ
             self._enqueue(BadRequest("Unsupported protocol upgrade."))
 
     def _hand_over_preface(self, exc, data) -> bool:
