@@ -7,12 +7,20 @@ Build script: compiles the Cython hot path, or falls back to a pure-Python build
 * ``KYOUKAI_FAST_REQUIRE_EXTENSIONS=1`` (set by CI's wheel builds): a failed compile is an error,
   so a pure wheel is never shipped by accident.
 
+* The HTTP/2 engine on libnghttp2 (``_http2_nghttp2``) is built when libnghttp2's header and
+  library are found (pkg-config ``libnghttp2``, else a compile probe); without them the build
+  says so and HTTP/2 runs on the pure-Python h2 engine (``KYOUKAI_FAST_REQUIRE_EXTENSIONS=1``:
+  an error). Debian/Ubuntu: ``apt-get install libnghttp2-dev`` (scripts/install-clients.sh).
+
 The build always ends by saying which implementation it produced. pip shows a build's output only
 with ``pip install -v``; at run time ``kyoukai_fast.IMPLEMENTATION`` tells which one is live.
 """
 import os
 import platform
+import shutil
+import subprocess
 import sys
+import tempfile
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -20,6 +28,20 @@ from setuptools.command.build_ext import build_ext
 NO_EXTENSIONS = bool(os.environ.get("KYOUKAI_FAST_NO_EXTENSIONS"))
 REQUIRE_EXTENSIONS = bool(os.environ.get("KYOUKAI_FAST_REQUIRE_EXTENSIONS"))
 MODULES = ["_wsgi_c", "_protocol_c"]
+NGHTTP2_MODULE = "_http2_nghttp2"
+# Every libnghttp2 function the engine calls that older releases lack: a library without them
+# (the CONTINUATION-flood fix arrived with nghttp2_option_set_max_continuations) is not used.
+NGHTTP2_PROBE = r"""
+#include <nghttp2/nghttp2.h>
+int main(void) {
+    nghttp2_option *option;
+    nghttp2_option_new(&option);
+    nghttp2_option_set_max_continuations(option, 8);
+    nghttp2_option_set_no_closed_streams(option, 1);
+    nghttp2_option_del(option);
+    return 0;
+}
+"""
 PURE_FALLBACK = "Installing the pure-Python fallback: same behaviour, only slower."
 
 
@@ -55,14 +77,25 @@ class OptionalBuildExt(build_ext):
                  "Install a C compiler and the Python headers, then reinstall, to get the "
                  "compiled implementation.")
         else:
+            built = [ext.name.rpartition(".")[2] for ext in self.extensions]
             _say("kyoukai_fast: built the compiled (Cython) implementation: "
-                 + ", ".join(MODULES))
+                 + ", ".join(built))
 
     def build_extension(self, ext):
         try:
             super().build_extension(ext)
         except Exception as exc:
             self._failed(ext.name.rpartition(".")[2], exc)
+
+    def copy_extensions_to_source(self):
+        # --inplace: only what was built (one failed module must not undo the others)
+        failed = {f"kyoukai_fast.{name}" for name, _ in self.failed}
+        everything = self.extensions
+        self.extensions = [ext for ext in everything if ext.name not in failed]
+        try:
+            super().copy_extensions_to_source()
+        finally:
+            self.extensions = everything
 
     def _failed(self, name, exc):
         if REQUIRE_EXTENSIONS:
@@ -71,6 +104,62 @@ class OptionalBuildExt(build_ext):
                 f"compile: {type(exc).__name__}: {exc}"
             ) from exc
         self.failed.append((name, exc))
+
+
+def nghttp2_flags():
+    """``(include_dirs, library_dirs, libraries)`` of a usable libnghttp2, or ``None``."""
+    cflags = libs = None
+    if shutil.which("pkg-config"):
+        try:
+            cflags = subprocess.run(["pkg-config", "--cflags", "libnghttp2"], check=True,
+                                    capture_output=True, text=True).stdout.split()
+            libs = subprocess.run(["pkg-config", "--libs", "libnghttp2"], check=True,
+                                  capture_output=True, text=True).stdout.split()
+        except (OSError, subprocess.CalledProcessError):
+            cflags = libs = None
+    if cflags is None:
+        cflags, libs = [], ["-lnghttp2"]
+    include_dirs = [flag[2:] for flag in cflags if flag.startswith("-I")]
+    library_dirs = [flag[2:] for flag in libs if flag.startswith("-L")]
+    libraries = [flag[2:] for flag in libs if flag.startswith("-l")] or ["nghttp2"]
+    if not _links(NGHTTP2_PROBE, include_dirs, library_dirs, libraries):
+        return None
+    return include_dirs, library_dirs, libraries
+
+
+def _links(source, include_dirs, library_dirs, libraries) -> bool:
+    from setuptools._distutils.ccompiler import new_compiler
+    from setuptools._distutils.errors import CCompilerError, DistutilsError
+    from setuptools._distutils.sysconfig import customize_compiler
+
+    compiler = new_compiler()
+    customize_compiler(compiler)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "probe.c")
+        with open(path, "w") as f:
+            f.write(source)
+        try:
+            objects = compiler.compile([path], output_dir=tmp, include_dirs=include_dirs)
+            compiler.link_executable(objects, os.path.join(tmp, "probe"),
+                                     library_dirs=library_dirs, libraries=libraries)
+        except (CCompilerError, DistutilsError, OSError):
+            return False
+    return True
+
+
+def nghttp2_extension():
+    flags = nghttp2_flags()
+    if flags is None:
+        message = ("libnghttp2 (1.52 with its security fixes, or 1.61+) and its header were not "
+                   "found: HTTP/2 will use the pure-Python h2 engine. Install libnghttp2-dev "
+                   "(Debian/Ubuntu) or libnghttp2-devel, then rebuild, for the compiled one.")
+        if REQUIRE_EXTENSIONS:
+            raise ExtensionsRequired("KYOUKAI_FAST_REQUIRE_EXTENSIONS is set and " + message)
+        _say("WARNING: " + message)
+        return None
+    include_dirs, library_dirs, libraries = flags
+    return Extension(f"kyoukai_fast.{NGHTTP2_MODULE}", [f"src/kyoukai_fast/{NGHTTP2_MODULE}.pyx"],
+                     include_dirs=include_dirs, library_dirs=library_dirs, libraries=libraries)
 
 
 def extensions():
@@ -96,6 +185,9 @@ def extensions():
         Extension(f"kyoukai_fast.{name}", [f"src/kyoukai_fast/{name}.pyx"])
         for name in MODULES
     ]
+    nghttp2 = nghttp2_extension()
+    if nghttp2 is not None:
+        exts.append(nghttp2)
     return cythonize(
         exts,
         compiler_directives={
