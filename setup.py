@@ -60,6 +60,7 @@ class OptionalBuildExt(build_ext):
 
     def run(self):
         self.failed = []
+        self.skipped = []
         try:
             super().run()
         except ExtensionsRequired:
@@ -77,11 +78,21 @@ class OptionalBuildExt(build_ext):
                  "Install a C compiler and the Python headers, then reinstall, to get the "
                  "compiled implementation.")
         else:
-            built = [ext.name.rpartition(".")[2] for ext in self.extensions]
+            built = [ext.name.rpartition(".")[2] for ext in self.extensions
+                     if ext.name not in self.skipped]
             _say("kyoukai_fast: built the compiled (Cython) implementation: "
                  + ", ".join(built))
 
     def build_extension(self, ext):
+        if ext.name.endswith(NGHTTP2_MODULE) and not self.failed:
+            # Optional: built only against a libnghttp2 that has every function it calls.
+            if not links(self.compiler, NGHTTP2_PROBE, ext):
+                if REQUIRE_EXTENSIONS:
+                    raise ExtensionsRequired(
+                        "KYOUKAI_FAST_REQUIRE_EXTENSIONS is set and " + NGHTTP2_MISSING)
+                _say("WARNING: " + NGHTTP2_MISSING)
+                self.skipped.append(ext.name)
+                return
         try:
             super().build_extension(ext)
         except Exception as exc:
@@ -89,7 +100,7 @@ class OptionalBuildExt(build_ext):
 
     def copy_extensions_to_source(self):
         # --inplace: only what was built (one failed module must not undo the others)
-        failed = {f"kyoukai_fast.{name}" for name, _ in self.failed}
+        failed = {f"kyoukai_fast.{name}" for name, _ in self.failed} | set(self.skipped)
         everything = self.extensions
         self.extensions = [ext for ext in everything if ext.name not in failed]
         try:
@@ -107,8 +118,8 @@ class OptionalBuildExt(build_ext):
 
 
 def nghttp2_flags():
-    """``(include_dirs, library_dirs, libraries)`` of a usable libnghttp2, or ``None``."""
-    cflags = libs = None
+    """``(include_dirs, library_dirs, libraries)`` of libnghttp2: pkg-config's, else the
+    compiler's default paths."""
     if shutil.which("pkg-config"):
         try:
             cflags = subprocess.run(["pkg-config", "--cflags", "libnghttp2"], check=True,
@@ -116,50 +127,33 @@ def nghttp2_flags():
             libs = subprocess.run(["pkg-config", "--libs", "libnghttp2"], check=True,
                                   capture_output=True, text=True).stdout.split()
         except (OSError, subprocess.CalledProcessError):
-            cflags = libs = None
-    if cflags is None:
-        cflags, libs = [], ["-lnghttp2"]
-    include_dirs = [flag[2:] for flag in cflags if flag.startswith("-I")]
-    library_dirs = [flag[2:] for flag in libs if flag.startswith("-L")]
-    libraries = [flag[2:] for flag in libs if flag.startswith("-l")] or ["nghttp2"]
-    if not _links(NGHTTP2_PROBE, include_dirs, library_dirs, libraries):
-        return None
-    return include_dirs, library_dirs, libraries
+            pass
+        else:
+            return ([flag[2:] for flag in cflags if flag.startswith("-I")],
+                    [flag[2:] for flag in libs if flag.startswith("-L")],
+                    [flag[2:] for flag in libs if flag.startswith("-l")] or ["nghttp2"])
+    return [], [], ["nghttp2"]
 
 
-def _links(source, include_dirs, library_dirs, libraries) -> bool:
-    from setuptools._distutils.ccompiler import new_compiler
-    from setuptools._distutils.errors import CCompilerError, DistutilsError
-    from setuptools._distutils.sysconfig import customize_compiler
-
-    compiler = new_compiler()
-    customize_compiler(compiler)
+def links(compiler, source, ext) -> bool:
+    """Whether ``source`` compiles and links with ``ext``'s paths and libraries."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "probe.c")
         with open(path, "w") as f:
             f.write(source)
         try:
-            objects = compiler.compile([path], output_dir=tmp, include_dirs=include_dirs)
+            objects = compiler.compile([path], output_dir=tmp, include_dirs=ext.include_dirs)
             compiler.link_executable(objects, os.path.join(tmp, "probe"),
-                                     library_dirs=library_dirs, libraries=libraries)
-        except (CCompilerError, DistutilsError, OSError):
+                                     library_dirs=ext.library_dirs, libraries=ext.libraries)
+        except Exception:
             return False
     return True
 
 
-def nghttp2_extension():
-    flags = nghttp2_flags()
-    if flags is None:
-        message = ("libnghttp2 (1.52 with its security fixes, or 1.61+) and its header were not "
-                   "found: HTTP/2 will use the pure-Python h2 engine. Install libnghttp2-dev "
-                   "(Debian/Ubuntu) or libnghttp2-devel, then rebuild, for the compiled one.")
-        if REQUIRE_EXTENSIONS:
-            raise ExtensionsRequired("KYOUKAI_FAST_REQUIRE_EXTENSIONS is set and " + message)
-        _say("WARNING: " + message)
-        return None
-    include_dirs, library_dirs, libraries = flags
-    return Extension(f"kyoukai_fast.{NGHTTP2_MODULE}", [f"src/kyoukai_fast/{NGHTTP2_MODULE}.pyx"],
-                     include_dirs=include_dirs, library_dirs=library_dirs, libraries=libraries)
+NGHTTP2_MISSING = (
+    "libnghttp2 (1.52 with its security fixes, or 1.61+) and its header were not found: "
+    "HTTP/2 will use the pure-Python h2 engine. Install libnghttp2-dev (Debian/Ubuntu) or "
+    "libnghttp2-devel (Fedora), then rebuild, for the compiled one.")
 
 
 def extensions():
@@ -185,9 +179,10 @@ def extensions():
         Extension(f"kyoukai_fast.{name}", [f"src/kyoukai_fast/{name}.pyx"])
         for name in MODULES
     ]
-    nghttp2 = nghttp2_extension()
-    if nghttp2 is not None:
-        exts.append(nghttp2)
+    include_dirs, library_dirs, libraries = nghttp2_flags()
+    exts.append(Extension(f"kyoukai_fast.{NGHTTP2_MODULE}",
+                          [f"src/kyoukai_fast/{NGHTTP2_MODULE}.pyx"], include_dirs=include_dirs,
+                          library_dirs=library_dirs, libraries=libraries))
     return cythonize(
         exts,
         compiler_directives={

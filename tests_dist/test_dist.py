@@ -18,7 +18,7 @@ from dist_helpers import ROOT, clean_env, run, wheel_from_sdist
 
 pytestmark = pytest.mark.timeout(600)
 
-COMPILED = ("_protocol_c", "_wsgi_c")
+COMPILED = ("_protocol_c", "_wsgi_c", "_http2_nghttp2")
 GENERATED = (".c", ".html", ".so", ".pyd", ".pyc", ".o")
 SOURCES = [p.name for p in (ROOT / "src" / "kyoukai_fast").iterdir()
            if p.suffix in (".py", ".pyx", ".pxd")]
@@ -88,11 +88,31 @@ def test_auditwheel_repairs_the_wheel_to_a_manylinux_tag(dist, tmp_path):
     assert re.search(r"manylinux_\d+_\d+_" + re.escape(sysconfig.get_platform().split("-")[-1]),
                      repaired.name), repaired.name
     assert [n for n in wheel_names(repaired) if n.endswith(".so")]
-    # Only libc (system-provided, versioned symbols) may be needed: nothing grafted into the
-    # wheel. auditwheel words a libc-only wheel differently by the glibc symbols it references.
-    assert not [n for n in wheel_names(repaired) if ".libs/" in n]
-    shown = " ".join(run(["auditwheel", "show", repaired]).stdout.split())
-    assert "external shared libraries are required" not in shown, shown
+    # libnghttp2 (the compiled HTTP/2 engine's) is grafted into the wheel, and nothing else:
+    # libc is system-provided.
+    grafted = [n for n in wheel_names(repaired) if ".libs/" in n]
+    assert len(grafted) == 1 and re.match(r"kyoukai_fast\.libs/libnghttp2-[0-9a-f]+\.so",
+                                          grafted[0]), grafted
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="auditwheel is Linux-only")
+def test_repaired_wheels_http2_engine_loads_its_bundled_libnghttp2(dist, tmp_path):
+    run(["auditwheel", "repair", "--strip", "-w", tmp_path / "wheelhouse", dist.wheel])
+    [repaired] = (tmp_path / "wheelhouse").glob("*.whl")
+    with zipfile.ZipFile(repaired) as zf:
+        zf.extractall(tmp_path / "site")
+    probe = ("import kyoukai_fast, kyoukai_fast._http2_nghttp2 as m\n"
+             "maps = open('/proc/self/maps').read().split()\n"
+             "print('ENGINE', kyoukai_fast.HTTP2_ENGINE, m.LIBRARY_VERSION)\n"
+             "print('LIBS', *sorted({p for p in maps if 'libnghttp2' in p}))\n")
+    lines = run([sys.executable, "-c", probe], cwd=tmp_path / "site",
+                env=clean_env(PYTHONPATH=str(tmp_path / "site"))).stdout.splitlines()
+    out = {line.split()[0]: line.split()[1:] for line in lines if line[:6] in ("ENGINE", "LIBS ")}
+    engine, version = out["ENGINE"]
+    assert engine == "nghttp2" and re.match(r"1\.\d+\.\d+$", version), out
+    # the copy inside the wheel, not the system's
+    assert out["LIBS"] and all(str(tmp_path / "site" / "kyoukai_fast.libs") in path
+                               for path in out["LIBS"]), out
 
 
 def test_no_extensions_at_build_time_compiles_nothing(dist, tmp_path):

@@ -270,8 +270,8 @@ cdef class Nghttp2Engine:
             out.end = True
 
     def window(self, int32_t stream_id):
-        cdef int32_t stream = nghttp2_session_get_stream_remote_window_size(self.session,
-                                                                             stream_id)
+        cdef int32_t stream = nghttp2_session_get_stream_remote_window_size(
+            self.session, stream_id)
         cdef Py_ssize_t connection
         cdef _Outgoing out
         if stream < 0:
