@@ -19,6 +19,8 @@ from dist_helpers import ROOT, clean_env, run, wheel_from_sdist
 pytestmark = pytest.mark.timeout(600)
 
 COMPILED = ("_protocol_c", "_wsgi_c", "_http2_nghttp2")
+# Cython declarations shipped with the sources: the cdef classes' and libnghttp2's.
+DECLARATIONS = ("_protocol_c", "_wsgi_c", "_nghttp2")
 GENERATED = (".c", ".html", ".so", ".pyd", ".pyc", ".o")
 SOURCES = [p.name for p in (ROOT / "src" / "kyoukai_fast").iterdir()
            if p.suffix in (".py", ".pyx", ".pxd")]
@@ -37,6 +39,7 @@ def test_sdist_ships_the_cython_sources_and_no_generated_files(dist):
     assert {f"src/kyoukai_fast/{name}" for name in SOURCES} <= set(names)
     for module in COMPILED:
         assert f"src/kyoukai_fast/{module}.pyx" in names
+    for module in DECLARATIONS:
         assert f"src/kyoukai_fast/{module}.pxd" in names
     top_level = {"setup.py", "pyproject.toml", "MANIFEST.in", "README.md", "LICENSE",
                  "tests/conftest.py", "fuzz/seeds/get"}
@@ -57,6 +60,7 @@ def test_wheel_holds_the_compiled_modules(dist):
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
     for module in COMPILED:
         assert f"kyoukai_fast/{module}{suffix}" in names
+    for module in DECLARATIONS:
         # The Cython declarations stay, so other extensions can cimport the cdef classes.
         assert f"kyoukai_fast/{module}.pxd" in names
     assert {f"kyoukai_fast/{name}" for name in SOURCES} <= set(names)
@@ -90,7 +94,7 @@ def test_auditwheel_repairs_the_wheel_to_a_manylinux_tag(dist, tmp_path):
     assert [n for n in wheel_names(repaired) if n.endswith(".so")]
     # libnghttp2 (the compiled HTTP/2 engine's) is grafted into the wheel, and nothing else:
     # libc is system-provided.
-    grafted = [n for n in wheel_names(repaired) if ".libs/" in n]
+    grafted = [n for n in wheel_names(repaired) if ".libs/" in n and not n.endswith("/")]
     assert len(grafted) == 1 and re.match(r"kyoukai_fast\.libs/libnghttp2-[0-9a-f]+\.so",
                                           grafted[0]), grafted
 
@@ -107,7 +111,8 @@ def test_repaired_wheels_http2_engine_loads_its_bundled_libnghttp2(dist, tmp_pat
              "print('LIBS', *sorted({p for p in maps if 'libnghttp2' in p}))\n")
     lines = run([sys.executable, "-c", probe], cwd=tmp_path / "site",
                 env=clean_env(PYTHONPATH=str(tmp_path / "site"))).stdout.splitlines()
-    out = {line.split()[0]: line.split()[1:] for line in lines if line[:6] in ("ENGINE", "LIBS ")}
+    out = {line.split()[0]: line.split()[1:] for line in lines
+           if line.split()[:1] in (["ENGINE"], ["LIBS"])}
     engine, version = out["ENGINE"]
     assert engine == "nghttp2" and re.match(r"1\.\d+\.\d+$", version), out
     # the copy inside the wheel, not the system's
