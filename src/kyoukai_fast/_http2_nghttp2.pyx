@@ -13,7 +13,7 @@ scheduling sees the windows as h2 would report them.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport int32_t, uint8_t, uint32_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 
 from binascii import Error as _Base64Error
 from base64 import urlsafe_b64decode
@@ -57,6 +57,7 @@ cdef class Nghttp2Engine:
     cdef dict reset_after_end     # stream id -> code: RST_STREAM once its last DATA is out
     cdef Py_ssize_t queued        # bytes in outgoing, all streams
     cdef list block               # the header block being decoded
+    cdef list cookies             # its cookie fields, joined at its end
     cdef Py_ssize_t block_size
     cdef Py_ssize_t max_header_list_size
     cdef int32_t stream_window
@@ -343,6 +344,7 @@ cdef int _on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame,
                            void *user_data) noexcept:
     cdef Nghttp2Engine engine = <Nghttp2Engine>user_data
     engine.block = []
+    engine.cookies = None
     engine.block_size = 0
     return 0
 
@@ -358,6 +360,13 @@ cdef int _on_header(nghttp2_session *session, const nghttp2_frame *frame, const 
         engine.fatal = ENHANCE_YOUR_CALM
         return NGHTTP2_ERR_CALLBACK_FAILURE
     try:
+        if namelen == 6 and memcmp(name, b"cookie", 6) == 0:
+            # Split cookie fields become one, "; " between them, as RFC 9113 8.2.3 asks before
+            # they leave HTTP/2 (h2 does the same); at the end of the list, as in h2.
+            if engine.cookies is None:
+                engine.cookies = []
+            engine.cookies.append(PyBytes_FromStringAndSize(<const char *>value, valuelen))
+            return 0
         engine.block.append((PyBytes_FromStringAndSize(<const char *>name, namelen),
                              PyBytes_FromStringAndSize(<const char *>value, valuelen)))
     except BaseException as exc:
@@ -382,6 +391,9 @@ cdef int _on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame,
         elif kind == NGHTTP2_HEADERS:
             block = engine.block
             engine.block = []
+            if engine.cookies is not None:
+                block.append((b"cookie", b"; ".join(engine.cookies)))
+                engine.cookies = None
             if frame.headers.cat == NGHTTP2_HCAT_REQUEST:
                 events.append((REQUEST, stream_id, block, ended))
             else:
