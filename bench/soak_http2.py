@@ -133,8 +133,9 @@ def main(argv=None) -> int:
         return 1
     succeeded = int(done.group(3))
     growth = (samples["last"] - samples["first"]) / 1024
-    print(f"{args.impl} ({engine} engine): {succeeded:,} of {args.requests:,} requests succeeded on one "
-          f"connection in {elapsed:.0f} s; server RSS {samples['first'] / 1024:.1f} MiB after "
+    print(f"{args.impl} ({engine} engine): {succeeded:,} of {args.requests:,} requests "
+          f"succeeded on one connection in {elapsed:.0f} s; server RSS "
+          f"{samples['first'] / 1024:.1f} MiB after "
           f"{args.requests // 10:,}, {samples['last'] / 1024:.1f} MiB after {args.requests:,} "
           f"(growth {growth:+.2f} MiB, limit {args.rss_limit_mib} MiB)")
     return 0 if succeeded == args.requests and growth <= args.rss_limit_mib else 1

@@ -18,7 +18,14 @@ from hypothesis import strategies as st
 
 from fakes import EXPECT_COMPILED
 from kyoukai_fast._http2_events import (
-    CLOSED, CONTROL, DATA, EMPTY_DATA, ENDED, REQUEST, RESET, TRAILERS,
+    CLOSED,
+    CONTROL,
+    DATA,
+    EMPTY_DATA,
+    ENDED,
+    REQUEST,
+    RESET,
+    TRAILERS,
 )
 from kyoukai_fast._http2_h2 import H2Engine
 
