@@ -64,7 +64,7 @@ cdef class Nghttp2Engine:
     cdef int32_t connection_window
     cdef uint32_t max_concurrent_streams
     cdef bint receiving
-    cdef bint own_goaway          # the GOAWAYs sent are ours (goaway, close)
+    cdef int own_goaways          # GOAWAYs the protocol asked for (goaway, close), not sent yet
     cdef long broken              # error code of a GOAWAY nghttp2 sent on its own, or -1
     cdef int fatal                # a connection error a callback decided, or -1
     cdef object callback_error
@@ -173,15 +173,13 @@ cdef class Nghttp2Engine:
             if self.fatal == ENHANCE_YOUR_CALM:
                 message = "header list larger than the limit"
             raise EngineError(code, message)
-        if not self.own_goaway:
-            # A connection error nghttp2 answered on its own queues a GOAWAY and ignores
-            # the rest: serialize what is queued now, to tell its GOAWAY from the ones the
-            # protocol sends.
-            early = self._serialize()
-            if early:
-                self.early += early
-            if self.broken >= 0:
-                raise EngineError(<int>self.broken, "connection error (GOAWAY sent by nghttp2)")
+        # A connection error nghttp2 answered on its own queues a GOAWAY and ignores the rest:
+        # serialize what is queued now, to tell its GOAWAY from the ones the protocol sends.
+        early = self._serialize()
+        if early:
+            self.early += early
+        if self.broken >= 0:
+            raise EngineError(<int>self.broken, "connection error (GOAWAY sent by nghttp2)")
         return events
 
     # --- writing ----------------------------------------------------------------------------
@@ -302,11 +300,12 @@ cdef class Nghttp2Engine:
         nghttp2_submit_rst_stream(self.session, NGHTTP2_FLAG_NONE, stream_id, code)
 
     def goaway(self, int32_t last_stream_id):
-        self.own_goaway = True
-        nghttp2_submit_goaway(self.session, NGHTTP2_FLAG_NONE, last_stream_id, 0, NULL, 0)
+        if nghttp2_submit_goaway(self.session, NGHTTP2_FLAG_NONE, last_stream_id, 0, NULL,
+                                 0) == 0:
+            self.own_goaways += 1
 
     def close(self, uint32_t code):
-        self.own_goaway = True
+        self.own_goaways += 1
         # nghttp2 sends its final GOAWAY before any queued DATA and nothing after it: what
         # the windows let go already is serialized first.
         early = self._serialize()
@@ -455,8 +454,11 @@ cdef int _on_frame_send(nghttp2_session *session, const nghttp2_frame *frame,
             code = engine.reset_after_end.pop(stream_id, None)
             if code is not None:
                 nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, stream_id, code)
-    elif frame.hd.type == NGHTTP2_GOAWAY and not engine.own_goaway:
-        engine.broken = frame.goaway.error_code
+    elif frame.hd.type == NGHTTP2_GOAWAY:
+        if engine.own_goaways:
+            engine.own_goaways -= 1
+        else:
+            engine.broken = frame.goaway.error_code
     return 0
 
 
