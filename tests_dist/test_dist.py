@@ -137,6 +137,21 @@ def test_required_extensions_fail_the_build_without_a_compiler(dist, tmp_path):
     assert not list(tmp_path.glob("*.whl"))
 
 
+def test_build_without_libnghttp2_says_so_and_keeps_the_other_modules(dist, tmp_path):
+    # a libnghttp2 header that does not compile, found before the system's: the probe fails
+    fake = tmp_path / "include" / "nghttp2"
+    fake.mkdir(parents=True)
+    (fake / "nghttp2.h").write_text("#error no libnghttp2 here\n")
+    built = wheel_from_sdist(dist.sdist, tmp_path / "wheel", CFLAGS=f"-I{fake.parent}")
+    assert built.returncode == 0, built.stdout[-4000:]
+    assert "libnghttp2 (1.52 with its security fixes, or 1.61+) and its header were not " \
+        "found: HTTP/2 will use the pure-Python h2 engine" in " ".join(built.stdout.split())
+    assert "built the compiled (Cython) implementation: _wsgi_c, _protocol_c\n" in built.stdout
+    [wheel] = (tmp_path / "wheel").glob("*.whl")
+    compiled = [n for n in wheel_names(wheel) if n.endswith(".so")]
+    assert len(compiled) == 2 and not [n for n in compiled if "_http2_nghttp2" in n], compiled
+
+
 def test_build_without_a_compiler_installs_a_working_pure_python_fallback(dist, tmp_path):
     built = wheel_from_sdist(dist.sdist, tmp_path / "wheel", **NO_COMPILER)
     assert built.returncode == 0, built.stdout[-4000:]
