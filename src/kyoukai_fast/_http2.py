@@ -1,5 +1,7 @@
 """
-kyoukai_fast's HTTP/2 server protocol (RFC 9113), in plain Python on the h2 engine.
+kyoukai_fast's HTTP/2 server protocol (RFC 9113), in plain Python above an HTTP/2 engine
+(``_http2_events`` describes the interface): libnghttp2's with the compiled implementation, h2's
+otherwise (``_http2_engine`` selects it).
 
 Every HTTP/2 connection kyoukai_fast accepts ends up here: a TLS connection that negotiated ALPN
 ``h2``, a cleartext request with ``Upgrade: h2c`` (answered on stream 1), and a cleartext
@@ -19,7 +21,7 @@ werkzeug's pages. What is HTTP/2's own:
   per stream per round (fair interleaving), only as far as the client's windows and the
   transport's buffer allow; a streamed body is read from the app only as fast as it is sent;
 * the known attacks are answered with GOAWAY (ENHANCE_YOUR_CALM or PROTOCOL_ERROR) and a close:
-  rapid reset, floods of control or empty frames, oversized header blocks (h2 and hpack bound
+  rapid reset, floods of control or empty frames, oversized header blocks (the engines bound
   CONTINUATION runs and decoded header lists), windows kept closed (``http2_send_timeout``).
 """
 from __future__ import annotations
@@ -65,9 +67,6 @@ FLOOD_BURST, FLOOD_RATE = 1000.0, 200.0
 #: waiting in the transport for a client that does not read them.
 MAX_UNREAD_OUTPUT = 1024 * 1024
 
-#: Request headers that are connection-specific in HTTP/1.1 (h2 refuses them in requests).
-_CONNECTION_HEADERS = frozenset((b"connection", b"keep-alive", b"proxy-connection",
-                                 b"transfer-encoding", b"upgrade"))
 #: Response headers an app may set that have no place in HTTP/2 (RFC 9113 8.2.2).
 _DROPPED_RESPONSE_HEADERS = frozenset(("connection", "keep-alive", "proxy-connection",
                                        "transfer-encoding", "upgrade"))
