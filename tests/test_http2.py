@@ -642,6 +642,9 @@ def test_too_many_streams_refused(impl):
             h2c.conn.remote_settings = h2.settings.Settings(client=False)  # ignore the limit
             streams = [h2c.request("/sleep?s=0.2") for _ in range(3)]
             h2c.until(lambda: h2c.closed or h2c.responses[streams[2]]["reset"] is not None)
+            # beyond a limit the client acknowledged: a connection error on both engines
+            assert h2c.closed and h2c.goaway is not None
+            assert h2c.goaway.error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR
             return True
 
     async def main():
