@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """
-HTTP/2 engines compared at the protocol layer, server side: h2 (what kyoukai_fast uses) and,
-when installed, ngh2 (libnghttp2).
+HTTP/2 engines compared at the protocol layer, server side: kyoukai_fast's two engines (its
+libnghttp2 binding, the compiled twin's, and its h2 engine, the pure-Python twin's) through the
+interface HTTP2Protocol uses, bare h2, and, when installed, ngh2 (another libnghttp2 binding).
 
     python bench/http2_engines.py [--batches 400]
     python bench/http2_engines.py --profile-protocol    # where kyoukai_fast's HTTP/2 time goes
@@ -63,6 +64,22 @@ def ngh2_server():
                 conn.send_data(event.stream_id, BODY, end_stream=True)
         return conn.data_to_send()
     return conn.data_to_send(), serve
+
+
+def engine_server(engine_class):
+    """kyoukai_fast's engine interface (``_http2_events``), with HTTP2Protocol's settings."""
+    from kyoukai_fast._http2_events import REQUEST
+
+    engine = engine_class(100, 256 * 1024, 1024 * 1024, 64 * 1024)
+    engine.start()
+
+    def serve(data):
+        for event in engine.receive(data):
+            if event[0] == REQUEST:
+                engine.send_headers(event[1], RESPONSE, False)
+                engine.send_data(event[1], BODY, True)
+        return engine.data_to_send()
+    return engine.data_to_send(), serve
 
 
 def measure(make_server, batches: int) -> float:
@@ -156,8 +173,10 @@ def profile_protocol(batches: int) -> None:
                 protocol.data_received(pending)
         stats = pstats.Stats(profiler)
         shares: dict = {}
-        for (filename, _, _), (_, _, self_time, _, _) in stats.stats.items():
-            if "/h2/" in filename or "hpack" in filename or "hyperframe" in filename:
+        for (filename, _, function), (_, _, self_time, _, _) in stats.stats.items():
+            if "_http2_nghttp2" in function or "_http2_nghttp2" in filename:
+                key = "nghttp2 engine (kyoukai_fast's binding and libnghttp2)"
+            elif "/h2/" in filename or "hpack" in filename or "hyperframe" in filename:
                 key = "h2 engine (h2, hpack, hyperframe)"
             elif "werkzeug" in filename:
                 key = "werkzeug (request and response objects)"
@@ -182,15 +201,34 @@ def main() -> None:
     if args.profile_protocol:
         profile_protocol(args.batches)
         return
-    results = {"h2": measure(h2_server, args.batches)}
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                    "src"))
+    from kyoukai_fast._http2_h2 import H2Engine
+
+    results = {}
     try:
-        results["ngh2"] = measure(ngh2_server, args.batches)
+        from kyoukai_fast._http2_nghttp2 import LIBRARY_VERSION, Nghttp2Engine
     except ImportError:
-        print("ngh2 not installed: pip install ngh2")
+        print("kyoukai_fast's nghttp2 engine is not built (libnghttp2-dev, then make build)")
+    else:
+        print(f"libnghttp2 {LIBRARY_VERSION}")
+        results["kyoukai_fast nghttp2 engine"] = measure(
+            lambda: engine_server(Nghttp2Engine), args.batches)
+    results["kyoukai_fast h2 engine"] = measure(lambda: engine_server(H2Engine), args.batches)
+    results["h2 (bare)"] = measure(h2_server, args.batches)
+    try:
+        results["ngh2 (bare)"] = measure(ngh2_server, args.batches)
+    except ImportError:
+        print("ngh2 not installed (pip install ngh2): its row is left out")
     for name, value in results.items():
-        print(f"{name:5} {value:7.2f} µs/request (server engine only)")
-    if "ngh2" in results:
-        print(f"h2 / ngh2: {results['h2'] / results['ngh2']:.1f}×")
+        print(f"{name:28} {value:7.2f} µs/request (server engine only)")
+    ours = results.get("kyoukai_fast nghttp2 engine")
+    if ours:
+        print(f"kyoukai_fast h2 engine / nghttp2 engine: "
+              f"{results['kyoukai_fast h2 engine'] / ours:.1f}×")
 
 
 if __name__ == "__main__":

@@ -93,11 +93,14 @@ def http2_section(args, h2load: str, output: str) -> tuple:
                      "succeeded": sum(r["succeeded"] for r in found),
                      "failed": sum(r["failed"] for r in found)})
     by = {(r["server"], r["protocol"]): r for r in rows}
-    md = ["| server (TLS, asyncio) | protocol | load | req/s | server CPU µs/req | "
-          "succeeded / requests |", "|---|---|---|---:|---:|---:|"]
+    md = ["| server (TLS, asyncio) | protocol | HTTP/2 engine | load | req/s | "
+          "server CPU µs/req | succeeded / requests |", "|---|---|---|---|---:|---:|---:|"]
+    engines = http2_engines()
     for r in rows:
         shape = "64 connections" if r["protocol"] == "http/1.1" else "4 × 16 streams"
-        md.append(f"| {r['server']} | {r['protocol']} | {shape} | {r['rps']:,.0f} | "
+        engine = engines.get(r["server"], "") if r["protocol"] == "h2" else ""
+        r["engine"] = engine
+        md.append(f"| {r['server']} | {r['protocol']} | {engine} | {shape} | {r['rps']:,.0f} | "
                   f"{r['cpu_us']:.1f} | {r['succeeded']:,} / {r['requests']:,} |")
     targets = []
     max_cpu_ratio, min_hypercorn_ratio = (HTTP2_TARGETS["cpu_vs_http11_tls"],
@@ -121,6 +124,17 @@ def http2_section(args, h2load: str, output: str) -> tuple:
     write_http2_chart(rows, os.path.join(output, "http2.png"))
     return md, {"rows": rows, "targets": [{"target": d, "measured": m, "goal": t, "met": ok}
                                           for d, m, t, ok in targets]}
+
+
+def http2_engines() -> dict:
+    """The HTTP/2 engine each server runs on: the compiled twin's is libnghttp2's when it was
+    built (its servers select it as this process would)."""
+    try:
+        import kyoukai_fast._http2_nghttp2  # noqa: F401
+        compiled = "nghttp2"
+    except ImportError:
+        compiled = "h2"
+    return {"fast-c-tls": compiled, "fast-py-tls": "h2", "hypercorn": "h2 (hypercorn's)"}
 
 
 def write_http2_chart(rows: list, path: str) -> bool:

@@ -80,7 +80,10 @@ def run_server(total: int, impl: str) -> None:
         component = Component()
         server = await loop.create_server(
             lambda: module.KyoukaiProtocol(component, None, "127.0.0.1", 0), "127.0.0.1", 0)
-        print(json.dumps({"port": server.sockets[0].getsockname()[1]}), flush=True)
+        from kyoukai_fast._http2 import HTTP2Protocol
+
+        print(json.dumps({"port": server.sockets[0].getsockname()[1],
+                          "engine": HTTP2Protocol.engine_class.name}), flush=True)
         await server.serve_forever()
 
     asyncio.run(main())
@@ -107,7 +110,8 @@ def main(argv=None) -> int:
                                str(args.requests), "--impl", args.impl],
                               stdout=subprocess.PIPE, text=True, env=env)
     try:
-        port = json.loads(server.stdout.readline())["port"]
+        hello = json.loads(server.stdout.readline())
+        port, engine = hello["port"], hello["engine"]
         started = time.monotonic()
         result = subprocess.run([h2load, "-n", str(args.requests), "-c", "1", "-m", "10",
                                  f"http://127.0.0.1:{port}/", f"http://127.0.0.1:{port}/big"],
@@ -129,8 +133,9 @@ def main(argv=None) -> int:
         return 1
     succeeded = int(done.group(3))
     growth = (samples["last"] - samples["first"]) / 1024
-    print(f"{args.impl}: {succeeded:,} of {args.requests:,} requests succeeded on one "
-          f"connection in {elapsed:.0f} s; server RSS {samples['first'] / 1024:.1f} MiB after "
+    print(f"{args.impl} ({engine} engine): {succeeded:,} of {args.requests:,} requests "
+          f"succeeded on one connection in {elapsed:.0f} s; server RSS "
+          f"{samples['first'] / 1024:.1f} MiB after "
           f"{args.requests // 10:,}, {samples['last'] / 1024:.1f} MiB after {args.requests:,} "
           f"(growth {growth:+.2f} MiB, limit {args.rss_limit_mib} MiB)")
     return 0 if succeeded == args.requests and growth <= args.rss_limit_mib else 1

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # The HTTP clients the tests and benchmarks drive: curl (with HTTP/2) and h2load / nghttp from
-# nghttp2-client. Idempotent and quiet: installs only what is missing, with apt-get (as root or
+# nghttp2-client; and libnghttp2-dev, which the compiled HTTP/2 engine is built against. Idempotent and quiet: installs only what is missing, with apt-get (as root or
 # through sudo); elsewhere it says what to install.
 set -euo pipefail
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
+# libnghttp2's header and library: the compiled HTTP/2 engine is built against them.
+if ! pkg-config --exists libnghttp2 2>/dev/null && [ ! -f /usr/include/nghttp2/nghttp2.h ]; then
+    missing+=(libnghttp2-dev pkg-config)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null 2>&1; then
     echo "install-clients: please install ${missing[*]} (no apt-get here)" >&2

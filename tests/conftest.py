@@ -5,9 +5,16 @@ self-signed ``certificate``; ``clock``; ``no_errors_logged``.
 ``impl`` is parametrized over the compiled (``cython``) and pure-Python (``python``) modules. When
 ``KYOUKAI_FAST_EXPECT_COMPILED`` is set (``make test`` sets it) a missing compiled module fails
 the cython cases instead of skipping them.
+
+``http2_impl``: the same, each twin paired with the HTTP/2 engine it selects (compiled:
+libnghttp2's, pure-Python: h2's), so that every HTTP/2 test runs on both engines at no extra
+cost; ``impl.http2_engine`` names it. A test module takes it as its ``impl`` with
+``impl`` fixture returning ``http2_impl``.
 """
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import logging
 
 import pytest
@@ -42,13 +49,40 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(params=[impl.name for impl in IMPLEMENTATIONS])
 def impl(request) -> Implementation:
     """One implementation (``impl.protocol_class``, ``impl.to_wsgi_environment``, ...)."""
-    chosen = next(i for i in IMPLEMENTATIONS if i.name == request.param)
+    return _loaded(request.param)
+
+
+def _loaded(name) -> Implementation:
+    chosen = next(i for i in IMPLEMENTATIONS if i.name == name)
     if not chosen.available:
         if EXPECT_COMPILED:
             pytest.fail(f"the {chosen.name} implementation was expected but did not load: "
                         f"{chosen.error}")
         pytest.skip(f"{chosen.name} implementation not built")
     return chosen
+
+
+HTTP2_PAIRS = [("cython", "nghttp2"), ("python", "h2")]
+
+
+@pytest.fixture(params=HTTP2_PAIRS, ids=[f"{i}-{e}" for i, e in HTTP2_PAIRS])
+def http2_impl(request, monkeypatch) -> Implementation:
+    """An implementation whose HTTP/2 connections run on the engine it pairs with."""
+    impl_name, engine_name = request.param
+    chosen = _loaded(impl_name)
+    from kyoukai_fast._http2 import HTTP2Protocol
+
+    if engine_name == "nghttp2":
+        try:
+            engine = importlib.import_module("kyoukai_fast._http2_nghttp2").Nghttp2Engine
+        except ImportError as exc:
+            if EXPECT_COMPILED:
+                pytest.fail(f"the nghttp2 HTTP/2 engine was expected but did not load: {exc}")
+            pytest.skip("the nghttp2 HTTP/2 engine is not built")
+    else:
+        from kyoukai_fast._http2_h2 import H2Engine as engine
+    monkeypatch.setattr(HTTP2Protocol, "engine_class", engine)
+    return dataclasses.replace(chosen, http2_engine=engine_name)
 
 
 @pytest.fixture

@@ -42,6 +42,7 @@ class Implementation:
     protocol_module: Any
     wsgi_module: Any
     error: str = ""
+    http2_engine: str = ""  # set by the http2_impl fixture
 
     @property
     def available(self) -> bool:

@@ -326,6 +326,20 @@ def test_tls_under_gunicorn_workers(certificate):
         assert info["scheme"] == "https" and info["pid"] != server.proc.pid
 
 
+def test_start_up_line_names_the_http2_engine():
+    from fakes import EXPECT_COMPILED
+
+    engine = kyoukai_fast.HTTP2_ENGINE
+    # the compiled implementation runs HTTP/2 on libnghttp2 (bootstrap builds it), the pure
+    # one on h2
+    if kyoukai_fast.IMPLEMENTATION == "python":
+        assert engine == "h2"
+    elif EXPECT_COMPILED:
+        assert engine == "nghttp2"
+    assert f"HTTP/2 on ({engine})," in cli.startup_line({}, "asyncio")
+    assert "HTTP/2 off," in cli.startup_line({"http2": False}, "asyncio")
+
+
 def test_alpn_offers_h2_only_when_http2_is_available(monkeypatch):
     from kyoukai_fast import _serve, _upgrade
 

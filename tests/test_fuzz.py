@@ -252,6 +252,16 @@ def batch_bytes(batch):
 
 # --- the fuzz tests ---------------------------------------------------------------------------
 
+@pytest.mark.parametrize("cut", [None, 10])
+def test_connection_opening_with_the_http2_preface_is_handed_over(twins, cut):
+    # (a script the arbitrary-bytes fuzzer draws now and then: its tokens include the preface)
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    steps = ([Step("data", preface)] if cut is None
+             else [Step("data", preface[:cut]), Step("data", preface[cut:])])
+    compiled, python = run_both(twins, steps)
+    assert compiled.handed_over and python.handed_over
+
+
 @TIMEOUT
 @FUZZ_CHEAP
 @given(data=st.data(), payload=arbitrary, cfg=st.sampled_from([None, SMALL_LIMITS]))

@@ -77,7 +77,8 @@ WITHOUT_OPTIONAL = textwrap.dedent("""
 
     async def main():
         out = {"context": repr(kyoukai_fast.Context), "h2": repr(kyoukai_fast.H2KyoukaiProtocol),
-               "implementation": kyoukai_fast.IMPLEMENTATION}
+               "implementation": kyoukai_fast.IMPLEMENTATION,
+               "http2_engine": kyoukai_fast.HTTP2_ENGINE}
         for impl in IMPLEMENTATIONS:
             if impl.available:
                 out[impl.name] = [
@@ -106,8 +107,14 @@ def test_imports_and_serves_without_asphalt_kyoukai_or_h2():
         (plain, plain_closed), (h2c, h2c_closed) = out[name]
         [response] = parse_responses(plain.encode("latin-1"), closed=False)
         assert (response.status, response.body, plain_closed) == (200, b"Hello, world!", False)
+        if out["http2_engine"] == "nghttp2":
+            # HTTP/2 without h2: the compiled engine takes the upgrade
+            assert h2c.startswith("HTTP/1.1 101 "), h2c[:200]
+            assert kyoukai_fast.IMPLEMENTATION == "cython"
+            continue
         # No HTTP/2 to hand over to: the h2c upgrade is ignored, the request answered in
         # HTTP/1.1, and the connection closed after it.
+        assert out["http2_engine"] is None
         [response] = parse_responses(h2c.encode("latin-1"))
         assert (response.status, response.body, h2c_closed) == (200, b"Hello, world!", True)
         assert response.header("Connection") == "close"

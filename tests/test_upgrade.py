@@ -2,7 +2,8 @@
 HTTP/2 handover to kyoukai_fast's ``HTTP2Protocol``: cleartext ``Upgrade: h2c`` and TLS ALPN ``h2``.
 
 The client side is the h2 library itself, so the server's bytes are checked by a real HTTP/2
-state machine: the upgrading request must come back as the response on stream 1.
+state machine: the upgrading request must come back as the response on stream 1. Each test runs
+on both HTTP/2 engines (``http2_impl``: cython-nghttp2, python-h2).
 """
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ from fakes import FakeApp, FakeComponent, FakeSSLObject, FakeTransport, open_con
 from h2_upgrade import collect_stream, fake_reader, h2_client, split_101, upgrade_request
 from kyoukai_fast._http2 import HTTP2Protocol
 from wire import parse_responses
+
+
+@pytest.fixture
+def impl(http2_impl):
+    return http2_impl
 
 
 async def echo(request):

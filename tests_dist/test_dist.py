@@ -18,7 +18,9 @@ from dist_helpers import ROOT, clean_env, run, wheel_from_sdist
 
 pytestmark = pytest.mark.timeout(600)
 
-COMPILED = ("_protocol_c", "_wsgi_c")
+COMPILED = ("_protocol_c", "_wsgi_c", "_http2_nghttp2")
+# Cython declarations shipped with the sources: the cdef classes' and libnghttp2's.
+DECLARATIONS = ("_protocol_c", "_wsgi_c", "_nghttp2")
 GENERATED = (".c", ".html", ".so", ".pyd", ".pyc", ".o")
 SOURCES = [p.name for p in (ROOT / "src" / "kyoukai_fast").iterdir()
            if p.suffix in (".py", ".pyx", ".pxd")]
@@ -37,6 +39,7 @@ def test_sdist_ships_the_cython_sources_and_no_generated_files(dist):
     assert {f"src/kyoukai_fast/{name}" for name in SOURCES} <= set(names)
     for module in COMPILED:
         assert f"src/kyoukai_fast/{module}.pyx" in names
+    for module in DECLARATIONS:
         assert f"src/kyoukai_fast/{module}.pxd" in names
     top_level = {"setup.py", "pyproject.toml", "MANIFEST.in", "README.md", "LICENSE",
                  "tests/conftest.py", "fuzz/seeds/get"}
@@ -57,6 +60,7 @@ def test_wheel_holds_the_compiled_modules(dist):
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
     for module in COMPILED:
         assert f"kyoukai_fast/{module}{suffix}" in names
+    for module in DECLARATIONS:
         # The Cython declarations stay, so other extensions can cimport the cdef classes.
         assert f"kyoukai_fast/{module}.pxd" in names
     assert {f"kyoukai_fast/{name}" for name in SOURCES} <= set(names)
@@ -88,11 +92,32 @@ def test_auditwheel_repairs_the_wheel_to_a_manylinux_tag(dist, tmp_path):
     assert re.search(r"manylinux_\d+_\d+_" + re.escape(sysconfig.get_platform().split("-")[-1]),
                      repaired.name), repaired.name
     assert [n for n in wheel_names(repaired) if n.endswith(".so")]
-    # Only libc (system-provided, versioned symbols) may be needed: nothing grafted into the
-    # wheel. auditwheel words a libc-only wheel differently by the glibc symbols it references.
-    assert not [n for n in wheel_names(repaired) if ".libs/" in n]
-    shown = " ".join(run(["auditwheel", "show", repaired]).stdout.split())
-    assert "external shared libraries are required" not in shown, shown
+    # libnghttp2 (the compiled HTTP/2 engine's) is grafted into the wheel, and nothing else:
+    # libc is system-provided.
+    grafted = [n for n in wheel_names(repaired) if ".libs/" in n and not n.endswith("/")]
+    assert len(grafted) == 1 and re.match(r"kyoukai_fast\.libs/libnghttp2-[0-9a-f]+\.so",
+                                          grafted[0]), grafted
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="auditwheel is Linux-only")
+def test_repaired_wheels_http2_engine_loads_its_bundled_libnghttp2(dist, tmp_path):
+    run(["auditwheel", "repair", "--strip", "-w", tmp_path / "wheelhouse", dist.wheel])
+    [repaired] = (tmp_path / "wheelhouse").glob("*.whl")
+    with zipfile.ZipFile(repaired) as zf:
+        zf.extractall(tmp_path / "site")
+    probe = ("import kyoukai_fast, kyoukai_fast._http2_nghttp2 as m\n"
+             "maps = open('/proc/self/maps').read().split()\n"
+             "print('ENGINE', kyoukai_fast.HTTP2_ENGINE, m.LIBRARY_VERSION)\n"
+             "print('LIBS', *sorted({p for p in maps if 'libnghttp2' in p}))\n")
+    lines = run([sys.executable, "-c", probe], cwd=tmp_path / "site",
+                env=clean_env(PYTHONPATH=str(tmp_path / "site"))).stdout.splitlines()
+    out = {line.split()[0]: line.split()[1:] for line in lines
+           if line.split()[:1] in (["ENGINE"], ["LIBS"])}
+    engine, version = out["ENGINE"]
+    assert engine == "nghttp2" and re.match(r"1\.\d+\.\d+$", version), out
+    # the copy inside the wheel, not the system's
+    assert out["LIBS"] and all(str(tmp_path / "site" / "kyoukai_fast.libs") in path
+                               for path in out["LIBS"]), out
 
 
 def test_no_extensions_at_build_time_compiles_nothing(dist, tmp_path):
@@ -110,6 +135,21 @@ def test_required_extensions_fail_the_build_without_a_compiler(dist, tmp_path):
     assert built.returncode != 0
     assert "KYOUKAI_FAST_REQUIRE_EXTENSIONS is set and kyoukai_fast._wsgi_c failed" in built.stdout
     assert not list(tmp_path.glob("*.whl"))
+
+
+def test_build_without_libnghttp2_says_so_and_keeps_the_other_modules(dist, tmp_path):
+    # a libnghttp2 header that does not compile, found before the system's: the probe fails
+    fake = tmp_path / "include" / "nghttp2"
+    fake.mkdir(parents=True)
+    (fake / "nghttp2.h").write_text("#error no libnghttp2 here\n")
+    built = wheel_from_sdist(dist.sdist, tmp_path / "wheel", CFLAGS=f"-I{fake.parent}")
+    assert built.returncode == 0, built.stdout[-4000:]
+    assert "libnghttp2 (1.52 with its security fixes, or 1.61+) and its header were not " \
+        "found: HTTP/2 will use the pure-Python h2 engine" in " ".join(built.stdout.split())
+    assert "built the compiled (Cython) implementation: _wsgi_c, _protocol_c\n" in built.stdout
+    [wheel] = (tmp_path / "wheel").glob("*.whl")
+    compiled = [n for n in wheel_names(wheel) if n.endswith(".so")]
+    assert len(compiled) == 2 and not [n for n in compiled if "_http2_nghttp2" in n], compiled
 
 
 def test_build_without_a_compiler_installs_a_working_pure_python_fallback(dist, tmp_path):

@@ -8,6 +8,10 @@ Use it by module path, exactly like Kyoukai's own backend::
 ``IMPLEMENTATION`` says which implementation is live: ``"cython"`` (the compiled extension) or
 ``"python"`` (the pure-Python fallback, forced by ``KYOUKAI_FAST_NO_EXTENSIONS=1``).
 
+``HTTP2_ENGINE`` says which HTTP/2 engine serves HTTP/2 connections: ``"nghttp2"`` (libnghttp2,
+with the compiled implementation when it was built with libnghttp2), ``"h2"`` (the pure-Python
+h2 package) or ``None`` (neither is available: no HTTP/2).
+
 ``StreamingBody(iterable)`` makes a route's response body stream as it is produced (Kyoukai
 itself would turn a generator body into its ``str()``).
 """
@@ -34,6 +38,12 @@ def __getattr__(name):
             Context = None
         globals()["Context"] = Context
         return Context
+    if name == "HTTP2_ENGINE":
+        from ._upgrade import http2_protocol_class
+
+        cls = http2_protocol_class()
+        globals()["HTTP2_ENGINE"] = engine = None if cls is None else cls.engine_class.name
+        return engine
     if name == "H2KyoukaiProtocol":
         from ._upgrade import h2_protocol_class
 
@@ -49,6 +59,7 @@ PROTOCOL_CLASS = "KyoukaiProtocol"
 __all__ = (
     "PROTOCOL_CLASS",
     "IMPLEMENTATION",
+    "HTTP2_ENGINE",
     "KyoukaiProtocol",
     "KyoukaiProtocolC",
     "KyoukaiProtocolPy",

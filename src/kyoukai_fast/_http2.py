@@ -1,5 +1,7 @@
 """
-kyoukai_fast's HTTP/2 server protocol (RFC 9113), in plain Python on the h2 engine.
+kyoukai_fast's HTTP/2 server protocol (RFC 9113), in plain Python above an HTTP/2 engine
+(``_http2_events`` describes the interface): libnghttp2's with the compiled implementation, h2's
+otherwise (``_http2_engine`` selects it).
 
 Every HTTP/2 connection kyoukai_fast accepts ends up here: a TLS connection that negotiated ALPN
 ``h2``, a cleartext request with ``Upgrade: h2c`` (answered on stream 1), and a cleartext
@@ -19,7 +21,7 @@ werkzeug's pages. What is HTTP/2's own:
   per stream per round (fair interleaving), only as far as the client's windows and the
   transport's buffer allow; a streamed body is read from the app only as fast as it is sent;
 * the known attacks are answered with GOAWAY (ENHANCE_YOUR_CALM or PROTOCOL_ERROR) and a close:
-  rapid reset, floods of control or empty frames, oversized header blocks (h2 and hpack bound
+  rapid reset, floods of control or empty frames, oversized header blocks (the engines bound
   CONTINUATION runs and decoded header lists), windows kept closed (``http2_send_timeout``).
 """
 from __future__ import annotations
@@ -28,13 +30,6 @@ import asyncio
 import collections
 import time
 
-import h2.config
-import h2.connection
-import h2.errors
-import h2.events
-import h2.exceptions
-import h2.settings
-from hyperframe.frame import GoAwayFrame
 from werkzeug.exceptions import (
     HTTPException,
     InternalServerError,
@@ -48,6 +43,11 @@ from ._conformance import DeclaredLength
 from ._environ import split_target
 from ._errors import HTTPLimitExceeded, error_page, half_close, logger
 from ._flow_control import FlowControl
+from ._http2_engine import ENGINE
+from ._http2_events import (
+    CLOSED, CONTROL, DATA, EMPTY_DATA, ENDED, ENHANCE_YOUR_CALM, GONE, INTERNAL_ERROR,
+    NO_ERROR, REFUSED_STREAM, REQUEST, RESET, TRAILERS, EngineError,
+)
 from ._rendering import date_line, invalid_name_message, valid_field_name
 from ._request_cycle import final_response_parts, response_or_error, set_input, start_handler
 from ._request_hooks import before_request
@@ -68,29 +68,11 @@ FLOOD_BURST, FLOOD_RATE = 1000.0, 200.0
 #: waiting in the transport for a client that does not read them.
 MAX_UNREAD_OUTPUT = 1024 * 1024
 
-#: Request headers that are connection-specific in HTTP/1.1 (h2 refuses them in requests).
-_CONNECTION_HEADERS = frozenset((b"connection", b"keep-alive", b"proxy-connection",
-                                 b"transfer-encoding", b"upgrade"))
 #: Response headers an app may set that have no place in HTTP/2 (RFC 9113 8.2.2).
 _DROPPED_RESPONSE_HEADERS = frozenset(("connection", "keep-alive", "proxy-connection",
                                        "transfer-encoding", "upgrade"))
 
 _monotonic = time.monotonic
-
-_H2_CONFIG = h2.config.H2Configuration(client_side=False, header_encoding=None,
-                                       validate_inbound_headers=True,
-                                       normalize_inbound_headers=True,
-                                       validate_outbound_headers=False,
-                                       normalize_outbound_headers=False)
-
-
-class _Connection(h2.connection.H2Connection):
-    # h2 remembers how each of the last 65,536 closed streams closed, about 10 MiB on one
-    # long-lived connection. A thousand covers the frames still in flight for recent streams;
-    # a frame for a stream closed long before gets the stream error or connection error h2
-    # gives any closed stream.
-    MAX_CLOSED_STREAMS = 1000
-
 
 # --- response headers -----------------------------------------------------------------------
 
@@ -198,7 +180,11 @@ class _Bucket:
 
 
 class HTTP2Protocol(asyncio.Protocol):
-    """One HTTP/2 connection: ``h2`` state machine, streams, flow control, limits."""
+    """One HTTP/2 connection: streams, flow control, limits, on an HTTP/2 engine."""
+
+    #: The HTTP/2 state machine (``_http2_events`` describes it): libnghttp2's when the
+    #: compiled implementation is live and it was built, else h2's.
+    engine_class = ENGINE
 
     def __init__(self, component, parent_context, server_port=None, url_scheme="http"):
         self.component = component
@@ -224,15 +210,9 @@ class HTTP2Protocol(asyncio.Protocol):
         self._linger_until = 0.0
         self._resets = _Bucket(RESET_BURST, RESET_RATE)
         self._floods = _Bucket(FLOOD_BURST, FLOOD_RATE)
-        conn = self.conn = _Connection(config=_H2_CONFIG)
-        conn.local_settings = h2.settings.Settings(client=False, initial_values={
-            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: config.http2_max_concurrent_streams,
-            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: config.http2_stream_window,
-            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: config.max_head_size,
-            h2.settings.SettingCodes.ENABLE_PUSH: 0,
-        })
-        # In force before the client acknowledged the settings, too.
-        conn.decoder.max_header_list_size = config.max_head_size
+        self.engine = self.engine_class(config.http2_max_concurrent_streams,
+                                        config.http2_stream_window,
+                                        config.http2_connection_window, config.max_head_size)
 
     # --- taking over a connection -------------------------------------------------------------
 
@@ -244,24 +224,22 @@ class HTTP2Protocol(asyncio.Protocol):
     def connection_made(self, transport):
         """A fresh connection (TLS with ALPN ``h2``): the server speaks first."""
         self._start(transport)
-        self.conn.initiate_connection()
-        self._open_connection_window()
+        self.engine.start()
         self._flush()
         self.component.connection_made.dispatch(protocol=self)
 
     def take_over_preface(self, transport, data: bytes):
         """A cleartext connection whose HTTP/1.1 protocol read the connection preface."""
         self._start(transport)
-        self.conn.initiate_connection()
-        self._open_connection_window()
+        self.engine.start()
         self._flush()
         self.data_received(data)
 
     def accept_upgrade(self, settings: str) -> bool:
         """Take the ``HTTP2-Settings`` of an ``Upgrade: h2c`` request. False when invalid."""
         try:
-            self.conn.initiate_upgrade_connection(settings.encode("ascii"))
-        except Exception:
+            self.engine.upgrade(settings.encode("ascii"))
+        except ValueError:
             logger.info("Refusing h2c upgrade with invalid HTTP2-Settings", exc_info=True)
             return False
         return True
@@ -272,7 +250,6 @@ class HTTP2Protocol(asyncio.Protocol):
         on stream 1."""
         self._start(transport)
         transport.write(switching)
-        self._open_connection_window()
         self._flush()
         stream = _Stream(1, self._upgraded_environ(environ))
         stream.method = stream.environ.get("REQUEST_METHOD", "GET")
@@ -303,11 +280,6 @@ class HTTP2Protocol(asyncio.Protocol):
             pass
         self._last_activity = _monotonic()
         self._server.add_connection(self, self._loop)
-
-    def _open_connection_window(self):
-        extra = self._config.http2_connection_window - 65535
-        if extra > 0:
-            self.conn.increment_flow_control_window(extra)
 
     def _upgraded_environ(self, environ: dict) -> dict:
         environ = dict(environ)
@@ -353,8 +325,8 @@ class HTTP2Protocol(asyncio.Protocol):
             return
         self._last_activity = _monotonic()
         try:
-            events = self.conn.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
+            events = self.engine.receive(data)
+        except EngineError as exc:
             self._protocol_error(exc)
             return
         try:
@@ -364,19 +336,19 @@ class HTTP2Protocol(asyncio.Protocol):
                     return
         except Exception:
             logger.exception("HTTP/2 connection failed")
-            self._close_connection(h2.errors.ErrorCodes.INTERNAL_ERROR)
+            self._close_connection(INTERNAL_ERROR)
             return
         self._flush()
         self._pump()
 
     def _on_event(self, event):
-        kind = type(event)
-        if kind is h2.events.RequestReceived:
-            self._on_request(event)
-        elif kind is h2.events.DataReceived:
-            self._on_data(event)
-        elif kind is h2.events.StreamEnded:
-            stream = self._streams.get(event.stream_id)
+        kind = event[0]
+        if kind == DATA:
+            self._on_data(event[1], event[2], event[3])
+        elif kind == REQUEST:
+            self._on_request(event[1], event[2], event[3])
+        elif kind == ENDED:
+            stream = self._streams.get(event[1])
             if stream is not None:
                 stream.remote_closed = True
                 if not stream.refused:
@@ -384,31 +356,32 @@ class HTTP2Protocol(asyncio.Protocol):
                     self._dispatch(stream)
                 else:
                     self._maybe_free(stream)
-        elif kind is h2.events.StreamReset:
+        elif kind == RESET:
             if not self._resets.take():
                 self._calm_down("too many streams reset")
                 return
-            self._on_reset(event.stream_id)
-        elif kind is h2.events.WindowUpdated:
-            pass  # _pump runs after the events
-        elif kind is h2.events.TrailersReceived:
-            self._on_trailers(event)
-        elif kind in (h2.events.PingReceived, h2.events.RemoteSettingsChanged,
-                      h2.events.PriorityUpdated):
+            self._on_reset(event[1])
+        elif kind == CLOSED:
+            self._on_reset(event[1])
+        elif kind == EMPTY_DATA:
+            if not self._floods.take():
+                self._calm_down("empty frame flood")
+        elif kind == TRAILERS:
+            self._on_trailers(event[1], event[2])
+        elif kind == CONTROL:
             if not self._floods.take():
                 self._calm_down("control frame flood")
-        elif kind is h2.events.ConnectionTerminated:
+        elif kind == GONE:
             self._closing = True
             self._flush()
             self.transport.close()
 
     # --- requests -----------------------------------------------------------------------------
 
-    def _on_request(self, event):
-        stream_id = event.stream_id
+    def _on_request(self, stream_id, headers, ended):
         if self._draining is not None and stream_id > self._draining:
             # Opened after the GOAWAY: the client retries it elsewhere (RFC 9113 6.8).
-            self._reset(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            self._reset(stream_id, REFUSED_STREAM)
             return
         config = self._config
         environ = self._server.environ_template.copy()
@@ -419,7 +392,7 @@ class HTTP2Protocol(asyncio.Protocol):
         count = 0
         error = None
         limit_size = config.max_header_size
-        for name, value in event.headers:
+        for name, value in headers:
             if name[:1] == b":":
                 if name == b":method":
                     method = value
@@ -466,7 +439,7 @@ class HTTP2Protocol(asyncio.Protocol):
             before_request(self._server.hooks, self, environ)  # proxy headers, root path...
         except HTTPLimitExceeded as exc:
             error = error or exc.http_error
-        if event.stream_ended:
+        if ended:
             stream.remote_closed = True
         if error is None:
             length = environ.get("CONTENT_LENGTH")
@@ -478,25 +451,20 @@ class HTTP2Protocol(asyncio.Protocol):
         if not stream.remote_closed:
             expect = environ.get("HTTP_EXPECT")
             if expect is not None and expect.lower() == "100-continue":
-                self.conn.send_headers(stream_id, [(b":status", b"100")])
+                self.engine.send_headers(stream_id, [(b":status", b"100")], False)
 
-    def _on_data(self, event):
-        stream = self._streams.get(event.stream_id)
-        size = event.flow_controlled_length
-        data = event.data
-        if not data and not event.stream_ended and not self._floods.take():
-            self._calm_down("empty frame flood")
-            return
+    def _on_data(self, stream_id, data, size):
+        stream = self._streams.get(stream_id)
         if stream is None or stream.refused:
             # Discarded: its credit goes back at once.
             if size:
-                self.conn.acknowledge_received_data(size, event.stream_id)
+                self.engine.acknowledge(stream_id, size)
             return
         stream.touched = self._last_activity
         stream.body_size += len(data)
         if stream.body_size > self._config.max_body_size:
             if size:
-                self.conn.acknowledge_received_data(size, event.stream_id)
+                self.engine.acknowledge(stream_id, size)
             self._refuse(stream, RequestEntityTooLarge())
             return
         if data:
@@ -514,17 +482,17 @@ class HTTP2Protocol(asyncio.Protocol):
                 self._starved.append(stream)
             stream.unacked += size
         else:
-            self.conn.acknowledge_received_data(size, stream.id)
+            self.engine.acknowledge(stream_id, size)
 
-    def _on_trailers(self, event):
+    def _on_trailers(self, stream_id, headers):
         # Trailer fields are never merged into the header fields (as in HTTP/1.1); they still
         # count against the header limits.
-        stream = self._streams.get(event.stream_id)
+        stream = self._streams.get(stream_id)
         if stream is None or stream.refused:
             return
         config = self._config
-        if (len(event.headers) > config.max_header_count
-                or any(len(n) + len(v) > config.max_header_size for n, v in event.headers)):
+        if (len(headers) > config.max_header_count
+                or any(len(n) + len(v) > config.max_header_size for n, v in headers)):
             self._refuse(stream, RequestHeaderFieldsTooLarge())
 
     def _dispatch(self, stream):
@@ -579,7 +547,7 @@ class HTTP2Protocol(asyncio.Protocol):
         logger.error("Error handling %s %s", stream.method, stream.environ.get("RAW_URI"),
                      exc_info=exc)
         if stream.headers_sent:
-            self._reset(stream.id, h2.errors.ErrorCodes.INTERNAL_ERROR)
+            self._reset(stream.id, INTERNAL_ERROR)
             self._free(stream)
         else:
             self._send_page(stream, InternalServerError())
@@ -610,9 +578,7 @@ class HTTP2Protocol(asyncio.Protocol):
 
     def _send_response(self, stream, head, body, last):
         end = last and not body
-        try:
-            self.conn.send_headers(stream.id, head, end_stream=end)
-        except h2.exceptions.ProtocolError:
+        if not self.engine.send_headers(stream.id, head, end):
             self._free(stream)  # the stream was closed meanwhile
             return
         stream.headers_sent = True
@@ -678,7 +644,7 @@ class HTTP2Protocol(asyncio.Protocol):
             logger.exception("Error while streaming the response to %s %s", stream.method,
                              stream.environ.get("RAW_URI"))
             if self._streams.get(stream.id) is stream and not self._closing:
-                self._reset(stream.id, h2.errors.ErrorCodes.INTERNAL_ERROR)
+                self._reset(stream.id, INTERNAL_ERROR)
                 self._free(stream)
                 self._flush()
         finally:
@@ -691,9 +657,9 @@ class HTTP2Protocol(asyncio.Protocol):
         sending = self._sending
         if not sending or self._closing:
             return
-        conn = self.conn
+        engine = self.engine
         flow = self._flow
-        frame_size = conn.max_outbound_frame_size
+        frame_size = engine.max_frame_size
         high = self._config.write_high_water
         progressed = any_progress = False
         while sending and not flow.writing_paused:
@@ -703,13 +669,13 @@ class HTTP2Protocol(asyncio.Protocol):
                 if self._streams.get(stream.id) is not stream:
                     continue
                 if stream.out_size:
-                    window = conn.local_flow_control_window(stream.id)
+                    window = engine.window(stream.id)
                     if window <= 0:
                         sending[stream.id] = stream  # waits for a WINDOW_UPDATE
                         continue
                     piece = self._take(stream, min(window, frame_size))
                     last = stream.out_end and not stream.out_size
-                    conn.send_data(stream.id, piece, end_stream=last)
+                    engine.send_data(stream.id, piece, last)
                     progressed = True
                     if last:
                         self._sent_end(stream)
@@ -719,7 +685,7 @@ class HTTP2Protocol(asyncio.Protocol):
                     if stream.waiter is not None and stream.out_size <= high:
                         self._wake(stream, None)
                 elif stream.out_end:
-                    conn.send_data(stream.id, b"", end_stream=True)
+                    engine.send_data(stream.id, b"", True)
                     progressed = True
                     self._sent_end(stream)
                 else:
@@ -772,7 +738,7 @@ class HTTP2Protocol(asyncio.Protocol):
         if not stream.remote_closed:
             # Answered before the request ended (a refusal, or an app that did not read the
             # body): the rest of the request is not wanted (RFC 9113 8.1).
-            self._reset(stream.id, h2.errors.ErrorCodes.NO_ERROR)
+            self._reset(stream.id, NO_ERROR)
         self._free(stream)
 
     def _maybe_free(self, stream):
@@ -793,15 +759,12 @@ class HTTP2Protocol(asyncio.Protocol):
         if self._starved:
             self._return_credit()
         if self._draining is not None and not self._streams:
-            self._close_connection(h2.errors.ErrorCodes.NO_ERROR)
+            self._close_connection(NO_ERROR)
 
     def _release(self, stream):
         if stream.unacked:
             size, stream.unacked = stream.unacked, 0
-            try:
-                self.conn.acknowledge_received_data(size, stream.id)
-            except (h2.exceptions.ProtocolError, ValueError):
-                pass
+            self.engine.acknowledge(stream.id, size)
             try:
                 self._starved.remove(stream)
             except ValueError:
@@ -813,7 +776,7 @@ class HTTP2Protocol(asyncio.Protocol):
             stream = self._starved.pop(0)
             size, stream.unacked = stream.unacked, 0
             if size:
-                self.conn.acknowledge_received_data(size, stream.id)
+                self.engine.acknowledge(stream.id, size)
 
     def _on_reset(self, stream_id):
         stream = self._streams.get(stream_id)
@@ -825,15 +788,12 @@ class HTTP2Protocol(asyncio.Protocol):
             task.cancel()
 
     def _reset(self, stream_id, code):
-        try:
-            self.conn.reset_stream(stream_id, error_code=code)
-        except h2.exceptions.ProtocolError:
-            pass  # already closed
+        self.engine.reset(stream_id, code)
 
     # --- connection management ----------------------------------------------------------------
 
     def _flush(self):
-        data = self.conn.data_to_send()
+        data = self.engine.data_to_send()
         if data:
             transport = self.transport
             if transport is None or transport.is_closing():
@@ -848,22 +808,18 @@ class HTTP2Protocol(asyncio.Protocol):
                 transport.abort()
 
     def _protocol_error(self, exc):
-        code = getattr(exc, "error_code", None) or h2.errors.ErrorCodes.PROTOCOL_ERROR
         logger.info("HTTP/2 protocol error: %s", exc)
-        self._close_connection(code)
+        self._close_connection(exc.code)
 
     def _calm_down(self, why):
         logger.warning("HTTP/2 client misbehaves (%s): closing the connection", why)
-        self._close_connection(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+        self._close_connection(ENHANCE_YOUR_CALM)
 
     def _close_connection(self, code):
         """GOAWAY with ``code``, then close once it is sent."""
         if self._closing:
             return
-        try:
-            self.conn.close_connection(error_code=code)
-        except h2.exceptions.ProtocolError:
-            pass
+        self.engine.close(code)
         self._flush()
         self._closing = True
         transport = self.transport
@@ -882,19 +838,15 @@ class HTTP2Protocol(asyncio.Protocol):
         if self._closing:
             return
         if not self._streams:
-            self._close_connection(h2.errors.ErrorCodes.NO_ERROR)
+            self._close_connection(NO_ERROR)
             return
         if self._draining is not None:
             return
-        # A GOAWAY of our own: h2's own would end the connection for the streams still
-        # answering. h2 sends the final one once they are done.
-        last = self.conn.highest_inbound_stream_id
+        # The final GOAWAY goes once they are done.
+        last = self.engine.last_stream_id
         self._draining = last
-        frame = GoAwayFrame(0)
-        frame.last_stream_id = last
-        frame.error_code = h2.errors.ErrorCodes.NO_ERROR
+        self.engine.goaway(last)
         self._flush()
-        self.transport.write(frame.serialize())
 
     def check_timeouts(self, now):
         """Close a connection idle too long, or one whose client does not take its responses."""
@@ -908,10 +860,10 @@ class HTTP2Protocol(asyncio.Protocol):
         if blocked and now >= blocked + config.http2_send_timeout:
             logger.info("HTTP/2 client took nothing for %.0f s: closing the connection",
                         config.http2_send_timeout)
-            self._close_connection(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+            self._close_connection(ENHANCE_YOUR_CALM)
         elif not self._streams:
             if now >= self._last_activity + config.keepalive_timeout:
-                self._close_connection(h2.errors.ErrorCodes.NO_ERROR)
+                self._close_connection(NO_ERROR)
         else:
             # A request that makes no progress for header_timeout (slowloris: a stream opened,
             # its body never finished, the connection kept busy by other frames) gets 408.
@@ -928,7 +880,7 @@ class HTTP2Protocol(asyncio.Protocol):
 
     def close(self):
         """Close the connection (GOAWAY NO_ERROR first)."""
-        self._close_connection(h2.errors.ErrorCodes.NO_ERROR)
+        self._close_connection(NO_ERROR)
 
 
 def _declared_size(head: list):

@@ -203,13 +203,12 @@ def _configure_logging(args, settings) -> None:
 def startup_facts(settings: dict, loop: str) -> list:
     """What the start-up line reports, as ``(name, value)`` pairs: the implementation, the loop,
     HTTP/2, then every on/off setting of ProtocolConfig (so a new one shows up by itself)."""
-    from . import IMPLEMENTATION
-    from ._upgrade import h2_protocol_class
+    from . import HTTP2_ENGINE, IMPLEMENTATION
 
     config = ProtocolConfig.from_mapping(settings)
-    http2 = h2_protocol_class() is not None and getattr(config, "http2", True)
+    http2 = HTTP2_ENGINE is not None and getattr(config, "http2", True)
     facts = [("implementation", IMPLEMENTATION), ("loop", loop),
-             ("HTTP/2", "on" if http2 else "off")]
+             ("HTTP/2", f"on ({HTTP2_ENGINE})" if http2 else "off")]
     for field in dataclasses.fields(ProtocolConfig):
         value = getattr(config, field.name)
         if isinstance(value, bool) and field.name != "http2":
