@@ -9,6 +9,7 @@ import functools
 import gc
 import logging
 import string
+import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -850,6 +851,70 @@ def test_http2_serves_through_the_resolved_handler(fast_pipeline):
         assert seen == ["/user/5"]
         assert dict(headers[0].headers)[b":status"] == b"200" and body == b"user 5"
         protocol.connection_lost(None)
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
+
+
+def _stock_process_request_running() -> bool:
+    """Whether Kyoukai's own process_request is on the calling route's (coroutine) call chain."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if (frame.f_code.co_name == "process_request"
+                and frame.f_globals.get("__name__") == "kyoukai.app"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+@pytest.mark.filterwarnings("ignore:Explicitly passing the parent context:DeprecationWarning")
+@pytest.mark.parametrize("fast_pipeline", [True, False])
+def test_each_request_is_seen_with_the_fast_pipeline_left_live(impl, fast_pipeline):
+    """ServerState.on_each_request (gunicorn's max_requests counting) sees every request of
+    every connection, including one made before the callback was added, and the requests are
+    still served by the fast pipeline: the app is not patched."""
+    from fakes import FakeComponent, FakeTransport
+    from kyoukai_fast._config import existing_server_state
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        app = app_of("counted")
+        served, stock = [], []
+
+        @app.route("/user/<int:uid>")
+        async def user(ctx, uid):
+            served.append(uid)
+            stock.append(_stock_process_request_running())
+            return f"user {uid}"
+        app.finalize()
+        from asphalt.core import Context
+        component = FakeComponent(app, server_name="127.0.0.1", fast_pipeline=fast_pipeline)
+        early = impl.protocol_class(component, Context(), "127.0.0.1", 8080)
+        early_transport = FakeTransport()
+        early.connection_made(early_transport)
+        state = existing_server_state(component)
+        assert state.request_handler.fast is fast_pipeline
+        seen = []
+        state.on_each_request(lambda: seen.append(list(served)))
+        assert state.request_handler.fast is fast_pipeline
+        late = impl.protocol_class(component, Context(), "127.0.0.1", 8080)
+        late_transport = FakeTransport()
+        late.connection_made(late_transport)
+
+        async def exchange():
+            for uid, protocol in ((1, early), (2, late), (3, early)):
+                protocol.data_received(f"GET /user/{uid} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            for _ in range(5):
+                await asyncio.sleep(0)
+        loop.run_until_complete(exchange())
+        # Each callback ran before its request reached the route.
+        assert seen == [[], [1], [1, 2]] and served == [1, 2, 3]
+        assert stock == [not fast_pipeline] * 3
+        assert early_transport.take().count(b"HTTP/1.1 200 OK") == 2
+        assert b"user 2" in late_transport.take()
+        early.connection_lost(None)
+        late.connection_lost(None)
     finally:
         loop.close()
         asyncio.set_event_loop(None)
