@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The HTTP clients the tests and benchmarks drive: curl (with HTTP/2) and h2load / nghttp from
-# nghttp2-client. Idempotent and quiet: installs only what is missing, with apt-get (as root or
+# The HTTP clients the tests and benchmarks drive: curl (with HTTP/2), h2load / nghttp from
+# nghttp2-client, and wrk (the load benchmark). Idempotent and quiet: installs only what is missing, with apt-get (as root or
 # through sudo); elsewhere it says what to install.
 set -euo pipefail
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null 2>&1; then
     echo "install-clients: please install ${missing[*]} (no apt-get here)" >&2
