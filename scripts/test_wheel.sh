@@ -78,7 +78,7 @@ pip_install --no-deps "kyoukai==2.2.1.post1"
 
 step "the suite against the installed wheel"
 mkdir "$tmp/suite"
-cp -r tests bench fuzz pyproject.toml README.md "$tmp/suite/"
+cp -r tests bench fuzz docs pyproject.toml README.md "$tmp/suite/"
 find "$tmp/suite" -name __pycache__ -prune -exec rm -rf {} +
 (
     cd "$tmp/suite"
