@@ -677,6 +677,57 @@ def test_fast_path_taken_for_a_plain_app(monkeypatch):
         asyncio.set_event_loop(None)
 
 
+def test_bound_map_reused_for_dynamic_routes(monkeypatch):
+    """A dynamic route's requests bind the map once per environ key and query string, while
+    werkzeug matches (the converter runs) on every request; a Blueprint.match patched later is
+    followed."""
+    from werkzeug.routing import IntegerConverter, Map, MapAdapter
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        app = app_of("dynamic")
+
+        @app.route("/user/<int:uid>")
+        async def user(ctx, uid):
+            return f"user {uid}"
+        app.finalize()
+        handler = request_handler(app)
+        counts = {"bind": 0, "match": 0, "convert": 0, "blueprint": 0}
+        real_bind, real_match = Map.bind_to_environ, MapAdapter.match
+        real_convert = IntegerConverter.to_python
+
+        def counting(name, real):
+            def wrapper(*a, **kw):
+                counts[name] += 1
+                return real(*a, **kw)
+            return wrapper
+        # (bind_to_environ patched before the first request: the handler takes it as werkzeug's)
+        monkeypatch.setattr(Map, "bind_to_environ", counting("bind", real_bind))
+        monkeypatch.setattr(MapAdapter, "match", counting("match", real_match))
+        monkeypatch.setattr(IntegerConverter, "to_python", counting("convert", real_convert))
+
+        def get(path, **kw):
+            response = loop.run_until_complete(handler(Request(make_environ(path, **kw)), None))
+            return response.status_code, response.get_data()
+        handler = request_handler(app)
+        for uid in (1, 1, 1):
+            assert get(f"/user/{uid}") == (200, f"user {uid}".encode())
+        assert counts == {"bind": 1, "match": 3, "convert": 3, "blueprint": 0}
+        assert get("/user/1", query_string="a=1") == (200, b"user 1")
+        assert counts["bind"] == 2
+        for _ in range(2):  # another host: bound once more
+            assert get("/user/2", host="elsewhere.example") == (200, b"user 2")
+        assert counts["bind"] == 3 and counts["convert"] == 6
+        from kyoukai.blueprint import Blueprint as KBlueprint
+        monkeypatch.setattr(KBlueprint, "match", counting("blueprint", KBlueprint.match))
+        assert get("/user/1") == (200, b"user 1")
+        assert counts["blueprint"] == 1
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
+
+
 def test_fast_path_refused_where_it_must_be():
     class Overriding(Kyoukai):
         async def process_request(self, request, parent_context):
