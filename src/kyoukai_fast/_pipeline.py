@@ -19,7 +19,10 @@ same objects, but skips work whose result nobody can observe:
   redirect) are remembered per root blueprint and map, keyed on everything
   ``Map.bind_to_environ`` and ``MapAdapter.match`` read from the environ; 404 and 405 answers
   too when no rule has a converter (a converter may refuse a value, so the answer could change).
-  Everything else goes through the root blueprint's own ``match``, as stock;
+  Everything else is matched by werkzeug on every request (converters run), with the map's
+  ``MapAdapter`` (which matching does not change) bound once per key and query string, as
+  ``Blueprint.match`` would bind it, unless ``Blueprint.match`` or ``bind_to_environ`` was
+  replaced;
 * ``Route.check_route_args``' ``inspect.signature`` is computed once per route callable;
 * hooks are gathered from the blueprint chain as ``Blueprint.get_hooks`` gathers them;
 * the request context is built with the attributes, in the order, ``HTTPRequestContext``'s
