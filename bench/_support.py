@@ -101,10 +101,17 @@ def kyoukai_hello_app(loop, path: str = "/hello/world"):
     return app
 
 
-#: The realistic app's request mix, with the status each gets: a dynamic route, a static one
-#: in the blueprint, the root's, and a 404 answered by the root's error handler.
-REALISTIC_MIX = (("/api/user/42?tab=posts", 200), ("/api/status", 200),
-                 ("/hello/world", 200), ("/api/missing", 404))
+#: The realistic app's request mix, with the status and body each gets from a client that sends
+#: no User-Agent: a dynamic route, a static one in the blueprint, the root's, and a 404 answered
+#: by the root's error handler.
+REALISTIC_ANSWERS = (
+    ("/api/user/42?tab=posts", 200, b'{"id": 42, "name": "user42", "by": "anonymou"}'),
+    ("/api/status", 200, b"ok"),
+    ("/hello/world", 200, b"Hello, world!"),
+    ("/api/missing", 404, b'{"error": "not found"}'),
+)
+#: ``(target, status)`` of each request of the mix.
+REALISTIC_MIX = tuple((target, status) for target, status, _ in REALISTIC_ANSWERS)
 
 
 def request_bytes(target: str) -> bytes:

@@ -9,7 +9,8 @@ Loopback load benchmark: every server of ``bench/servers.py`` side by side, load
 Rounds are interleaved (A B C ... A B C ...) so drift of a shared machine hits every server
 alike; the table gives the median requests/s, the median p99 latency, the server CPU per request
 and the ratios to the floor and to stock Kyoukai. A separate correctness pass checks with a wrk
-Lua ``response`` hook that every response is a 200 with the expected body, pipelined too. Then
+Lua ``response`` hook that every response is a 200 with the expected body, pipelined too (the
+realistic app's servers get a mix of requests, each answer checked in every run). Then
 the RSS growth per idle keep-alive connection and the micro ratios, all checked against
 ``bench/targets.py``. Results: ``bench/results/load.{md,json,png}``; a full run also rewrites
 the generated part of ``docs/benchmarks.md`` (``--docs`` / ``--no-docs`` to choose).
@@ -36,7 +37,7 @@ from loadgen import LoadGenerator
 from micro import micro_ratios
 from processes import RESULTS, Server, ensure_wrk, log
 from report import DOCS, summarize, update_docs, write_results
-from servers import DEFAULT_SERVERS, LOG_SERVERS, LOOPS, SERVERS, serve
+from servers import DEFAULT_SERVERS, LOG_SERVERS, LOOPS, REALISTIC_SERVERS, SERVERS, serve
 
 #: Servers whose idle-connection memory is measured.
 MEMORY_SERVERS = ("floor", "stock-minimal", "fast-c-minimal", "fast-py-minimal")
@@ -46,6 +47,9 @@ def run_rounds(generator: LoadGenerator, loops, servers, depths, rounds_per_dept
                duration: float, output: str):
     """Warm-up, a correctness pass and ``rounds_per_depth`` interleaved rounds for every loop
     and pipelining depth: ``(rounds, correctness)`` as :func:`report.summarize` takes them."""
+    from _support import REALISTIC_ANSWERS
+
+    answers = {kind: REALISTIC_ANSWERS for kind in servers if kind in REALISTIC_SERVERS}
     rounds: dict = {}
     correctness: dict = {}
     total = len(loops) * len(depths) * rounds_per_depth * len(servers)
@@ -56,8 +60,9 @@ def run_rounds(generator: LoadGenerator, loops, servers, depths, rounds_per_dept
         try:
             for depth in depths:
                 for kind, server in running.items():  # warm-up and correctness
-                    generator.run(server.port, depth, 1.0)
-                    check = generator.run(server.port, depth, 1.0, check=True)
+                    generator.run(server.port, depth, 1.0, answers=answers.get(kind))
+                    check = generator.run(server.port, depth, 1.0, check=True,
+                                          answers=answers.get(kind))
                     correctness[(loop_name, depth, kind)] = check
                     log(f"  check {loop_name:8} pipeline={depth:<2} {kind:16} "
                         f"ok={check['ok']:,} bad={check['bad']:,}")
@@ -66,7 +71,8 @@ def run_rounds(generator: LoadGenerator, loops, servers, depths, rounds_per_dept
                         step += 1
                         cpu_before = server.cpu_seconds()
                         faults_before = server.page_faults()
-                        result = generator.run(server.port, depth, duration)
+                        result = generator.run(server.port, depth, duration,
+                                               answers=answers.get(kind))
                         # CPU time per request: steadier than req/s on a shared machine, where
                         # a server gets only part of a core.
                         requests = max(1, result["requests"])

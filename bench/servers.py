@@ -17,6 +17,11 @@ The servers the load benchmark compares, each run as its own process on 127.0.0.
 * ``fast-py-kyoukai``: the same app on kyoukai_fast's pure-Python twin;
 * ``fast-kyoukai-stock-pipeline``: the same app on kyoukai_fast compiled, with the app's own
   ``process_request`` (``KYOUKAI_FAST_NO_PIPELINE=1``) instead of the fast request pipeline;
+* ``stock-kyoukai-realistic`` / ``fast-kyoukai-realistic`` / ``fast-py-kyoukai-realistic``: a
+  realistic Kyoukai app (``_support.kyoukai_realistic_app``: a blueprint with a prefix, a
+  before-request hook, ``/api/user/<int:uid>``, an error handler) on stock Kyoukai, kyoukai_fast
+  compiled and pure-Python; the load cycles through ``_support.REALISTIC_ANSWERS`` (a 404 among
+  them) and checks each answer;
 * ``uvicorn``: uvicorn (httptools) with a minimal ASGI app;
 * ``starlette``: what a user would pick instead of Kyoukai: Starlette on uvicorn (httptools),
   one hello-world route;
@@ -47,20 +52,24 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
+#: The realistic Kyoukai app's servers: their load is the mixed requests of
+#: ``_support.REALISTIC_ANSWERS``.
+REALISTIC_SERVERS = ("stock-kyoukai-realistic", "fast-kyoukai-realistic",
+                     "fast-py-kyoukai-realistic")
 DEFAULT_SERVERS = ("floor", "stock-minimal", "fast-c-minimal", "fast-c-prebuilt",
                    "fast-py-minimal", "stock-kyoukai", "fast-kyoukai", "fast-py-kyoukai",
-                   "fast-kyoukai-stock-pipeline", "uvicorn", "starlette")
+                   "fast-kyoukai-stock-pipeline") + REALISTIC_SERVERS + ("uvicorn", "starlette")
 LOG_SERVERS = ("fast-kyoukai-access-log", "fast-kyoukai-route-log", "fast-c-minimal-access-log")
 SERVERS = DEFAULT_SERVERS + LOG_SERVERS
 #: The real Kyoukai app's servers.
 KYOUKAI_SERVERS = ("stock-kyoukai", "fast-kyoukai", "fast-py-kyoukai",
                    "fast-kyoukai-stock-pipeline", "fast-kyoukai-access-log",
-                   "fast-kyoukai-route-log")
+                   "fast-kyoukai-route-log") + REALISTIC_SERVERS
 LOOPS = ("asyncio", "uvloop")
 #: Servers whose process must run the pure-Python implementation.
 #: The HTTP/2 servers (TLS) of ``bench/http2_load.py``.
 HTTP2_SERVERS = ("fast-c-tls", "fast-py-tls", "hypercorn")
-PURE_PYTHON = ("fast-py-minimal", "fast-py-kyoukai", "fast-py-tls")
+PURE_PYTHON = ("fast-py-minimal", "fast-py-kyoukai", "fast-py-tls", "fast-py-kyoukai-realistic")
 #: Servers whose process must run with the fast request pipeline off.
 STOCK_PIPELINE = ("fast-kyoukai-stock-pipeline",)
 BODY = b"Hello, world!"
@@ -176,13 +185,20 @@ async def _serve_kyoukai(kind: str) -> None:
     from kyoukai import Kyoukai, KyoukaiComponent
 
     loop = asyncio.get_running_loop()
-    app = Kyoukai("hello", loop=loop)
+    if kind in REALISTIC_SERVERS:
+        sys.path.insert(0, HERE)
+        import _support
 
-    @app.route("/")
-    async def index(ctx):
-        return "Hello, world!"
+        app = _support.kyoukai_realistic_app(loop)
+    else:
+        app = Kyoukai("hello", loop=loop)
 
-    backend = "kyoukai.backends.httptools_" if kind == "stock-kyoukai" else "kyoukai_fast"
+        @app.route("/")
+        async def index(ctx):
+            return "Hello, world!"
+
+    backend = ("kyoukai.backends.httptools_" if kind.startswith("stock-kyoukai")
+               else "kyoukai_fast")
     settings = {"access_log": True} if kind == "fast-kyoukai-access-log" else {}
     if kind == "fast-kyoukai-route-log":
         import logging

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The HTTP clients the tests and benchmarks drive: curl (with HTTP/2) and h2load / nghttp from
-# nghttp2-client; and libnghttp2-dev, which the compiled HTTP/2 engine is built against. Idempotent and quiet: installs only what is missing, with apt-get (as root or
-# through sudo); elsewhere it says what to install.
+# The HTTP clients the tests and benchmarks drive: curl (with HTTP/2), h2load / nghttp from
+# nghttp2-client and wrk (the load benchmark); and libnghttp2-dev, which the compiled HTTP/2
+# engine is built against. Idempotent and quiet: installs only what is missing, with apt-get
+# (as root or through sudo); elsewhere it says what to install.
 set -euo pipefail
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 # libnghttp2's header and library: the compiled HTTP/2 engine is built against them.
 if ! pkg-config --exists libnghttp2 2>/dev/null && [ ! -f /usr/include/nghttp2/nghttp2.h ]; then
     missing+=(libnghttp2-dev pkg-config)

@@ -4,6 +4,7 @@ A small Kyoukai app for the tests that start real servers in subprocesses (the C
 """
 import asyncio
 import os
+import sys
 import time
 
 import kyoukai_fast.compat
@@ -14,6 +15,18 @@ from kyoukai import Kyoukai  # noqa: E402
 from kyoukai.util import as_json  # noqa: E402
 
 app = Kyoukai("served")
+
+
+def _pipeline() -> str:
+    """Which pipeline runs the calling route: "stock" when Kyoukai's own process_request is
+    on the (coroutine) call chain, else "fast" (kyoukai_fast's pipeline)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if (frame.f_code.co_name == "process_request"
+                and frame.f_globals.get("__name__") == "kyoukai.app"):
+            return "stock"
+        frame = frame.f_back
+    return "fast"
 
 
 @app.route("/")
@@ -30,6 +43,7 @@ async def info(ctx):
         "loop": type(asyncio.get_running_loop()).__module__,
         "scheme": ctx.environ["wsgi.url_scheme"],
         "server_port": ctx.environ["SERVER_PORT"],
+        "pipeline": _pipeline(),
     })
 
 

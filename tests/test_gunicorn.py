@@ -20,10 +20,10 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="gunicorn is POS
 GUNICORN = [str(VENV_BIN / "gunicorn")]
 
 
-def gunicorn(*args, worker="kyoukai_fast.workers.KyoukaiWorker", pure=False) -> Server:
+def gunicorn(*args, worker="kyoukai_fast.workers.KyoukaiWorker", pure=False, **environ) -> Server:
     extra = ["--no-control-socket"] if _has_control_socket() else []
     return Server([*GUNICORN, "-k", worker, "-b", "127.0.0.1:0", "-w", "2", *extra, *args],
-                  env=env(pure=pure))
+                  env=env(pure=pure, **environ))
 
 
 def _has_control_socket() -> bool:
@@ -43,6 +43,7 @@ def test_workers_serve_the_fast_protocol(impl):
         cls = impl.protocol_class
         assert info["protocol"] == f"{cls.__module__}.{cls.__name__}"
         assert info["loop"].startswith("asyncio")
+        assert info["pipeline"] == "fast"
         assert info["pid"] != server.proc.pid
         assert request(port, "GET", "/")[::2] == (200, b"Hello from served_app")
         assert request(port, "GET", "/missing")[0] == 404
@@ -66,13 +67,22 @@ def test_uvloop_worker():
         assert get_json(listening_port(server), "/info")["loop"].startswith("uvloop")
 
 
-def test_max_requests_recycles_workers():
-    with gunicorn("served_app:app", "--max-requests", "2", "--max-requests-jitter", "0") as server:
+@pytest.mark.parametrize("pipeline", ["fast", "stock"])
+def test_max_requests_recycles_workers(impl, pipeline):
+    """Workers restart after max_requests, and counting requests leaves the fast pipeline live
+    (the stock case shows the probe in /info tells the two apart)."""
+    extra = {"KYOUKAI_FAST_NO_PIPELINE": "1"} if pipeline == "stock" else {}
+    with gunicorn("served_app:app", "--max-requests", "2", "--max-requests-jitter", "0",
+                  pure=impl.name == "python", **extra) as server:
         port = listening_port(server)
-        served = [get_json(port, "/info")["pid"] for _ in range(8)]
+        infos = [get_json(port, "/info") for _ in range(8)]
+        cls = impl.protocol_class
+        assert {info["protocol"] for info in infos} == {f"{cls.__module__}.{cls.__name__}"}
+        served = [info["pid"] for info in infos]
         # Each worker answers at most 2 requests, then gunicorn replaces it.
         assert max(served.count(pid) for pid in served) <= 2
         assert len(set(served)) >= 4
+        assert {info["pipeline"] for info in infos} == {pipeline}
         server.wait_for(r"Autorestarting worker after current request")
 
 

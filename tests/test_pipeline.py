@@ -9,6 +9,7 @@ import functools
 import gc
 import logging
 import string
+import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -676,6 +677,57 @@ def test_fast_path_taken_for_a_plain_app(monkeypatch):
         asyncio.set_event_loop(None)
 
 
+def test_bound_map_reused_for_dynamic_routes(monkeypatch):
+    """A dynamic route's requests bind the map once per environ key and query string, while
+    werkzeug matches (the converter runs) on every request; a Blueprint.match patched later is
+    followed."""
+    from werkzeug.routing import IntegerConverter, Map, MapAdapter
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        app = app_of("dynamic")
+
+        @app.route("/user/<int:uid>")
+        async def user(ctx, uid):
+            return f"user {uid}"
+        app.finalize()
+        handler = request_handler(app)
+        counts = {"bind": 0, "match": 0, "convert": 0, "blueprint": 0}
+        real_bind, real_match = Map.bind_to_environ, MapAdapter.match
+        real_convert = IntegerConverter.to_python
+
+        def counting(name, real):
+            def wrapper(*a, **kw):
+                counts[name] += 1
+                return real(*a, **kw)
+            return wrapper
+        # (bind_to_environ patched before the first request: the handler takes it as werkzeug's)
+        monkeypatch.setattr(Map, "bind_to_environ", counting("bind", real_bind))
+        monkeypatch.setattr(MapAdapter, "match", counting("match", real_match))
+        monkeypatch.setattr(IntegerConverter, "to_python", counting("convert", real_convert))
+
+        def get(path, **kw):
+            response = loop.run_until_complete(handler(Request(make_environ(path, **kw)), None))
+            return response.status_code, response.get_data()
+        handler = request_handler(app)
+        for uid in (1, 1, 1):
+            assert get(f"/user/{uid}") == (200, f"user {uid}".encode())
+        assert counts == {"bind": 1, "match": 3, "convert": 3, "blueprint": 0}
+        assert get("/user/1", query_string="a=1") == (200, b"user 1")
+        assert counts["bind"] == 2
+        for _ in range(2):  # another host: bound once more
+            assert get("/user/2", host="elsewhere.example") == (200, b"user 2")
+        assert counts["bind"] == 3 and counts["convert"] == 6
+        from kyoukai.blueprint import Blueprint as KBlueprint
+        monkeypatch.setattr(KBlueprint, "match", counting("blueprint", KBlueprint.match))
+        assert get("/user/1") == (200, b"user 1")
+        assert counts["blueprint"] == 1
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
+
+
 def test_fast_path_refused_where_it_must_be():
     class Overriding(Kyoukai):
         async def process_request(self, request, parent_context):
@@ -850,6 +902,70 @@ def test_http2_serves_through_the_resolved_handler(fast_pipeline):
         assert seen == ["/user/5"]
         assert dict(headers[0].headers)[b":status"] == b"200" and body == b"user 5"
         protocol.connection_lost(None)
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
+
+
+def _stock_process_request_running() -> bool:
+    """Whether Kyoukai's own process_request is on the calling route's (coroutine) call chain."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if (frame.f_code.co_name == "process_request"
+                and frame.f_globals.get("__name__") == "kyoukai.app"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+@pytest.mark.filterwarnings("ignore:Explicitly passing the parent context:DeprecationWarning")
+@pytest.mark.parametrize("fast_pipeline", [True, False])
+def test_each_request_is_seen_with_the_fast_pipeline_left_live(impl, fast_pipeline):
+    """ServerState.on_each_request (gunicorn's max_requests counting) sees every request of
+    every connection, including one made before the callback was added, and the requests are
+    still served by the fast pipeline: the app is not patched."""
+    from fakes import FakeComponent, FakeTransport
+    from kyoukai_fast._config import existing_server_state
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        app = app_of("counted")
+        served, stock = [], []
+
+        @app.route("/user/<int:uid>")
+        async def user(ctx, uid):
+            served.append(uid)
+            stock.append(_stock_process_request_running())
+            return f"user {uid}"
+        app.finalize()
+        from asphalt.core import Context
+        component = FakeComponent(app, server_name="127.0.0.1", fast_pipeline=fast_pipeline)
+        early = impl.protocol_class(component, Context(), "127.0.0.1", 8080)
+        early_transport = FakeTransport()
+        early.connection_made(early_transport)
+        state = existing_server_state(component)
+        assert state.request_handler.fast is fast_pipeline
+        seen = []
+        state.on_each_request(lambda: seen.append(list(served)))
+        assert state.request_handler.fast is fast_pipeline
+        late = impl.protocol_class(component, Context(), "127.0.0.1", 8080)
+        late_transport = FakeTransport()
+        late.connection_made(late_transport)
+
+        async def exchange():
+            for uid, protocol in ((1, early), (2, late), (3, early)):
+                protocol.data_received(f"GET /user/{uid} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            for _ in range(5):
+                await asyncio.sleep(0)
+        loop.run_until_complete(exchange())
+        # Each callback ran before its request reached the route.
+        assert seen == [[], [1], [1, 2]] and served == [1, 2, 3]
+        assert stock == [not fast_pipeline] * 3
+        assert early_transport.take().count(b"HTTP/1.1 200 OK") == 2
+        assert b"user 2" in late_transport.take()
+        early.connection_lost(None)
+        late.connection_lost(None)
     finally:
         loop.close()
         asyncio.set_event_loop(None)

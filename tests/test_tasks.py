@@ -2,6 +2,7 @@
 Route code runs inside a real asyncio Task, on both implementations, whether or not it suspends:
 ``current_task()``, ``asyncio.timeout``, ``asyncio.shield``, context variables that stay with
 their request, cancellation when the client goes away, Asphalt's ``Context`` in its host task.
+Each test runs with every way the runtime's tasks are started (see ``kyoukai_fast._tasks``).
 """
 from __future__ import annotations
 
@@ -13,7 +14,25 @@ import pytest
 from werkzeug.wrappers import Response
 
 from fakes import open_connection, settle, wait_for_responses
+from kyoukai_fast import _tasks
+from kyoukai_fast._tasks import start_in_task
 from wire import get, parse_responses
+
+# Python 3.11 with asyncio's loops takes a new task's queued step at once; other loops (and
+# 3.10) step a wrapper task by hand: both are run here. 3.12+ has eager tasks.
+START_MODES = ["eager"] if _tasks.EAGER_TASKS else ["queued step", "wrapper"]
+
+
+class _NothingSteppable(dict):
+    def get(self, key, default=None):
+        return False
+
+
+@pytest.fixture(autouse=True, params=START_MODES)
+def start_mode(request, monkeypatch):
+    if request.param == "wrapper":
+        monkeypatch.setattr(_tasks, "_queue_steppable", _NothingSteppable())
+    return request.param
 
 seen = contextvars.ContextVar("seen")
 
@@ -200,3 +219,103 @@ def test_asphalt_context_is_hosted_by_the_handlers_task(impl):
         warnings.filterwarnings("error", "Potential context stack corruption")
         results = asyncio.run(main())
     assert [(status, body) for status, _, body in results] == [(200, b"True"), (200, b"True")]
+
+
+# --- start_in_task itself ---------------------------------------------------------------------
+
+def test_start_in_task_answers_in_the_first_step_without_a_loop_turn(start_mode):
+    ran = []
+
+    async def quick(value):
+        ran.append(asyncio.current_task())
+        return value
+
+    async def failing():
+        raise KeyError("nope")
+
+    async def cancelled():
+        raise asyncio.CancelledError()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        outer = asyncio.current_task()
+        queued = len(loop._ready)
+        task, value, error = start_in_task(loop, quick(5), contextvars.copy_context())
+        assert (task, value, error) == (None, 5, None)
+        assert isinstance(ran[0], asyncio.Task) and ran[0] is not outer
+        assert asyncio.current_task() is outer
+        if start_mode == "queued step":
+            assert len(loop._ready) == queued  # nothing left for the loop to run
+            assert ran[0].done() and ran[0].result() == 5
+        task, value, error = start_in_task(loop, failing(), contextvars.copy_context())
+        assert task is None and value is None and isinstance(error, KeyError)
+        task, value, error = start_in_task(loop, cancelled(), contextvars.copy_context())
+        assert task is None and value is None and isinstance(error, asyncio.CancelledError)
+
+    asyncio.run(main())
+
+
+def test_start_in_task_hands_back_a_suspended_task():
+    var = contextvars.ContextVar("var")
+
+    async def slow():
+        var.set("mine")
+        first = asyncio.current_task()
+        await asyncio.sleep(0)
+        return first is asyncio.current_task(), var.get()
+
+    async def main():
+        context = contextvars.copy_context()
+        task, value, error = start_in_task(asyncio.get_running_loop(), slow(), context)
+        assert isinstance(task, asyncio.Task) and not task.done()
+        assert var.get("unset") == "unset" and context[var] == "mine"
+        assert await task == (True, "mine")
+
+    asyncio.run(main())
+
+
+def test_start_in_task_lets_system_exit_propagate(caplog):
+    """As from a task the loop steps: SystemExit leaves the step (and is not also logged as a
+    task exception never retrieved)."""
+    async def leaving():
+        raise SystemExit(3)
+
+    async def main():
+        with pytest.raises(SystemExit):
+            start_in_task(asyncio.get_running_loop(), leaving(), contextvars.copy_context())
+
+    asyncio.run(main())
+    import gc
+
+    gc.collect()
+    assert "never retrieved" not in caplog.text
+
+
+@pytest.mark.skipif(_tasks.EAGER_TASKS, reason="no queued step to take on eager-task runtimes")
+def test_a_step_not_last_in_the_queue_runs_in_its_turn(monkeypatch, start_mode):
+    """Something queued right after the task's step (a finalizer run inside Task()): the task
+    is not stepped by hand, and runs on the loop's next turn, as any task does."""
+    real_task = asyncio.Task
+
+    def task_then_more(coro, **kwargs):
+        task = real_task(coro, **kwargs)
+        asyncio.get_running_loop().call_soon(lambda: None)
+        return task
+
+    monkeypatch.setattr(_tasks, "_Task", task_then_more)
+    ran = []
+
+    async def quick():
+        ran.append(1)
+        return "late"
+
+    async def main():
+        task, value, error = start_in_task(asyncio.get_running_loop(), quick(),
+                                           contextvars.copy_context())
+        if start_mode == "wrapper":
+            assert task is None and value == "late"  # (that path does not queue a step)
+        else:
+            assert isinstance(task, asyncio.Task) and ran == []
+            assert await task == "late"
+
+    asyncio.run(main())

@@ -179,6 +179,25 @@ class ServerState:
         #: Proxy headers, root path, concurrency limit, access log (None where switched off).
         self.hooks = request_hooks(config, self)
 
+    def on_each_request(self, callback) -> None:
+        """Call ``callback()`` as each request is handed to :attr:`request_handler`.
+
+        Every protocol (both HTTP/1.1 twins, HTTP/2) starts a request through the server's
+        handler, so this sees them all, while the app and the pipeline the handler runs are
+        left as they are: counting requests this way (gunicorn's ``max_requests``) keeps the
+        fast pipeline live. The callback runs before the app's code for that request.
+        """
+        handler = self.request_handler
+
+        def handle(request, parent_context):
+            callback()
+            return handler(request, parent_context)
+
+        handle.fast = handler.fast
+        self.request_handler = handle
+        if self.typed_copy is not None:  # a connection came first: its copy follows too
+            self.typed_copy.request_handler = handle
+
     # One timer per server, not one per connection: an idle connection then costs no timer
     # handle, and a request costs no timer re-arming. Each tick asks every connection to check
     # its own deadlines (``check_timeouts``), which is a few attribute reads per connection.

@@ -19,7 +19,10 @@ same objects, but skips work whose result nobody can observe:
   redirect) are remembered per root blueprint and map, keyed on everything
   ``Map.bind_to_environ`` and ``MapAdapter.match`` read from the environ; 404 and 405 answers
   too when no rule has a converter (a converter may refuse a value, so the answer could change).
-  Everything else goes through the root blueprint's own ``match``, as stock;
+  Everything else is matched by werkzeug on every request (converters run), with the map's
+  ``MapAdapter`` (which matching does not change) bound once per key and query string, as
+  ``Blueprint.match`` would bind it, unless ``Blueprint.match`` or ``bind_to_environ`` was
+  replaced;
 * ``Route.check_route_args``' ``inspect.signature`` is computed once per route callable;
 * hooks are gathered from the blueprint chain as ``Blueprint.get_hooks`` gathers them;
 * the request context is built with the attributes, in the order, ``HTTPRequestContext``'s
@@ -392,12 +395,15 @@ class _RoutePlan:
 class _Routes:
     """The remembered routing answers of one root blueprint and its map."""
 
-    __slots__ = ("root", "map", "answers", "cache_misses", "all_static")
+    __slots__ = ("root", "map", "answers", "adapters", "cache_misses", "all_static")
 
     def __init__(self, root, rule_map):
         self.root = root
         self.map = rule_map
         self.answers = {}
+        #: The map bound to an environ (a MapAdapter, which ``match`` does not change), by what
+        #: ``bind_to_environ`` reads from it: for the answers that cannot be remembered.
+        self.adapters = {}
         self.all_static = all(not rule.arguments for rule in rule_map.iter_rules())
 
 
@@ -471,6 +477,9 @@ def _fast_handler(app, stock: _Stock) -> Callable:
     CoroutineType = types.CoroutineType
     traceback_format = __import__("traceback").format_exception
 
+    blueprint_match, bind_to_environ = Blueprint.match, stock.Map.bind_to_environ
+    Map = stock.Map
+
     def match(root, environ):
         rule_map = root.map
         routes = routes_box[0]
@@ -499,7 +508,26 @@ def _fast_handler(app, stock: _Stock) -> Callable:
         if len(answers) >= ROUTE_CACHE_SIZE:
             answers.clear()
         try:
-            route, params, rule = root.match(environ)
+            if (Blueprint.match is not blueprint_match or "match" in root.__dict__
+                    or Map.bind_to_environ is not bind_to_environ):  # patched since
+                route, params, rule = root.match(environ)
+            else:
+                # Blueprint.match, with the bound map reused: werkzeug matches (converters
+                # run) on every request, as stock; binding reads only the key's fields and
+                # the query string (for redirects).
+                adapter_key = (key, get("QUERY_STRING"))
+                adapters = routes.adapters
+                adapter = adapters.get(adapter_key)
+                if adapter is None:
+                    adapter = rule_map.bind_to_environ(environ)
+                    # "<invalid>": werkzeug warned that the host is not the server name it
+                    # was given; it would warn again next time.
+                    if adapter.subdomain != "<invalid>":
+                        if len(adapters) >= ROUTE_CACHE_SIZE:
+                            adapters.clear()
+                        adapters[adapter_key] = adapter
+                rule, params = adapter.match(return_rule=True)
+                route = root.get_route(rule.endpoint)
         except NotFound as exc:
             if routes.all_static and type(exc) is NotFound:
                 answers[key] = _NOT_FOUND

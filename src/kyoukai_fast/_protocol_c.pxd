@@ -22,7 +22,7 @@ ctypedef unsigned char flag
 cdef class ServerShared:
     # What every connection of one server reads and never changes: one pointer per connection.
     cdef readonly object server            # the ServerState
-    cdef object request_handler            # handle(request, parent_context), see _pipeline
+    cdef public object request_handler     # handle(request, parent_context), see _pipeline
     cdef dict environ_template             # presized copy of the server's environ template
     cdef Py_ssize_t max_body_size
     cdef Py_ssize_t max_url_size

@@ -7,10 +7,14 @@ in one task. Yet most handlers finish without ever suspending, and waiting a loo
 start each one would cost every pipelined request a round of the loop and its batched write.
 
 So the handler's task runs its first step at once, inside ``data_received``: on Python 3.12+ an
-eager task (``asyncio.Task(..., eager_start=True)``); before 3.12 a task is created as usual and
-its first step is taken by hand while that task is the loop's current task, the task then
-continuing (on its own first scheduled step) exactly where the coroutine stopped. A handler that
-finished in its first step is answered at once either way.
+eager task (``asyncio.Task(..., eager_start=True)``). On 3.11 with asyncio's own loops, a task
+is created as usual and the step it scheduled (the one handle ``call_soon`` appended to the
+loop's ready queue) is taken off the queue and run at once: the task's own step, so everything
+about the task is as asyncio makes it, and a handler that does not suspend costs no loop turn.
+Otherwise (3.10, other loops such as uvloop) a task is created running a small wrapper, and the
+handler's first step is taken by hand while that task is the loop's current task, the task then
+continuing exactly where the coroutine stopped. A handler that finished in its first step is
+answered at once in every case.
 """
 from __future__ import annotations
 
@@ -50,6 +54,7 @@ else:
     from asyncio.tasks import _enter_task, _leave_task
 
     _current_task = asyncio.current_task
+    _Task = asyncio.Task
 
     @types.coroutine
     def _resume(coro, yielded, context=None):
@@ -100,13 +105,7 @@ else:
             return None  # answered in the first step
         return await _resume(coro, first.yielded, context)
 
-    def start_in_task(loop, coro, context):
-        """Run ``coro`` as a task of ``loop`` in ``context``, its first step now.
-
-        :return: ``(task, value, error)``: ``task`` is ``None`` when the coroutine finished in
-            its first step, with its result ``value`` or its exception ``error``; otherwise the
-            task that runs the rest of it.
-        """
+    def _start_by_wrapper(loop, coro, context):
         first = _FirstStep()
         if sys.version_info >= (3, 11):
             task = loop.create_task(_rest(coro, first), context=context)
@@ -133,3 +132,59 @@ else:
                 _enter_task(loop, outer)
         first.suspended = True
         return task, None, None
+
+    _BaseEventLoop = asyncio.BaseEventLoop
+    #: Loop class -> whether its ``call_soon`` is asyncio's own (one handle appended to
+    #: ``loop._ready``), so that a new task's first step can be taken off the queue.
+    _queue_steppable: dict = {}
+
+    def _steppable(loop_type) -> bool:
+        steppable = _queue_steppable.get(loop_type)
+        if steppable is None:
+            steppable = _queue_steppable[loop_type] = (
+                sys.version_info >= (3, 11) and issubclass(loop_type, _BaseEventLoop)
+                and loop_type.call_soon is _BaseEventLoop.call_soon
+                and loop_type._call_soon is _BaseEventLoop._call_soon)
+        return steppable
+
+    def start_in_task(loop, coro, context):
+        """Run ``coro`` as a task of ``loop`` in ``context``, its first step now.
+
+        :return: ``(task, value, error)``: ``task`` is ``None`` when the coroutine finished in
+            its first step, with its result ``value`` or its exception ``error``; otherwise the
+            task that runs the rest of it.
+        """
+        steppable = _queue_steppable.get(type(loop))
+        if steppable is None:
+            steppable = _steppable(type(loop))
+        if not steppable:
+            return _start_by_wrapper(loop, coro, context)
+        ready = loop._ready
+        task = _Task(coro, loop=loop, context=context)
+        # The task's step is the handle just queued, unless something else was queued after it
+        # (a finalizer run by a garbage collection inside Task()): then it runs in its turn.
+        if not ready or getattr(ready[-1]._callback, "__self__", None) is not task:
+            return task, None, None
+        step = ready.pop()._callback
+        # The step makes the task the current one: another task may be (a handler that feeds a
+        # connection itself); it is current again afterwards.
+        outer = _current_task(loop)
+        if outer is not None:
+            _leave_task(loop, outer)
+        try:
+            context.run(step)  # as the loop runs a handle: in the task's context
+        except BaseException:  # KeyboardInterrupt, SystemExit, ...: asyncio's step re-raises
+            if task.done() and not task.cancelled():
+                task.exception()  # (propagating here: not also logged as never retrieved)
+            raise
+        finally:
+            if outer is not None:
+                _enter_task(loop, outer)
+        if not task.done():
+            return task, None, None
+        if task.cancelled():
+            return None, None, _CancelledError()
+        error = task.exception()
+        if error is not None:
+            return None, None, error
+        return None, task.result(), None

@@ -45,7 +45,7 @@ from gunicorn.errors import AppImportError
 from gunicorn.workers.base import Worker
 
 from . import _serve
-from ._config import ProtocolConfig
+from ._config import ProtocolConfig, server_state_for
 
 __all__ = ("KyoukaiWorker", "KyoukaiUVLoopWorker", "run_gunicorn", "gunicorn_options")
 
@@ -160,21 +160,20 @@ class KyoukaiWorker(Worker):
             self.loop.add_signal_handler(signum, handler)
 
     def _count_requests(self, components):
-        """Count requests for max_requests by wrapping each app's ``process_request``; the
-        request that reaches the limit stops accepting at once, so no other one slips in."""
-        apps = {id(c.app): c.app for c in components}
-        for app in apps.values():
-            process_request = app.process_request
+        """Count requests for max_requests at each server's request handler, not by patching
+        the app (whose unpatched class keeps the fast pipeline live); the request that reaches
+        the limit stops accepting at once, so no other one slips in."""
+        def counted():
+            self.nr += 1
+            if self.nr >= self.max_requests:
+                for component in components:
+                    component.server.close()
+                self._wakeup.set()
 
-            async def counted(request, parent_context, _process=process_request):
-                self.nr += 1
-                if self.nr >= self.max_requests:
-                    for component in components:
-                        component.server.close()
-                    self._wakeup.set()
-                return await _process(request, parent_context)
-
-            app.process_request = counted
+        for component in components:
+            # The port the protocols are given: that of the component's (first) socket.
+            port = _serve.socket_address(component.server.sockets[0])[1]
+            server_state_for(component, port).on_each_request(counted)
 
     async def _serve(self):
         self._wakeup = asyncio.Event()
