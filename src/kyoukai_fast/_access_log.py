@@ -77,7 +77,7 @@ class _Writer(threading.Thread):
     def __init__(self, stream):
         super().__init__(name="kyoukai_fast access log", daemon=True)
         self.stream = stream
-        self.batches: "queue.SimpleQueue[str | None]" = queue.SimpleQueue()
+        self.batches: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self.pending = 0  # batches queued and not yet written (read racily: a bound only)
 
     def run(self):
@@ -174,7 +174,7 @@ class AccessLog:
         self._writer = None
 
 
-_live_logs: "weakref.WeakSet[AccessLog]" = weakref.WeakSet()
+_live_logs: weakref.WeakSet[AccessLog] = weakref.WeakSet()
 
 
 @atexit.register

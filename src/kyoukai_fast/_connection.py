@@ -30,8 +30,15 @@ from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError, 
 from ._conformance import head_too_large
 from ._errors import HTTPLimitExceeded, error_response, half_close, logger, parser_error_to_http
 from ._flow_control import FlowControl
-from ._upgrade import (UpgradeBody, hand_over_h2c, hand_over_preface, hand_over_tls,
-                       http2_enabled, is_preface_error, upgrade_refusal)
+from ._upgrade import (
+    UpgradeBody,
+    hand_over_h2c,
+    hand_over_preface,
+    hand_over_tls,
+    http2_enabled,
+    is_preface_error,
+    upgrade_refusal,
+)
 
 __all__ = ("HTTPConnection", "ColdState", "FEED_SLICE", "slice_end", "PARSING", "PARSE_FAILED",
            "UPGRADED")
