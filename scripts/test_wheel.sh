@@ -83,7 +83,8 @@ find "$tmp/suite" -name __pycache__ -prune -exec rm -rf {} +
 (
     cd "$tmp/suite"
     KYOUKAI_FAST_TEST_INSTALLED=1 KYOUKAI_FAST_EXPECT_COMPILED=1 \
-        "$tmp/venv/bin/python" -m pytest -q -p no:cacheprovider tests | tee "$tmp/suite.log"
+        "$tmp/venv/bin/python" -m pytest -q -p no:cacheprovider \
+            -n "${KYOUKAI_FAST_TEST_WORKERS:-2}" tests | tee "$tmp/suite.log"
 )
 # Checkout-only tests are deselected there; nothing may be skipped.
 if tail -n 3 "$tmp/suite.log" | grep -q skipped; then

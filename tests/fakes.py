@@ -5,7 +5,8 @@ The one family of fakes the tests, the fuzz harness (``tests/fuzzing.py``) and t
 (``bench/_support.py``) share:
 
 * :data:`IMPLEMENTATIONS`: the compiled and pure-Python twins, each as an :class:`Implementation`.
-* :class:`FakeTransport` (and :class:`ClosingTransport`, :class:`HalfClosingTransport`),
+* :class:`FakeTransport` (and :class:`ClosingTransport`, :class:`BufferingTransport`,
+  :class:`HalfClosingTransport`),
   :class:`FakeSSLObject`: what a protocol sees of its transport.
 * :class:`FakeApp`, :class:`HelloApp`, :class:`PrebuiltHelloApp`, :class:`FakeComponent`: what a
   protocol uses of a Kyoukai app and of ``kyoukai.asphalt.KyoukaiComponent``.
@@ -29,9 +30,10 @@ from werkzeug.wrappers import Request, Response
 from wire import parse_responses
 
 __all__ = ("Implementation", "IMPLEMENTATIONS", "EXPECT_COMPILED", "FakeTransport",
-           "ClosingTransport", "HalfClosingTransport", "FakeSSLObject", "Signal", "FakeApp",
-           "HelloApp", "PrebuiltHelloApp", "FakeComponent", "Clock", "open_connection", "settle",
-           "wait_for_responses", "run", "echo", "SMUGGLED", "refused", "served")
+           "ClosingTransport", "BufferingTransport", "HalfClosingTransport", "FakeSSLObject",
+           "Signal", "FakeApp", "HelloApp", "PrebuiltHelloApp", "FakeComponent", "Clock",
+           "open_connection", "settle", "wait_for_responses", "run", "echo", "SMUGGLED", "refused",
+           "served")
 
 
 # --- the two implementations ------------------------------------------------------------------
@@ -104,6 +106,9 @@ class FakeTransport(asyncio.Transport):
     def is_closing(self):
         return self.closed
 
+    def get_write_buffer_size(self):
+        return 0  # every write is taken at once
+
     def close(self):
         self.closed = True
 
@@ -162,6 +167,45 @@ class ClosingTransport(FakeTransport):
     def set_protocol(self, protocol):
         super().set_protocol(protocol)
         self.handed_over = True
+
+
+class BufferingTransport(FakeTransport):
+    """A FakeTransport with a send buffer that the client empties with :meth:`client_reads`.
+
+    Like asyncio's transports, it calls its protocol's ``pause_writing`` once the buffer holds
+    more than ``high`` bytes and ``resume_writing`` once the client read it. ``owner`` is the
+    protocol told (the one ``set_protocol`` names after a hand-over).
+    """
+
+    def __init__(self, high=4096, **kwargs):
+        super().__init__(**kwargs)
+        self.high = high
+        self.buffered = 0
+        self.owner = None
+        self.writing_paused = False
+
+    def set_protocol(self, protocol):
+        super().set_protocol(protocol)
+        self.owner = protocol
+
+    def write(self, data):
+        super().write(data)
+        self.buffered += len(data)
+        if self.buffered > self.high and not self.writing_paused:
+            self.writing_paused = True
+            self.owner.pause_writing()
+
+    def get_write_buffer_size(self):
+        return self.buffered
+
+    def client_reads(self) -> bytes:
+        """The client reads everything sent so far; writing resumes if it was paused."""
+        data = self.take()
+        self.buffered = 0
+        if self.writing_paused:
+            self.writing_paused = False
+            self.owner.resume_writing()
+        return data
 
 
 class HalfClosingTransport(FakeTransport):

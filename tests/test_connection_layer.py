@@ -45,9 +45,10 @@ def _twin_classes():
 
 
 def test_the_connection_layer_is_implemented_once():
-    assert {"connection_made", "connection_lost", "pause_writing", "resume_writing", "_drain",
-            "_linger", "_refuse", "check_timeouts", "shutdown", "close", "_on_upgrade",
-            "_feed_in_slices", "_handler_done", "_parse_error"} <= COLD
+    assert {"connection_made", "connection_lost", "pause_writing", "resume_writing",
+            "_flow_control", "_pause_reading", "_resume_reading", "_stream_write", "_linger",
+            "_refuse", "check_timeouts", "shutdown", "close", "_on_upgrade", "_feed_in_slices",
+            "_handler_done", "_parse_error"} <= COLD
     for name, cls in _twin_classes():
         own = _own_methods(cls)
         assert not own & COLD, (name, own & COLD)  # a twin redefining one would let them drift

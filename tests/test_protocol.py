@@ -517,7 +517,7 @@ def test_compressed_request_bodies(impl, coding, encode):
 
 @pytest.mark.parametrize("coding, body, status", [
     ("gzip", b"definitely not gzip", 400),
-    ("gzip", gzip.compress(b"abc" * 100)[:-12], 400),  # truncated
+    ("gzip", gzip.compress(b"abc" * 100, mtime=0)[:-12], 400),  # truncated
     ("deflate", b"\xff\xfe\xfd garbage", 400),
     ("br", b"whatever", 415),
 ])

@@ -223,8 +223,11 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_command():
     assert target and target.group(1).strip() == "bash scripts/test.sh"
     script = (ROOT / "scripts" / "test.sh").read_text()
     assert "export KYOUKAI_FAST_EXPECT_COMPILED=1" in script
-    assert re.search(r"^\.venv/bin/python -m pytest tests\b", script, flags=re.M)
-    assert re.search(r"^KYOUKAI_FAST_NO_EXTENSIONS=1 \.venv/bin/python -m pytest -q tests\b",
-                     script, flags=re.M)
+    assert re.search(r'^\.venv/bin/python -m pytest "\$\{workers\[@\]\}" tests\b', script,
+                     flags=re.M)
+    assert re.search(r'^KYOUKAI_FAST_NO_EXTENSIONS=1 \.venv/bin/python -m pytest -q '
+                     r'"\$\{workers\[@\]\}" tests\b', script, flags=re.M)
+    assert re.search(r'^workers=\(-n "\$\{KYOUKAI_FAST_TEST_WORKERS:-2\}"\)$', script,
+                     flags=re.M)
     assert re.search(r"^make -s lint$", script, flags=re.M)
     assert "bash scripts/bootstrap.sh" in script  # a fresh clone: venv, dependencies, build

@@ -21,12 +21,11 @@ from werkzeug.exceptions import BadRequest, InternalServerError, MethodNotAllowe
 from werkzeug.wrappers import Request, Response
 
 from ._config import ProtocolConfig
+from ._protocol import IMPLEMENTATION, KyoukaiProtocol, KyoukaiProtocolC, KyoukaiProtocolPy
 from ._settings import SettingError
 from ._shutdown import graceful_shutdown
 from ._streaming import StreamingBody
-from ._protocol import IMPLEMENTATION, KyoukaiProtocol, KyoukaiProtocolC, KyoukaiProtocolPy
 from ._wsgi import get_formatted_response, to_wsgi_environment
-
 
 
 def __getattr__(name):

@@ -123,7 +123,7 @@ class _Writer(threading.Thread):
         super().__init__(name="kyoukai_fast access log", daemon=True)
         self.stream = stream
         self.path = path
-        self.batches: "queue.SimpleQueue" = queue.SimpleQueue()  # str, _REOPEN or None
+        self.batches: queue.SimpleQueue = queue.SimpleQueue()  # str, _REOPEN or None
         self.pending = 0  # batches queued and not yet written (read racily: a bound only)
 
     def _open(self):
@@ -254,7 +254,7 @@ class AccessLog:
         self._writer = None
 
 
-_live_logs: "weakref.WeakSet[AccessLog]" = weakref.WeakSet()
+_live_logs: weakref.WeakSet[AccessLog] = weakref.WeakSet()
 
 
 @atexit.register

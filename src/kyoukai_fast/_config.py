@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import field
 import weakref
+from dataclasses import field
 from typing import Any
 
 from ._environ import ENVIRON_BASE
@@ -111,7 +111,7 @@ class ProtocolConfig:
         self.root_path = root
 
     @classmethod
-    def from_mapping(cls, cfg: dict[str, Any] | None) -> "ProtocolConfig":
+    def from_mapping(cls, cfg: dict[str, Any] | None) -> ProtocolConfig:
         """Build a config from a component's settings (``None`` values keep the default).
 
         An ``access_log_file`` other than ``-`` switches the access log on unless
@@ -236,13 +236,13 @@ class ServerState:
             self._reaper = loop.call_later(self.reap_interval, self._reap, loop)
 
 
-_states: "weakref.WeakKeyDictionary[Any, ServerState]" = weakref.WeakKeyDictionary()
+_states: weakref.WeakKeyDictionary[Any, ServerState] = weakref.WeakKeyDictionary()
 #: Components that cannot be weakly referenced, by id, with the component itself: holding it
 #: keeps its id from being reused by another object (kept for the life of the process).
 _states_by_id: dict[int, tuple[Any, ServerState]] = {}
 
 
-def existing_server_state(component: Any) -> "ServerState | None":
+def existing_server_state(component: Any) -> ServerState | None:
     """The :class:`ServerState` of ``component`` if it has served a connection, else ``None``."""
     try:
         return _states.get(component)

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import re
 
-from werkzeug.exceptions import BadRequest, NotImplemented as HTTPNotImplemented
-from werkzeug.exceptions import RequestHeaderFieldsTooLarge
+from werkzeug.exceptions import BadRequest, RequestHeaderFieldsTooLarge
+from werkzeug.exceptions import NotImplemented as HTTPNotImplemented
 
 from ._errors import HTTPLimitExceeded
 

@@ -8,8 +8,8 @@ once for both protocol twins.
 here runs at most once per connection, per refusal, per suspended handler or per large read:
 
 * the connection's life: ``connection_made`` / ``connection_lost``, the server's bookkeeping;
-* write flow control (``pause_writing`` / ``resume_writing``, the drain a streamed body awaits,
-  failed on ``connection_lost``), as uvicorn's ``FlowControl`` does it;
+* flow control: :class:`~._flow_control.FlowControl`, the one every protocol uses (writing
+  paused by the transport, reading paused while the pipeline is full), made on the first pause;
 * the read backlog: a large read is parsed in slices and what follows a full pipeline waits;
 * refusals and lingering close (half-close, read and discard, close later);
 * timeouts (keep-alive, slow request heads, lingering) and graceful shutdown;
@@ -28,10 +28,18 @@ import httptools
 from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError, RequestTimeout
 
 from ._access_log import START_KEY, refused_environ
-from ._errors import HTTPLimitExceeded, error_response, half_close, logger, parser_error_to_http
 from ._conformance import head_too_large
-from ._upgrade import (UpgradeBody, hand_over_h2c, hand_over_preface, hand_over_tls,
-                       http2_enabled, is_preface_error, upgrade_refusal)
+from ._errors import HTTPLimitExceeded, error_response, half_close, logger, parser_error_to_http
+from ._flow_control import FlowControl
+from ._upgrade import (
+    UpgradeBody,
+    hand_over_h2c,
+    hand_over_preface,
+    hand_over_tls,
+    http2_enabled,
+    is_preface_error,
+    upgrade_refusal,
+)
 
 __all__ = ("HTTPConnection", "ColdState", "FEED_SLICE", "slice_end", "PARSING", "PARSE_FAILED",
            "UPGRADED")
@@ -79,16 +87,28 @@ def slice_end(data: bytes, start: int, req) -> int:
 class ColdState:
     """Per-connection state most connections never need; made on first use."""
 
-    __slots__ = ("drain_waiter", "upgrade_body", "backlog", "backlog_scheduled", "linger_until",
+    __slots__ = ("flow", "upgrade_body", "backlog", "backlog_scheduled", "linger_until",
                  "refused_upgrade")
 
     def __init__(self):
-        self.drain_waiter = None      # the future a streamed body awaits while writing is paused
+        self.flow = None              # FlowControl, made on the first pause (reading or writing)
         self.upgrade_body = None      # UpgradeBody of an h2c upgrade still receiving its body
         self.backlog = None           # bytes read but not parsed while the pipeline was full
         self.backlog_scheduled = False
         self.linger_until = 0.0       # set while a refused client's connection is half closed
         self.refused_upgrade = None   # environ of an upgrade request refused (the access log)
+
+    # What the twins' hot path asks, once a connection has a cold state at all.
+
+    @property
+    def writing_paused(self) -> bool:
+        flow = self.flow
+        return flow is not None and flow.writing_paused
+
+    @property
+    def reading_paused(self) -> bool:
+        flow = self.flow
+        return flow is not None and flow.reading_paused
 
 
 class HTTPConnection:
@@ -99,8 +119,8 @@ class HTTPConnection:
     (the :class:`~._config.ServerState`) and ``_config``; ``_loop``, ``_url_scheme``,
     ``_current`` (the request being parsed), ``_queue``, ``_handler``, ``_out``, ``_cold``,
     ``_last_activity`` and ``_message_started`` (``time.monotonic()`` readings); the flags
-    ``_busy``, ``_closing``, ``_close_when_idle``, ``_parse_state``, ``_reading_paused``,
-    ``_writing_paused``, ``_continue_pending``; ``_wsgi`` (its WSGI twin); and the hot methods
+    ``_busy``, ``_closing``, ``_close_when_idle``, ``_parse_state``, ``_continue_pending``;
+    ``_wsgi`` (its WSGI twin); and the hot methods
     ``_enqueue``, ``_run_queue``, ``_flush``, ``_write_result``, ``_raw_write`` and
     ``data_received``.
     """
@@ -112,6 +132,13 @@ class HTTPConnection:
         if cold is None:
             cold = self._cold = ColdState()
         return cold
+
+    def _flow_control(self) -> FlowControl:
+        cold = self._cold_state()
+        flow = cold.flow
+        if flow is None:
+            flow = cold.flow = FlowControl(self.transport)
+        return flow
 
     # --- the connection's life --------------------------------------------------------------
 
@@ -145,7 +172,8 @@ class HTTPConnection:
             handler.cancel()
         cold = self._cold
         if cold is not None:
-            self._fail_drain(cold)
+            if cold.flow is not None:
+                cold.flow.connection_lost()
             cold.backlog = None
         self._queue = None
         self.component.connection_lost.dispatch(protocol=self)
@@ -163,6 +191,11 @@ class HTTPConnection:
         self._flush()
         if self.transport is not None:
             self.transport.close()
+        cold = self._cold
+        if cold is not None and cold.flow is not None:
+            # Nothing more is written: a streamed body waiting to write stops now rather than
+            # when the client has read what the transport still holds.
+            cold.flow.close()
 
     def shutdown(self):
         """Graceful shutdown: close now if idle, else after the current response."""
@@ -171,37 +204,17 @@ class HTTPConnection:
         else:
             self._close_when_idle = True
 
-    # --- write flow control ------------------------------------------------------------------
+    # --- flow control --------------------------------------------------------------------------
 
     def pause_writing(self):
-        self._writing_paused = True
+        self._flow_control().pause_writing()
 
     def resume_writing(self):
-        self._writing_paused = False
         cold = self._cold
-        if cold is not None and cold.drain_waiter is not None:
-            waiter, cold.drain_waiter = cold.drain_waiter, None
-            if not waiter.done():
-                waiter.set_result(None)
+        if cold is not None and cold.flow is not None:
+            cold.flow.resume_writing()
         if not self._busy and not self._closing:
             self._run_queue()
-
-    async def _drain(self):
-        """Wait until the transport takes writes again; fails once the connection is lost."""
-        if self._closing:
-            raise ConnectionResetError("connection lost")
-        cold = self._cold_state()
-        waiter = cold.drain_waiter
-        if waiter is None:
-            waiter = cold.drain_waiter = self._loop.create_future()
-        await waiter
-
-    @staticmethod
-    def _fail_drain(cold: ColdState) -> None:
-        waiter, cold.drain_waiter = cold.drain_waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(ConnectionResetError("connection lost"))
-            waiter.exception()  # retrieved: nobody may be waiting any more
 
     def _stream_write(self, data):
         """One piece of a streamed body (``stream_body``): ``False`` once closing, else the
@@ -209,7 +222,19 @@ class HTTPConnection:
         if self._closing:
             return False
         self._raw_write(data)
-        return self._drain() if self._writing_paused else None
+        cold = self._cold
+        if cold is not None and cold.writing_paused:
+            return cold.flow.drain()
+        return None
+
+    def _pause_reading(self):
+        """The pipeline is full: read nothing more until it drained."""
+        self._flow_control().pause_reading()
+
+    def _resume_reading(self):
+        """The pipeline drained: parse what was read but not parsed first; read again after."""
+        if not self._schedule_backlog():
+            self._cold.flow.resume_reading()
 
     # --- the read backlog --------------------------------------------------------------------
 
@@ -237,9 +262,7 @@ class HTTPConnection:
             queue = self._queue
             if queue is not None and len(queue) >= limit and start < size:
                 self._cold_state().backlog = bytes(view[start:])
-                if not self._reading_paused:
-                    self._reading_paused = True
-                    self.transport.pause_reading()
+                self._pause_reading()
                 return
 
     def _feed_backlog(self):
@@ -365,10 +388,10 @@ class HTTPConnection:
         transport = self.transport
         timeout = self._config.linger_timeout
         if timeout > 0 and transport is not None and half_close(transport):
-            self._cold_state().linger_until = _monotonic() + timeout
-            if self._reading_paused:
-                self._reading_paused = False
-                transport.resume_reading()
+            cold = self._cold_state()
+            cold.linger_until = _monotonic() + timeout
+            if cold.flow is not None:
+                cold.flow.resume_reading()  # to read and discard
         elif transport is not None:
             transport.close()
 

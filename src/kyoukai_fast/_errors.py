@@ -11,12 +11,8 @@ import logging
 import re
 
 import httptools
-from werkzeug.exceptions import (
-    BadRequest,
-    HTTPException,
-    InternalServerError,
-    NotImplemented as HTTPNotImplemented,
-)
+from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError
+from werkzeug.exceptions import NotImplemented as HTTPNotImplemented
 
 from ._rendering import date_line, format_head, response_parts
 
@@ -33,7 +29,7 @@ __all__ = (
 logger = logging.getLogger("kyoukai_fast")
 
 
-def request_parser(callbacks) -> "httptools.HttpRequestParser":
+def request_parser(callbacks) -> httptools.HttpRequestParser:
     """httptools' request parser, accepting whitespace before a chunk extension.
 
     RFC 9112 7.1.1 allows BWS before the ``;`` of a chunk extension (``5 ;name=value``), which
@@ -104,7 +100,7 @@ class _Counter:
         self.complete += 1
 
 
-def _parsed_messages(data: bytes) -> "tuple[int, bool]":
+def _parsed_messages(data: bytes) -> tuple[int, bool]:
     """Messages a fresh parser completes in ``data``, and whether it then failed."""
     counter = _Counter()
     try:

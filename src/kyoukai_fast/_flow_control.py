@@ -1,12 +1,16 @@
 """
-Write-side flow control of one transport: what ``pause_writing`` / ``resume_writing`` mean to the
-code that writes, shared by the protocols (modelled on uvicorn's ``FlowControl``).
+Flow control of one transport, the one piece every protocol uses (modelled on uvicorn's
+``FlowControl``): what ``pause_writing`` / ``resume_writing`` mean to the code that writes, and
+reading paused and resumed at most once each way.
 
 asyncio calls ``pause_writing`` once the transport's buffer passes its high-water mark and
 ``resume_writing`` once it drained below the low one. Writers that produce more than one piece
 (a streamed body, an HTTP/2 connection sending for many streams) check :attr:`writing_paused`
-before writing more, or ``await drain()``; a lost connection wakes every waiter with
+before writing more, or ``await drain()``; a closed or lost connection wakes every waiter with
 ``ConnectionResetError`` so that nothing waits for a client that is gone.
+
+HTTP/2 makes one per connection; HTTP/1.1 makes one on a connection's first pause only, in its
+cold state (``_connection.ColdState``), so that an idle connection does not pay for it.
 """
 from __future__ import annotations
 
@@ -38,6 +42,11 @@ class FlowControl:
 
     def connection_lost(self) -> None:
         """The connection is gone: waiting writers get ``ConnectionResetError``."""
+        self.close()
+
+    def close(self) -> None:
+        """Nothing more is written (the protocol closes the connection): waiting writers, and
+        any that would wait from now on, get ``ConnectionResetError``; reading stays as it is."""
         self._lost = True
         self.writing_paused = False
         self._wake(ConnectionResetError("connection lost"))

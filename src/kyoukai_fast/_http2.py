@@ -45,8 +45,20 @@ from ._errors import HTTPLimitExceeded, error_page, half_close, logger
 from ._flow_control import FlowControl
 from ._http2_engine import ENGINE
 from ._http2_events import (
-    CLOSED, CONTROL, DATA, EMPTY_DATA, ENDED, ENHANCE_YOUR_CALM, GONE, INTERNAL_ERROR,
-    NO_ERROR, REFUSED_STREAM, REQUEST, RESET, TRAILERS, EngineError,
+    CLOSED,
+    CONTROL,
+    DATA,
+    EMPTY_DATA,
+    ENDED,
+    ENHANCE_YOUR_CALM,
+    GONE,
+    INTERNAL_ERROR,
+    NO_ERROR,
+    REFUSED_STREAM,
+    REQUEST,
+    RESET,
+    TRAILERS,
+    EngineError,
 )
 from ._rendering import date_line, invalid_name_message, valid_field_name
 from ._request_cycle import final_response_parts, response_or_error, set_input, start_handler

@@ -13,7 +13,16 @@ import h2.settings
 from hyperframe.frame import GoAwayFrame
 
 from ._http2_events import (
-    CLOSED, CONTROL, DATA, EMPTY_DATA, ENDED, GONE, PROTOCOL_ERROR, REQUEST, RESET, TRAILERS,
+    CLOSED,
+    CONTROL,
+    DATA,
+    EMPTY_DATA,
+    ENDED,
+    GONE,
+    PROTOCOL_ERROR,
+    REQUEST,
+    RESET,
+    TRAILERS,
     EngineError,
 )
 

@@ -68,7 +68,8 @@ import warnings
 import weakref
 from asyncio import get_running_loop
 from asyncio.tasks import _current_tasks
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from ._settings import env_flag
 
@@ -108,7 +109,7 @@ def _is_from(func, module: str, qualname: str) -> bool:
 class _Stock:
     """The installed libraries' objects the fast path relies on, found and checked once."""
 
-    refusal: "str | None" = None
+    refusal: str | None = None
 
     def __init__(self):
         import importlib.metadata as metadata
@@ -134,8 +135,13 @@ class _Stock:
         from kyoukai.blueprint import Blueprint
         from kyoukai.route import Route
         from werkzeug.datastructures import Headers
-        from werkzeug.exceptions import (BadRequestKeyError, HTTPException, InternalServerError,
-                                         MethodNotAllowed, NotFound)
+        from werkzeug.exceptions import (
+            BadRequestKeyError,
+            HTTPException,
+            InternalServerError,
+            MethodNotAllowed,
+            NotFound,
+        )
         from werkzeug.routing import Map, RequestRedirect
         from werkzeug.wrappers import Response
 
@@ -288,7 +294,7 @@ class _Stock:
         return plain_text
 
 
-_stock: "_Stock | None" = None
+_stock: _Stock | None = None
 
 
 def _stock_objects() -> _Stock:
@@ -305,7 +311,7 @@ def _stock_objects() -> _Stock:
 _APP_METHODS = ("process_request", "root")
 
 
-def fast_pipeline_refusal(app) -> "str | None":
+def fast_pipeline_refusal(app) -> str | None:
     """Why ``app`` cannot be served by the fast pipeline, or None when it can."""
     stock = _stock_objects()
     if stock.refusal is not None:
@@ -588,17 +594,17 @@ def _fast_handler(app, stock: _Stock) -> Callable:
             if plan.arg_count < 0:
                 raise TypeError("Route functions must take ctx argument")
             if plan.arg_count != len(params):
-                raise TypeError("Route takes {} args, passed in {} instead".format(
-                    plan.arg_count, len(params)))
+                raise TypeError(f"Route takes {plan.arg_count} args, "
+                                f"passed in {len(params)} instead")
             for name, annotation in plan.checks:
                 if name not in params:
-                    raise ValueError("Argument {} not found in args for callable {}"
-                                     .format(name, route._callable.__name__))
+                    raise ValueError(f"Argument {name} not found in args for callable "
+                                     f"{route._callable.__name__}")
                 if annotation is not None:
                     value = params[name]
                     if not isinstance(value, annotation):
-                        raise TypeError("Argument {} must be type {} (got type {})".format(
-                            name, annotation, type(value)))
+                        raise TypeError(f"Argument {name} must be type {annotation} "
+                                        f"(got type {type(value)})")
         else:
             params = list(params.values())
         if route.reverse_hooks:
@@ -716,14 +722,13 @@ def _fast_handler(app, stock: _Stock) -> Callable:
                 ctx.rule = rule
             except NotFound as e:
                 log_route(ctx.request, 404)
-                stock_log(0, logging.DEBUG, "Could not resolve route for {request.path}."
-                          .format(request=request))
+                stock_log(0, logging.DEBUG, f"Could not resolve route for {request.path}.")
                 result = await app.handle_httpexception(ctx, e, request.environ)
                 routed = False
             except MethodNotAllowed as e:
                 log_route(ctx.request, 405)
                 stock_log(1, logging.DEBUG, "Could not resolve valid method for "
-                          "{request.path} ({request.method})".format(request=request))
+                          f"{request.path} ({request.method})")
                 result = await app.handle_httpexception(ctx, e, request.environ)
                 routed = False
             except RequestRedirect as e:
@@ -782,7 +787,7 @@ def _fast_handler(app, stock: _Stock) -> Callable:
                     stock_log(3, logging.DEBUG,
                               ''.join(traceback_format(type(e), e, e.__traceback__)))
                     stock_log(4, logging.INFO,
-                              "Hit HTTPException ({}) inside function, delegating.".format(str(e)))
+                              f"Hit HTTPException ({str(e)}) inside function, delegating.")
                     result = await app.handle_httpexception(ctx, e, request.environ)
                 except Exception as e:
                     stock_log(5, logging.ERROR, "Unhandled exception in route function", True)

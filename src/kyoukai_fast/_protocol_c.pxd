@@ -41,8 +41,8 @@ cdef class ServerShared:
 cdef class HTTPProtocolCore:
     # Layout note: an idle keep-alive connection costs this object, httptools' parser and a
     # slot in the server's connection set. Per-server constants live once in ``_shared``; state
-    # only a few connections ever need (a drain waiter, an h2c upgrade body, a read backlog,
-    # lingering) lives in a ``_connection.ColdState`` made on first use; flags are bytes.
+    # only a few connections ever need (flow control once paused, an h2c upgrade body, a read
+    # backlog, lingering) lives in a ``_connection.ColdState`` made on first use; flags are bytes.
     #
     # ``public`` fields are what the shared connection layer (``_connection.HTTPConnection``,
     # plain Python) reads and sets; the hot path here uses them as C fields.
@@ -77,8 +77,6 @@ cdef class HTTPProtocolCore:
     cdef public flag _closing
     cdef public flag _close_when_idle
     cdef public flag _parse_state    # _connection.PARSING, PARSE_FAILED or UPGRADED
-    cdef public flag _reading_paused
-    cdef public flag _writing_paused
     cdef public flag _continue_pending
     cdef flag _batching
 

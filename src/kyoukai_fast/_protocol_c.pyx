@@ -460,9 +460,8 @@ cdef class HTTPProtocolCore:
             self._queue = [item]
         else:
             queue.append(item)
-            if len(queue) >= self._shared.max_pipelined and not self._reading_paused:
-                self._reading_paused = True
-                self.transport.pause_reading()
+            if len(queue) >= self._shared.max_pipelined:
+                self._pause_reading()
 
     cpdef _run_queue(self):
         if self._batching:
@@ -479,7 +478,8 @@ cdef class HTTPProtocolCore:
         cdef list queue
         while True:
             queue = self._queue
-            if not queue or self._busy or self._closing or self._writing_paused:
+            if not queue or self._busy or self._closing or (
+                    self._cold is not None and self._cold.writing_paused):
                 break
             item = queue.pop(0)
             if type(item) is RequestState:
@@ -491,12 +491,9 @@ cdef class HTTPProtocolCore:
             return
         if not self._queue:
             self._queue = None  # an idle connection keeps no list
-        if self._reading_paused and not self._busy and not self._queue:
-            # What was read but not parsed comes first; reading resumes after it.
-            if not self._schedule_backlog():
-                self._reading_paused = False
-                self.transport.resume_reading()
         if not self._busy and not self._queue:
+            if self._cold is not None and self._cold.reading_paused:
+                self._resume_reading()
             if self._close_when_idle:
                 self.close()
             elif self._continue_pending and self._current is not None:

@@ -83,7 +83,7 @@ class KyoukaiProtocol(HTTPConnection, asyncio.BufferedProtocol, asyncio.Protocol
         "component", "app", "parent_context", "server_ip", "server_port", "transport", "parser",
         "ip", "client_port", "_server", "_config", "_loop", "_url_scheme", "_current", "_queue",
         "_handler", "_cold", "_busy", "_closing", "_close_when_idle", "_parse_state",
-        "_reading_paused", "_writing_paused", "_last_activity", "_message_started",
+        "_last_activity", "_message_started",
         "_continue_pending", "_batching", "_out", "_out_size", "_read_buffer",
     )
 
@@ -111,8 +111,6 @@ class KyoukaiProtocol(HTTPConnection, asyncio.BufferedProtocol, asyncio.Protocol
         self._closing = False
         self._close_when_idle = False
         self._parse_state = PARSING
-        self._reading_paused = False
-        self._writing_paused = False
         self._last_activity = 0.0
         self._message_started = 0.0  # read time at the last message boundary (begin or end)
         self._continue_pending = False
@@ -259,9 +257,8 @@ class KyoukaiProtocol(HTTPConnection, asyncio.BufferedProtocol, asyncio.Protocol
             self._queue = [item]
         else:
             queue.append(item)
-            if len(queue) >= self._config.max_pipelined_requests and not self._reading_paused:
-                self._reading_paused = True
-                self.transport.pause_reading()
+            if len(queue) >= self._config.max_pipelined_requests:
+                self._pause_reading()
 
     def _run_queue(self):
         """Start handling queued requests, in order, one at a time; their writes batched."""
@@ -278,7 +275,8 @@ class KyoukaiProtocol(HTTPConnection, asyncio.BufferedProtocol, asyncio.Protocol
     def _drain_queue(self):
         while True:
             queue = self._queue
-            if not queue or self._busy or self._closing or self._writing_paused:
+            if not queue or self._busy or self._closing or (
+                    self._cold is not None and self._cold.writing_paused):
                 break
             item = queue.pop(0)
             if type(item) is not RequestState:  # an HTTPException: refuse, then close
@@ -289,12 +287,9 @@ class KyoukaiProtocol(HTTPConnection, asyncio.BufferedProtocol, asyncio.Protocol
             return
         if not self._queue:
             self._queue = None  # an idle connection keeps no list
-        if self._reading_paused and not self._busy and not self._queue:
-            # What was read but not parsed comes first; reading resumes after it.
-            if not self._schedule_backlog():
-                self._reading_paused = False
-                self.transport.resume_reading()
         if not self._busy and not self._queue:
+            if self._cold is not None and self._cold.reading_paused:
+                self._resume_reading()
             if self._close_when_idle:
                 self.close()
             elif self._continue_pending and self._current is not None:

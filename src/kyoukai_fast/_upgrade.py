@@ -78,7 +78,8 @@ def upgrade_refusal(environ: dict | None):
     not a proxy, so that is not implemented (501). Any other upgrade (websocket, or an h2c one
     that cannot be done) is refused with 400.
     """
-    from werkzeug.exceptions import BadRequest, NotImplemented as HTTPNotImplemented
+    from werkzeug.exceptions import BadRequest
+    from werkzeug.exceptions import NotImplemented as HTTPNotImplemented
 
     if environ is not None and environ.get("REQUEST_METHOD") == "CONNECT":
         return HTTPNotImplemented("CONNECT is not supported: this server is not a proxy.")

@@ -1,6 +1,5 @@
 # Declarations of the compiled WSGI helpers, cimported by _protocol_c.pyx.
 
-cdef str header_environ_key(str name)
 cdef str header_environ_key_of_bytes(bytes name)
 cdef void add_header(dict environ, str key, str value) except *
 cdef tuple split_target(str target)

@@ -64,10 +64,15 @@ cdef dict _fast_types = {}
 
 # --- request side -----------------------------------------------------------------------------
 
-cdef str header_environ_key(str name):
+cdef inline str header_environ_key(str name):
+    # Only the cache lookup, inlined where it is called; a miss goes to the function below.
     cdef PyObject* cached = PyDict_GetItem(_environ_keys, name)
     if cached != NULL:
         return <str>cached
+    return _new_header_environ_key(name)
+
+
+cdef str _new_header_environ_key(str name):
     cdef str key = _environ_key(name)
     if len(_environ_keys) < _ENVIRON_KEYS_MAX:
         _environ_keys[name] = key

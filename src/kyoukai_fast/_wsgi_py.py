@@ -9,13 +9,34 @@ from __future__ import annotations
 
 import io
 
-from ._environ import (ENVIRON_BASE, ENVIRON_KEYS_MAX, UPPER_METHODS, EnvironHeaders,
-                       environ_key, fast_request_type, root_path_of, server_of, split_target,
-                       target_from_text)
-from ._rendering import (CONNECTION, CONTENT_LENGTH, DATE, HEADER_KINDS, INVALID_NAME, ORDINARY,
-                         classify_header, date_line, fast_response_type, format_general,
-                         invalid_name_message, render_general, declared_size,
-                         body_length_error)
+from ._environ import (
+    ENVIRON_BASE,
+    ENVIRON_KEYS_MAX,
+    UPPER_METHODS,
+    EnvironHeaders,
+    environ_key,
+    fast_request_type,
+    root_path_of,
+    server_of,
+    split_target,
+    target_from_text,
+)
+from ._rendering import (
+    CONNECTION,
+    CONTENT_LENGTH,
+    DATE,
+    HEADER_KINDS,
+    INVALID_NAME,
+    ORDINARY,
+    body_length_error,
+    classify_header,
+    date_line,
+    declared_size,
+    fast_response_type,
+    format_general,
+    invalid_name_message,
+    render_general,
+)
 
 __all__ = (
     "to_wsgi_environment",

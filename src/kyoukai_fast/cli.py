@@ -164,7 +164,7 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def _fail(message: str) -> "NoReturn":  # noqa: F821
+def _fail(message: str) -> NoReturn:  # noqa: F821
     print(f"{PROG}: error: {message}", file=sys.stderr)
     raise SystemExit(2)
 
@@ -304,8 +304,7 @@ def listening_sockets(args, target) -> list:
 
 
 def _run(args, settings=None) -> int:
-    from . import IMPLEMENTATION
-    from . import _serve
+    from . import IMPLEMENTATION, _serve
 
     settings = settings if settings is not None else protocol_settings(args)
     _serve.validate_settings(settings)  # validate before binding anything
