@@ -19,7 +19,7 @@ from setuptools.command.build_ext import build_ext
 
 NO_EXTENSIONS = bool(os.environ.get("KYOUKAI_FAST_NO_EXTENSIONS"))
 REQUIRE_EXTENSIONS = bool(os.environ.get("KYOUKAI_FAST_REQUIRE_EXTENSIONS"))
-MODULES = ["_wsgi_c", "_protocol_c"]
+MODULES = ["_wsgi_c", "_protocol_c", "_access_line_c"]
 PURE_FALLBACK = "Installing the pure-Python fallback: same behaviour, only slower."
 
 

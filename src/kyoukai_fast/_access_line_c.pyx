@@ -1,0 +1,120 @@
+# cython: language_level=3
+"""
+The default access line of an HTTP/1.x answer, made on the event loop: the compiled twin of
+``_access_line_py`` (same API, same lines; see there). The status, the size, the duration and
+the line are made in C: one call per request, no interpreter frame.
+"""
+import time
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.dict cimport PyDict_GetItemWithError
+from cpython.object cimport PyObject
+from cpython.unicode cimport PyUnicode_DecodeASCII, PyUnicode_DecodeLatin1
+from libc.stdio cimport snprintf
+from libc.string cimport memchr
+
+from ._access_log import BATCH_LINES, START_KEY, declared_length
+
+cdef extern from "Python.h":
+    bint PyUnicode_IS_ASCII(object)
+    const char* PyUnicode_AsUTF8AndSize(object, Py_ssize_t*) except NULL
+
+__all__ = ("AccessLine",)
+
+cdef object _perf_counter = time.perf_counter
+cdef Py_ssize_t _BATCH_LINES = BATCH_LINES
+cdef str _START_KEY = START_KEY
+# "100" ... "599", by code: the status of nearly every response without a new string
+cdef list _STATUS_TEXT = [str(code) for code in range(600)]
+
+
+cdef inline object _get(dict environ, str key):
+    cdef PyObject* found = PyDict_GetItemWithError(environ, key)
+    return <object>found if found != NULL else None
+
+
+cdef inline Py_ssize_t _head_end(const char* data, Py_ssize_t size):
+    """Where the head's blank line ends (just past ``\\r\\n\\r\\n``), or 3 when there is none:
+    as ``data.find(b"\\r\\n\\r\\n") + 4``."""
+    cdef const char* at = data
+    cdef const char* end = data + size
+    while True:
+        at = <const char*>memchr(at, b'\r', end - at)
+        if at == NULL or end - at < 4:
+            return 3
+        if at[1] == b'\n' and at[2] == b'\r' and at[3] == b'\n':
+            return at - data + 4
+        at += 1
+
+
+cdef inline str _status(bytes data):
+    cdef const char* p = PyBytes_AS_STRING(data)
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(data)
+    if (size >= 12 and b'1' <= p[9] <= b'5' and b'0' <= p[10] <= b'9'
+            and b'0' <= p[11] <= b'9'):
+        return <str>_STATUS_TEXT[(p[9] - 48) * 100 + (p[10] - 48) * 10 + (p[11] - 48)]
+    return PyUnicode_DecodeLatin1(p + 9, max(0, min(size, 12) - 9), NULL)
+
+
+cdef inline bint _shows_port(object port) except -1:
+    """``port and port != "0" and port.isdigit()``, for the default line's client."""
+    cdef const char* p
+    cdef Py_ssize_t length, i
+    if type(port) is not str or not PyUnicode_IS_ASCII(port):
+        return bool(port and port != "0" and port.isdigit())
+    p = PyUnicode_AsUTF8AndSize(port, &length)
+    if length == 0 or (length == 1 and p[0] == b'0'):
+        return False
+    for i in range(length):
+        if not b'0' <= p[i] <= b'9':
+            return False
+    return True
+
+
+cdef class AccessLine:
+    cdef list lines
+    cdef object wake
+
+    def __init__(self, list lines not None, wake):
+        """``lines``: the access log's list of lines not yet handed over; ``wake()``: called
+        when ``lines`` got its first line, or ``BATCH_LINES`` of them."""
+        self.lines = lines
+        self.wake = wake
+
+    def stamp(self, protocol, dict environ not None):
+        """The request's start, on the access log's clock."""
+        environ[_START_KEY] = _perf_counter()
+
+    def log(self, dict environ not None, bytes data not None, bint streamed):
+        """The line of the response whose bytes (head, and body unless ``streamed``) are
+        ``data``, to the request of ``environ``."""
+        cdef Py_ssize_t head_end = _head_end(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+        cdef char took[48]
+        cdef int took_length
+        cdef object size
+        cdef double started = 0.0, now = 0.0
+        found = _get(environ, _START_KEY)
+        if found is not None:
+            started = found
+            now = _perf_counter()
+        # C's "%.6f" and Python's agree: both round the exact binary value, ties to even
+        took_length = snprintf(took, sizeof(took), "%.6f", now - started)
+        if streamed:
+            size = declared_length(data, head_end)
+            size_text = str(size) if size else "-"
+        elif PyBytes_GET_SIZE(data) - head_end:
+            size_text = f"{PyBytes_GET_SIZE(data) - head_end}"
+        else:
+            size_text = "-"
+        address = _get(environ, "REMOTE_ADDR")
+        if address:
+            port = _get(environ, "REMOTE_PORT")
+            client = address + ":" + port if _shows_port(port) else address
+        else:
+            client = "-"
+        line = (f'{client} - "{_get(environ, "REQUEST_METHOD")} {_get(environ, "RAW_URI")} '
+                f'{_get(environ, "SERVER_PROTOCOL")}" {_status(data)} {size_text} '
+                f'{PyUnicode_DecodeASCII(took, took_length, NULL)}s\n')
+        self.lines.append(line)
+        if len(self.lines) == 1 or len(self.lines) >= _BATCH_LINES:
+            self.wake()
