@@ -21,7 +21,6 @@ cdef extern from "Python.h":
 
 __all__ = ("AccessLine",)
 
-cdef object _perf_counter = time.perf_counter
 cdef Py_ssize_t _BATCH_LINES = BATCH_LINES
 cdef str _START_KEY = START_KEY
 # "100" ... "599", by code: the status of nearly every response without a new string
@@ -74,16 +73,19 @@ cdef inline bint _shows_port(object port) except -1:
 cdef class AccessLine:
     cdef list lines
     cdef object wake
+    cdef object clock
 
-    def __init__(self, list lines not None, wake):
+    def __init__(self, list lines not None, wake, clock=time.perf_counter):
         """``lines``: the access log's list of lines not yet handed over; ``wake()``: called
-        when ``lines`` got its first line, or ``BATCH_LINES`` of them."""
+        when ``lines`` got its first line, or ``BATCH_LINES`` of them; ``clock``: the access
+        log's clock, ``time.perf_counter``."""
         self.lines = lines
         self.wake = wake
+        self.clock = clock
 
     def stamp(self, protocol, dict environ not None):
         """The request's start, on the access log's clock."""
-        environ[_START_KEY] = _perf_counter()
+        environ[_START_KEY] = self.clock()
 
     def log(self, dict environ not None, bytes data not None, bint streamed):
         """The line of the response whose bytes (head, and body unless ``streamed``) are
@@ -96,7 +98,7 @@ cdef class AccessLine:
         found = _get(environ, _START_KEY)
         if found is not None:
             started = found
-            now = _perf_counter()
+            now = self.clock()
         # C's "%.6f" and Python's agree: both round the exact binary value, ties to even
         took_length = snprintf(took, sizeof(took), "%.6f", now - started)
         if streamed:

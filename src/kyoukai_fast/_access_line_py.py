@@ -15,21 +15,21 @@ from ._access_log import BATCH_LINES, START_KEY, declared_length, default_line, 
 
 __all__ = ("AccessLine",)
 
-_perf_counter = time.perf_counter
-
 
 class AccessLine:
-    __slots__ = ("lines", "wake")
+    __slots__ = ("lines", "wake", "clock")
 
-    def __init__(self, lines: list, wake):
+    def __init__(self, lines: list, wake, clock=time.perf_counter):
         """``lines``: the access log's list of lines not yet handed over; ``wake()``: called
-        when ``lines`` got its first line, or :data:`BATCH_LINES` of them."""
+        when ``lines`` got its first line, or :data:`BATCH_LINES` of them; ``clock``: the access
+        log's clock, ``time.perf_counter``."""
         self.lines = lines
         self.wake = wake
+        self.clock = clock
 
     def stamp(self, protocol, environ: dict) -> None:
         """The request's start, on the access log's clock."""
-        environ[START_KEY] = _perf_counter()
+        environ[START_KEY] = self.clock()
 
     def log(self, environ: dict, data: bytes, streamed: bool) -> None:
         """The line of the response whose bytes (head, and body unless ``streamed``) are
@@ -39,6 +39,6 @@ class AccessLine:
         started = environ.get(START_KEY)
         lines = self.lines
         lines.append(default_line(environ, status_text(data), size,
-                                  _perf_counter() - started if started is not None else 0.0))
+                                  self.clock() - started if started is not None else 0.0))
         if len(lines) == 1 or len(lines) >= BATCH_LINES:
             self.wake()
