@@ -19,8 +19,15 @@ from fakes import FakeApp, FakeComponent, FakeTransport, echo, open_connection, 
 from h2_upgrade import collect_stream, fake_reader, h2_client, split_101, upgrade_request
 from h2client import H2Client
 from kyoukai_fast import ProtocolConfig, SettingError, StreamingBody
-from kyoukai_fast._access_log import (BATCH_LINES, DEFAULT_FORMAT, START_KEY, AccessLog,
-                                      _value, compile_format, reopen_files)
+from kyoukai_fast._access_log import (
+    BATCH_LINES,
+    DEFAULT_FORMAT,
+    START_KEY,
+    AccessLog,
+    _value,
+    compile_format,
+    reopen_files,
+)
 from kyoukai_fast._config import existing_server_state
 from loopback import in_thread, serving
 from wire import parse_responses

@@ -18,7 +18,7 @@ from dist_helpers import ROOT, clean_env, run, wheel_from_sdist
 
 pytestmark = pytest.mark.timeout(600)
 
-COMPILED = ("_protocol_c", "_wsgi_c")
+COMPILED = ("_protocol_c", "_wsgi_c", "_access_line_c")
 GENERATED = (".c", ".html", ".so", ".pyd", ".pyc", ".o")
 SOURCES = [p.name for p in (ROOT / "src" / "kyoukai_fast").iterdir()
            if p.suffix in (".py", ".pyx", ".pxd")]

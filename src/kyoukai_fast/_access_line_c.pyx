@@ -71,10 +71,6 @@ cdef inline bint _shows_port(object port) except -1:
 
 
 cdef class AccessLine:
-    cdef list lines
-    cdef object wake
-    cdef object clock
-
     def __init__(self, list lines not None, wake, clock=time.perf_counter):
         """``lines``: the access log's list of lines not yet handed over; ``wake()``: called
         when ``lines`` got its first line, or ``BATCH_LINES`` of them; ``clock``: the access
