@@ -431,7 +431,9 @@ def test_the_twins_line_is_the_format_atoms_line(impl, answer, started, took):
 
 @settings(max_examples=150, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(took=st.one_of(st.floats(0, 1e6), st.integers(0, 10**9).map(lambda n: n / 2**20)))
+@given(took=st.one_of(
+    st.floats(0, 1e6), st.integers(0, 10**9).map(lambda n: n / 2**20),  # ties: k / 2**7 ...
+    st.sampled_from([0.0, 5e-7, 0.0078125, 9.9999995, 9999.9999995, 1e4, 123456.5])))
 def test_the_twins_duration_is_pythons_rounding(impl, took):
     lines = []
     line = impl.access_line_class(lines, lambda: None, clock=lambda: took)

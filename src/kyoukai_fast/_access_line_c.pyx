@@ -10,6 +10,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_GetItemWithError
 from cpython.object cimport PyObject
 from cpython.unicode cimport PyUnicode_DecodeASCII, PyUnicode_DecodeLatin1
+from libc.math cimport floor
 from libc.stdio cimport snprintf
 from libc.string cimport memchr
 
@@ -55,6 +56,32 @@ cdef inline str _status(bytes data):
     return PyUnicode_DecodeLatin1(p + 9, max(0, min(size, 12) - 9), NULL)
 
 
+cdef inline int _format_seconds(char* out, Py_ssize_t size, double seconds) noexcept:
+    """``"%.6f" % seconds`` into ``out``: in integer arithmetic when the rounding is clear,
+    else (a near-tie, a huge or negative duration) by snprintf, which rounds as Python does."""
+    cdef double scaled = seconds * 1e6
+    cdef double below
+    cdef long long micros, whole
+    cdef int length = 1, i
+    if 0.0 <= seconds < 1e4 and size >= 12:
+        below = floor(scaled)
+        # scaled is seconds * 10**6 within 2e-6: a fraction this far from .5 rounds one way
+        if not 0.49999 < scaled - below < 0.50001:
+            micros = <long long>below + (scaled - below > 0.5)
+            whole = micros // 1000000
+            while whole >= 10 ** length:
+                length += 1
+            for i in range(length + 6, -1, -1):  # the digits, last first; the point
+                if i == length:
+                    out[i] = b'.'
+                else:
+                    out[i] = <char>(48 + micros % 10)
+                    micros //= 10
+            out[length + 7] = 0
+            return length + 7
+    return snprintf(out, size, "%.6f", seconds)
+
+
 cdef inline bint _shows_port(object port) except -1:
     """``port and port != "0" and port.isdigit()``, for the default line's client."""
     cdef const char* p
@@ -95,8 +122,7 @@ cdef class AccessLine:
         if found is not None:
             started = found
             now = self.clock()
-        # C's "%.6f" and Python's agree: both round the exact binary value, ties to even
-        took_length = snprintf(took, sizeof(took), "%.6f", now - started)
+        took_length = _format_seconds(took, sizeof(took), now - started)
         if streamed:
             size = declared_length(data, head_end)
             size_text = str(size) if size else "-"
@@ -105,14 +131,16 @@ cdef class AccessLine:
         else:
             size_text = "-"
         address = _get(environ, "REMOTE_ADDR")
-        if address:
-            port = _get(environ, "REMOTE_PORT")
-            client = address + ":" + port if _shows_port(port) else address
+        port = _get(environ, "REMOTE_PORT") if address else None
+        request = (f'"{_get(environ, "REQUEST_METHOD")} {_get(environ, "RAW_URI")} '
+                   f'{_get(environ, "SERVER_PROTOCOL")}" {_status(data)} {size_text} '
+                   f'{PyUnicode_DecodeASCII(took, took_length, NULL)}s\n')
+        if not address:
+            line = "- - " + request
+        elif _shows_port(port):
+            line = f"{address}:{port} - {request}"
         else:
-            client = "-"
-        line = (f'{client} - "{_get(environ, "REQUEST_METHOD")} {_get(environ, "RAW_URI")} '
-                f'{_get(environ, "SERVER_PROTOCOL")}" {_status(data)} {size_text} '
-                f'{PyUnicode_DecodeASCII(took, took_length, NULL)}s\n')
+            line = f"{address} - {request}"
         self.lines.append(line)
         if len(self.lines) == 1 or len(self.lines) >= _BATCH_LINES:
             self.wake()
