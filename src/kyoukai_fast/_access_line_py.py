@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import time
 
-from ._access_log import BATCH_LINES, START_KEY, declared_length, default_line, status_text
+from ._access_log import (_STATUS, BATCH_LINES, START_KEY, declared_length, default_line,
+                          status_text)
 
 __all__ = ("AccessLine",)
 
@@ -38,7 +39,7 @@ class AccessLine:
         size = declared_length(data, head_end) if streamed else len(data) - head_end
         started = environ.get(START_KEY)
         lines = self.lines
-        lines.append(default_line(environ, status_text(data), size,
+        lines.append(default_line(environ, _STATUS.get(data[9:12]) or status_text(data), size,
                                   self.clock() - started if started is not None else 0.0))
         if len(lines) == 1 or len(lines) >= BATCH_LINES:
             self.wake()
