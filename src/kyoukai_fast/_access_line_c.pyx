@@ -61,7 +61,7 @@ cdef inline int _format_seconds(char* out, Py_ssize_t size, double seconds) noex
     else (a near-tie, a huge or negative duration) by snprintf, which rounds as Python does."""
     cdef double scaled = seconds * 1e6
     cdef double below
-    cdef long long micros, whole
+    cdef long long micros, whole, bound = 10
     cdef int length = 1, i
     if 0.0 <= seconds < 1e4 and size >= 12:
         below = floor(scaled)
@@ -69,8 +69,9 @@ cdef inline int _format_seconds(char* out, Py_ssize_t size, double seconds) noex
         if not 0.49999 < scaled - below < 0.50001:
             micros = <long long>below + (scaled - below > 0.5)
             whole = micros // 1000000
-            while whole >= 10 ** length:
+            while whole >= bound:
                 length += 1
+                bound *= 10
             for i in range(length + 6, -1, -1):  # the digits, last first; the point
                 if i == length:
                     out[i] = b'.'
