@@ -27,7 +27,7 @@ from setuptools.command.build_ext import build_ext
 
 NO_EXTENSIONS = bool(os.environ.get("KYOUKAI_FAST_NO_EXTENSIONS"))
 REQUIRE_EXTENSIONS = bool(os.environ.get("KYOUKAI_FAST_REQUIRE_EXTENSIONS"))
-MODULES = ["_wsgi_c", "_protocol_c"]
+MODULES = ["_wsgi_c", "_protocol_c", "_access_line_c"]
 NGHTTP2_MODULE = "_http2_nghttp2"
 # Every libnghttp2 function the engine calls that older releases lack: a library without them
 # (the CONTINUATION-flood fix arrived with nghttp2_option_set_max_continuations) is not used.

@@ -22,7 +22,7 @@ fi
 # Build the Cython extension in place; fail loudly: the tests expect the compiled implementation.
 KYOUKAI_FAST_REQUIRE_EXTENSIONS=1 .venv/bin/python setup.py -q build_ext --inplace 2>&1 \
     | grep -vE "BetaConfiguration|_BetaConfiguration|FutureWarning|bdist_wheel|warnings.warn" || true
-.venv/bin/python -c "import sys; sys.path.insert(0, 'src'); import kyoukai_fast._protocol_c, kyoukai_fast._wsgi_c, kyoukai_fast._http2_nghttp2" \
+.venv/bin/python -c "import sys; sys.path.insert(0, 'src'); import kyoukai_fast._protocol_c, kyoukai_fast._wsgi_c, kyoukai_fast._access_line_c, kyoukai_fast._http2_nghttp2" \
     || { echo "bootstrap: the compiled extension did not build" >&2; exit 1; }
 # The console script and the package on .venv's path, pointing at src/ (editable): made once,
 # since the in-place build above is what later changes need. (Checked through the installed

@@ -62,6 +62,12 @@ class Implementation:
     def get_formatted_response(self):
         return self.wsgi_module.get_formatted_response
 
+    @property
+    def access_line_class(self):
+        """The twin's ``AccessLine``: the access log's default line, made per request."""
+        suffix = "c" if self.name == "cython" else "py"
+        return importlib.import_module(f"kyoukai_fast._access_line_{suffix}").AccessLine
+
 
 def _implementation(name: str, suffix: str) -> Implementation:
     try:

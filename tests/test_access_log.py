@@ -11,13 +11,23 @@ import re
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from werkzeug.wrappers import Response
 
 from fakes import FakeApp, FakeComponent, FakeTransport, echo, open_connection, run, settle
 from h2_upgrade import collect_stream, fake_reader, h2_client, split_101, upgrade_request
 from h2client import H2Client
 from kyoukai_fast import ProtocolConfig, SettingError, StreamingBody
-from kyoukai_fast._access_log import AccessLog, reopen_files
+from kyoukai_fast._access_log import (
+    BATCH_LINES,
+    DEFAULT_FORMAT,
+    START_KEY,
+    AccessLog,
+    _value,
+    compile_format,
+    reopen_files,
+)
 from kyoukai_fast._config import existing_server_state
 from loopback import in_thread, serving
 from wire import parse_responses
@@ -358,3 +368,124 @@ def test_h2c_upgrade_is_logged_once_as_http2_with_its_hooks_run_once(impl, log_f
 
     assert [entry[:3] for entry in parsed(run(main()))] == [
         (CLIENT, "GET /api/up?x=1 HTTP/2", "200"), (CLIENT, "GET /api/two HTTP/2", "200")]
+
+
+# --- the default line, made by each twin's AccessLine ---------------------------------------
+
+def reference_line(environ, data, streamed, took):
+    """The line through the gunicorn-atoms path (``%(h)s``, ``%(r)s``, ... one by one), with the
+    status and size read off ``data`` here: what each twin's one-call line must equal."""
+    template, atoms = compile_format(DEFAULT_FORMAT)
+    head, _, body = data.partition(b"\r\n\r\n")
+    if streamed:
+        found = re.search(rb"(?i)\r\ncontent-length:[ \t]*(\d+)", head)
+        size = int(found.group(1)) if found else None
+    else:
+        size = len(body)
+    status = data[9:12].decode("latin-1")
+    return template % tuple(_value(atom, environ, status, size, took, 0) for atom in atoms)
+
+
+ENVIRON_TEXT = st.one_of(st.none(), st.text(max_size=12),
+                         st.text(st.characters(codec="latin-1"), max_size=12))
+PORTS = st.one_of(ENVIRON_TEXT, st.sampled_from(["0", "", "8080", "00", "\u0661\u0662", "1x"]),
+                  st.integers(0, 65535).map(str))
+
+
+@st.composite
+def answers(draw):
+    environ = {}
+    for key in ("REQUEST_METHOD", "RAW_URI", "SERVER_PROTOCOL"):
+        value = draw(st.one_of(st.just(KeyError), ENVIRON_TEXT))
+        if value is not KeyError:  # KeyError: the key is missing
+            environ[key] = value
+    if draw(st.booleans()):
+        environ["REMOTE_ADDR"] = draw(st.one_of(st.none(), st.text(max_size=15)))
+        environ["REMOTE_PORT"] = draw(PORTS)
+    status = draw(st.one_of(
+        st.integers(100, 599).map(str),
+        st.text(st.characters(codec="latin-1", exclude_characters="\r\n"), min_size=3,
+                max_size=3)))
+    length = draw(st.one_of(st.none(), st.integers(0, 10**12)))
+    head = f"HTTP/1.1 {status} Reason\r\nServer: x\r\n".encode("latin-1")
+    if length is not None:
+        head += b"Content-Length: %d\r\n" % length
+    body = draw(st.binary(max_size=40))
+    return environ, head + b"\r\n" + body, draw(st.booleans())
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(answer=answers(), started=st.one_of(st.none(), st.floats(0, 1e7)),
+       took=st.floats(0, 1e4))
+def test_the_twins_line_is_the_format_atoms_line(impl, answer, started, took):
+    environ, data, streamed = answer
+    now = (started or 0.0) + took
+    if started is not None:
+        environ[START_KEY] = started
+    lines = []
+    impl.access_line_class(lines, lambda: None, clock=lambda: now).log(environ, data, streamed)
+    took = now - started if started is not None else 0.0
+    assert lines == [reference_line(environ, data, streamed, took)]
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(took=st.one_of(
+    st.floats(0, 1e6), st.integers(0, 10**9).map(lambda n: n / 2**20),  # ties: k / 2**7 ...
+    st.sampled_from([0.0, 5e-7, 0.0078125, 9.9999995, 9999.9999995, 1e4, 123456.5])))
+def test_the_twins_duration_is_pythons_rounding(impl, took):
+    lines = []
+    line = impl.access_line_class(lines, lambda: None, clock=lambda: took)
+    line.log({START_KEY: 0.0}, b"HTTP/1.1 200 OK\r\n\r\n", False)
+    assert lines[0].endswith(f" {took:.6f}s\n")
+
+
+def test_the_twins_stamp_on_the_clock_and_wake_per_batch(impl):
+    lines, wakes, batches = [], [], []
+
+    def wake():  # as AccessLog._wake: a full batch is handed over
+        wakes.append(len(lines))
+        if len(lines) >= BATCH_LINES:
+            batches.append(lines[:])
+            lines.clear()
+
+    line = impl.access_line_class(lines, wake, clock=lambda: 2.5)
+    environ = {"REMOTE_ADDR": "10.0.0.1", "REMOTE_PORT": "80", "REQUEST_METHOD": "GET",
+               "RAW_URI": "/", "SERVER_PROTOCOL": "HTTP/1.1"}
+    line.stamp(None, environ)
+    assert environ[START_KEY] == 2.5
+    for _ in range(BATCH_LINES + 1):
+        line.log(environ, b"HTTP/1.1 204 No Content\r\n\r\n", False)
+    # woken for the first line of a batch (to schedule its hand-over) and for a full batch
+    assert wakes == [1, BATCH_LINES, 1]
+    assert len(batches[0]) == BATCH_LINES and lines == batches[0][:1]
+    assert lines[0] == '10.0.0.1:80 - "GET / HTTP/1.1" 204 - 0.000000s\n'
+
+
+@pytest.mark.parametrize("cfg, stamps", [({}, True), ({"root_path": "/api"}, False),
+                                         ({"limit_concurrency": 5}, False)])
+def test_each_twin_logs_through_its_own_access_line(impl, log_file, cfg, stamps):
+    async def main():
+        protocol, transport, component = await feed(
+            impl, b"GET /api/x HTTP/1.1\r\nHost: h\r\n\r\n", log_file, **cfg)
+        hooks = existing_server_state(component).hooks
+        on_request, on_response = hooks.for_twin(impl.access_line_class)
+        assert type(on_response.__self__) is impl.access_line_class
+        assert (getattr(on_request, "__self__", None) is on_response.__self__) is stamps
+        return written_lines(component)
+
+    assert [entry[:3] for entry in parsed(run(main()))] == [
+        (CLIENT, "GET /api/x HTTP/1.1", "200")]
+
+
+def test_a_custom_format_keeps_the_generic_hooks(impl, log_file):
+    async def main():
+        protocol, transport, component = await feed(
+            impl, b"GET /c HTTP/1.1\r\nHost: h\r\n\r\n", log_file,
+            access_log_format="%(s)s %(U)s")
+        hooks = existing_server_state(component).hooks
+        assert hooks.for_twin(impl.access_line_class) == (hooks.on_request, hooks.on_response)
+        return written_lines(component)
+
+    assert run(main()) == ["200 /c"]

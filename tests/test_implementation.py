@@ -45,9 +45,9 @@ def test_the_suite_exercises_the_intended_install():
     package_dir = Path(kyoukai_fast.__file__).resolve().parent
     loaded = [Path(kyoukai_fast.__file__)]
     if kyoukai_fast.IMPLEMENTATION == "cython":
-        from kyoukai_fast import _protocol_c, _wsgi_c
+        from kyoukai_fast import _access_line_c, _protocol_c, _wsgi_c
 
-        loaded += [Path(_protocol_c.__file__), Path(_wsgi_c.__file__)]
+        loaded += [Path(m.__file__) for m in (_protocol_c, _wsgi_c, _access_line_c)]
         assert all(p.suffix in (".so", ".pyd") for p in loaded[1:])
     assert all(p.resolve().parent == package_dir for p in loaded)
     if os.environ.get("KYOUKAI_FAST_TEST_INSTALLED"):

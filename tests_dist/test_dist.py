@@ -18,9 +18,9 @@ from dist_helpers import ROOT, clean_env, run, wheel_from_sdist
 
 pytestmark = pytest.mark.timeout(600)
 
-COMPILED = ("_protocol_c", "_wsgi_c", "_http2_nghttp2")
+COMPILED = ("_protocol_c", "_wsgi_c", "_access_line_c", "_http2_nghttp2")
 # Cython declarations shipped with the sources: the cdef classes' and libnghttp2's.
-DECLARATIONS = ("_protocol_c", "_wsgi_c", "_nghttp2")
+DECLARATIONS = ("_protocol_c", "_wsgi_c", "_access_line_c", "_nghttp2")
 GENERATED = (".c", ".html", ".so", ".pyd", ".pyc", ".o")
 SOURCES = [p.name for p in (ROOT / "src" / "kyoukai_fast").iterdir()
            if p.suffix in (".py", ".pyx", ".pxd")]
@@ -146,10 +146,11 @@ def test_build_without_libnghttp2_says_so_and_keeps_the_other_modules(dist, tmp_
     assert built.returncode == 0, built.stdout[-4000:]
     assert "libnghttp2 (1.52 with its security fixes, or 1.61+) and its header were not " \
         "found: HTTP/2 will use the pure-Python h2 engine" in " ".join(built.stdout.split())
-    assert "built the compiled (Cython) implementation: _wsgi_c, _protocol_c\n" in built.stdout
+    assert ("built the compiled (Cython) implementation: _wsgi_c, _protocol_c, _access_line_c\n"
+            in built.stdout)
     [wheel] = (tmp_path / "wheel").glob("*.whl")
     compiled = [n for n in wheel_names(wheel) if n.endswith(".so")]
-    assert len(compiled) == 2 and not [n for n in compiled if "_http2_nghttp2" in n], compiled
+    assert len(compiled) == 3 and not [n for n in compiled if "_http2_nghttp2" in n], compiled
 
 
 def test_build_without_a_compiler_installs_a_working_pure_python_fallback(dist, tmp_path):

@@ -12,7 +12,10 @@ header, ``{name}e`` an environ value. The default,
     127.0.0.1:50312 - "GET /users/7 HTTP/1.1" 200 14 0.000213s
 
 The format is compiled once into a ``%`` template and a tuple of the atoms it uses, so a request
-formats only what the line shows. Lines are collected in a list on the event loop and handed, a
+formats only what the line shows. The default line of an HTTP/1.x answer is made by the protocol
+twin's own ``AccessLine`` (``_access_line_c``, compiled, or ``_access_line_py``), in one call per
+request; HTTP/2 streams, custom formats and refusals go through :meth:`AccessLog.record`, which
+makes the same lines. Lines are collected in a list on the event loop and handed, a
 batch at a time (every :data:`FLUSH_INTERVAL` seconds, or at :data:`BATCH_LINES` lines), to one
 writer thread that does the blocking write: a slow terminal or a full pipe never stalls the loop.
 If the writer falls :data:`MAX_PENDING_BATCHES` batches behind, lines are dropped (and counted)
@@ -40,7 +43,7 @@ import time
 import weakref
 
 __all__ = ("AccessLog", "DEFAULT_FORMAT", "STDOUT", "compile_format", "check_destination",
-           "refused_environ", "reopen_files")
+           "refused_environ", "reopen_files", "default_line", "status_text", "declared_length")
 
 DEFAULT_FORMAT = '%(h)s - "%(r)s" %(s)s %(b)s %(L)ss'
 #: The ``access_log_file`` that means standard output.
@@ -168,7 +171,8 @@ class AccessLog:
         self.default = self.template == compile_format(DEFAULT_FORMAT)[0]
         self.stream = stream
         self.path = None if path == STDOUT else path
-        self.lines: list = []
+        self.lines: list = []  # the same list object for the whole life of the log
+        self._access_lines: dict = {}
         self.dropped = 0
         self._flush_handle = None
         self._writer = None
@@ -179,12 +183,18 @@ class AccessLog:
         """One line for the HTTP/1.x response whose bytes (head, and body unless ``streamed``)
         are ``data``, to the request of ``environ``."""
         head_end = data.find(b"\r\n\r\n") + 4
-        status = _STATUS.get(data[9:12]) or data[9:12].decode("latin-1")
-        if streamed:
-            size = _declared_length(data, head_end)
-        else:
-            size = len(data) - head_end
-        self.record(environ, status, size)
+        size = declared_length(data, head_end) if streamed else len(data) - head_end
+        self.record(environ, status_text(data), size)
+
+    def access_line(self, line_class):
+        """The ``line_class`` (a twin's ``AccessLine``) that appends this log's default lines:
+        ``None`` for a custom format. One per class, all sharing :attr:`lines`."""
+        if not self.default:
+            return None
+        line = self._access_lines.get(line_class)
+        if line is None:
+            line = self._access_lines[line_class] = line_class(self.lines, self._wake)
+        return line
 
     def record(self, environ: dict, status: str, size, now=time.perf_counter) -> None:
         """One line: ``status`` (``"200"``) and ``size`` (body bytes, ``None`` when not known)
@@ -192,17 +202,14 @@ class AccessLog:
         started = environ.get(START_KEY)
         took = now() - started if started is not None else 0.0
         if self.default:
-            address = environ.get("REMOTE_ADDR")
-            port = environ.get("REMOTE_PORT")
-            client = (address + ":" + port if port and port != "0" and port.isdigit()
-                      else address) if address else "-"
-            self.lines.append(
-                f'{client} - '
-                f'"{environ.get("REQUEST_METHOD")} {environ.get("RAW_URI")} '
-                f'{environ.get("SERVER_PROTOCOL")}" {status} {size or "-"} {took:.6f}s\n')
+            self.lines.append(default_line(environ, status, size, took))
         else:
             self.lines.append(self.template % tuple(
                 [_value(atom, environ, status, size, took, self._pid) for atom in self.atoms]))
+        self._wake()
+
+    def _wake(self):
+        """A line came: hand the batch over if it is full, else make sure it will be soon."""
         if len(self.lines) >= BATCH_LINES:
             self.flush()
         elif self._flush_handle is None:
@@ -225,7 +232,8 @@ class AccessLog:
             handle.cancel()
         if not self.lines:
             return
-        lines, self.lines = self.lines, []
+        lines = self.lines[:]  # the list itself stays: the twins' AccessLine append to it
+        self.lines.clear()
         writer = self._writer
         if writer is None or not writer.is_alive():
             writer = self._writer = _Writer(self.stream if self.stream is not None
@@ -285,7 +293,25 @@ def refused_environ(environ, address, port, started: float) -> dict:
     return environ
 
 
-def _declared_length(data: bytes, head_end: int):
+def default_line(environ: dict, status: str, size, took: float) -> str:
+    """The default format's line (:data:`DEFAULT_FORMAT`): ``status`` (``"200"``) and ``size``
+    (body bytes; ``None`` or 0 is ``-``) answered in ``took`` seconds to ``environ``'s request.
+    ``_access_line_c`` makes the same line in C."""
+    address = environ.get("REMOTE_ADDR")
+    port = environ.get("REMOTE_PORT")
+    client = (address + ":" + port if port and port != "0" and port.isdigit()
+              else address) if address else "-"
+    return (f'{client} - "{environ.get("REQUEST_METHOD")} {environ.get("RAW_URI")} '
+            f'{environ.get("SERVER_PROTOCOL")}" {status} {size or "-"} {took:.6f}s\n')
+
+
+def status_text(data: bytes) -> str:
+    """The status code of the HTTP/1.x response head ``data``, as text (``"200"``)."""
+    return _STATUS.get(data[9:12]) or data[9:12].decode("latin-1")
+
+
+def declared_length(data: bytes, head_end: int):
+    """The Content-Length of the head ``data[:head_end]``; ``None`` without one."""
     head = data[:head_end].lower()
     at = head.find(b"\r\ncontent-length:")
     if at < 0:

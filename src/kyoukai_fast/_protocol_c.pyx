@@ -25,7 +25,7 @@ from werkzeug.exceptions import (
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.contextvars cimport PyContext_CopyCurrent
-from cpython.dict cimport PyDict_Copy, PyDict_GetItem
+from cpython.dict cimport PyDict_Copy, PyDict_GetItem, PyDict_GetItemWithError
 from cpython.object cimport PyObject
 from cpython.list cimport PyList_GET_ITEM
 from cpython.memoryview cimport PyMemoryView_GET_BUFFER
@@ -42,6 +42,7 @@ from ._wsgi_c cimport (
 )
 
 from . import _wsgi_c
+from ._access_line_c import AccessLine
 from ._body import decode_body
 from ._config import server_state_for
 from ._conformance import VALID_HOSTS, check_head, hold_to_declared_length, interim_status_error
@@ -91,8 +92,7 @@ cdef ServerShared _server_shared(server):
     shared.write_high_water = config.write_high_water
     hooks = server.hooks
     shared.proxies = hooks.proxies
-    shared.on_request = hooks.on_request
-    shared.on_response = hooks.on_response
+    shared.on_request, shared.on_response = hooks.for_twin(AccessLine)
     server.typed_copy = shared
     return shared
 
@@ -365,7 +365,7 @@ cdef class HTTPProtocolCore:
         # get_http_version() formats a new string each call. llhttp only accepts 0.9, 1.0, 1.1
         # and 2.0, and with no Connection header it keeps alive exactly for 1.1: so that common
         # case needs no call.
-        if req.keep_alive and PyDict_GetItem(environ, "HTTP_CONNECTION") == NULL:
+        if req.keep_alive and PyDict_GetItemWithError(environ, "HTTP_CONNECTION") == NULL:
             req.version = "1.1"
         else:
             req.version = parser.get_http_version()
@@ -385,27 +385,28 @@ cdef class HTTPProtocolCore:
         if self._url_scheme is not _HTTP:
             environ["wsgi.url_scheme"] = self._url_scheme  # the template says http
         environ["kyoukai.protocol"] = self
-        # ``in`` (PyDict_Contains), not PyDict_GetItem: CPython's PyDict_GetItem saves and
-        # restores the error indicator around every lookup, which doubles the cost of a miss.
+        # ``in`` (PyDict_Contains) and PyDict_GetItemWithError, not PyDict_GetItem: CPython's
+        # PyDict_GetItem saves and restores the error indicator around every lookup, which
+        # doubles the cost of a miss. A str key in a dict of str keys cannot raise.
         if self._shared.proxies is not None and (
                 "HTTP_X_FORWARDED_FOR" in environ or "HTTP_FORWARDED" in environ
                 or "HTTP_X_FORWARDED_PROTO" in environ):
             apply_proxy_headers(environ, self._shared.proxies)
         if self._shared.on_request is not None:
             self._shared.on_request(self, environ)
-        found = PyDict_GetItem(environ, "HTTP_HOST")
+        found = PyDict_GetItemWithError(environ, "HTTP_HOST")
         if (found == NULL or type(<object>found) is not str or not _valid_host_known(<str>found)
                 or not target.startswith("/")
-                or PyDict_GetItem(environ, "HTTP_TRANSFER_ENCODING") != NULL):
+                or PyDict_GetItemWithError(environ, "HTTP_TRANSFER_ENCODING") != NULL):
             if check_head(environ, req.method, req.version, target):  # chunked
                 req.in_trailers = True  # what the parser reports from now on is a trailer
                 req.header_count = 0
-        found = PyDict_GetItem(environ, "CONTENT_LENGTH")
+        found = PyDict_GetItemWithError(environ, "CONTENT_LENGTH")
         if found != NULL:
             length = <str>found
             if length.isdigit() and int(length) > self._shared.max_body_size:
                 raise HTTPLimitExceeded(RequestEntityTooLarge())
-        found = PyDict_GetItem(environ, "HTTP_EXPECT")
+        found = PyDict_GetItemWithError(environ, "HTTP_EXPECT")
         if found != NULL and req.version == "1.1" and (<str>found).lower() == "100-continue":
             if not self._busy and not self._queue:
                 self._write(_CONTINUE)
@@ -509,7 +510,7 @@ cdef class HTTPProtocolCore:
             body = req.body[0]
         else:
             body = b"".join(req.body)
-        found = PyDict_GetItem(environ, "HTTP_CONTENT_ENCODING")
+        found = PyDict_GetItemWithError(environ, "HTTP_CONTENT_ENCODING")
         if found != NULL and PyBytes_GET_SIZE(body):
             try:
                 body = decode_body(body, <str>found, self._shared.max_body_size)

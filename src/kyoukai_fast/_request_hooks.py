@@ -12,7 +12,9 @@ one ``is not None`` test each:
   refusal's): the access log. HTTP/2 writes no such bytes: it calls ``access_log.record``.
 
 HTTP/2 runs the first two through :func:`before_request`; the HTTP/1.1 twins inline the same
-tests on their hot path.
+tests on their hot path. With the access log's default format, each HTTP/1.1 twin takes its hooks
+from :meth:`RequestHooks.for_twin`: its own ``AccessLine`` (compiled or pure-Python) makes the
+line in one call, and stamps the start itself when nothing else runs on the request.
 """
 from __future__ import annotations
 
@@ -28,13 +30,24 @@ __all__ = ("RequestHooks", "request_hooks", "before_request", "START_KEY")
 
 
 class RequestHooks:
-    __slots__ = ("proxies", "on_request", "on_response", "access_log")
+    __slots__ = ("proxies", "on_request", "on_response", "access_log", "only_stamp")
 
-    def __init__(self, proxies=None, on_request=None, on_response=None, access_log=None):
+    def __init__(self, proxies=None, on_request=None, on_response=None, access_log=None,
+                 only_stamp=False):
+        """``only_stamp``: ``on_request`` does nothing but the access log's start time."""
         self.proxies = proxies
         self.on_request = on_request
         self.on_response = on_response
         self.access_log = access_log
+        self.only_stamp = only_stamp
+
+    def for_twin(self, line_class):
+        """``(on_request, on_response)`` for the HTTP/1.1 twin whose ``AccessLine`` class is
+        ``line_class``: the access log's default lines made by it."""
+        line = self.access_log.access_line(line_class) if self.access_log is not None else None
+        if line is None:
+            return self.on_request, self.on_response
+        return (line.stamp if self.only_stamp else self.on_request), line.log
 
 
 def request_hooks(config, state) -> RequestHooks:
@@ -66,7 +79,14 @@ def request_hooks(config, state) -> RequestHooks:
         if access_log is not None:
             environ[START_KEY] = now()
 
-    return RequestHooks(proxies, on_request, access_log.log if access_log else None, access_log)
+    hooks = RequestHooks(proxies, on_request, access_log.log if access_log else None, access_log,
+                         only_stamp=not (limit or root))
+    if access_log is not None and access_log.default:
+        from ._access_line_py import AccessLine
+
+        # the pure-Python twin's, and the refusals' of both twins (see _connection)
+        hooks.on_request, hooks.on_response = hooks.for_twin(AccessLine)
+    return hooks
 
 
 def before_request(hooks: RequestHooks, protocol, environ: dict) -> None:
