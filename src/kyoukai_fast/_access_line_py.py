@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import time
 
-from ._access_log import (_STATUS, BATCH_LINES, START_KEY, declared_length, default_line,
-                          status_text)
+from ._access_log import _STATUS, BATCH_LINES, START_KEY, declared_length, default_line, status_text
 
 __all__ = ("AccessLine",)
 
