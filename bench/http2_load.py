@@ -21,6 +21,7 @@ import subprocess
 import tempfile
 
 from processes import Server, ensure_tool, log
+from report import update_docs
 from servers import HTTP2_SERVERS
 from targets import HTTP2_TARGETS
 
@@ -159,8 +160,9 @@ def write_http2_chart(rows: list, path: str) -> bool:
     return True
 
 
-def run(args, command: str) -> None:
-    """Run the HTTP/2 part for ``bench/load.py`` and write ``http2.{md,json}``."""
+def run(args, command: str, docs: bool = False) -> None:
+    """Run the HTTP/2 part for ``bench/load.py`` and write ``http2.{md,json,png}``; with
+    ``docs``, also its part of ``docs/benchmarks.md``."""
     h2load = ensure_h2load()
     if h2load is None:
         log("HTTP/2 part skipped: h2load unavailable (scripts/install-clients.sh)")
@@ -176,3 +178,6 @@ def run(args, command: str) -> None:
         f.write(text + "\n")
     with open(os.path.join(args.output, "http2.json"), "w") as f:
         json.dump({"command": command, **found}, f, indent=2)
+    if docs:
+        update_docs(text, os.path.join(args.output, "http2.png"), part="http2")
+        log("HTTP/2 tables and chart written into docs/benchmarks.md")

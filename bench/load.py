@@ -144,8 +144,10 @@ def main(argv=None) -> int:
     os.makedirs(args.output, exist_ok=True)
     started = time.time()
     command = "python bench/load.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    full_run = not args.quick and not args.memory_only and servers == list(SERVERS)
+    write_docs = args.docs or (args.docs is None and full_run)
     if not args.no_http2 and not args.memory_only:
-        http2_load.run(args, command.strip())
+        http2_load.run(args, command.strip(), docs=write_docs)
     if args.http2_only:
         return 0
     wrk = None if args.python_load else ensure_wrk()
@@ -175,8 +177,7 @@ def main(argv=None) -> int:
             f"load: {'wrk' if wrk else 'Python'}")
     text = write_results(args.output, command.strip(), info, rows, memory, micro, correctness)
     print(text)
-    full_run = not args.quick and not args.memory_only and servers == list(SERVERS)
-    if args.docs or (args.docs is None and full_run):
+    if write_docs:
         update_docs(text, os.path.join(args.output, "load.png"))
         log(f"tables and chart written into {DOCS}")
     log(f"results in {args.output} ({time.time() - started:.0f} s)")

@@ -18,6 +18,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DOCS = os.path.join(os.path.dirname(HERE), "docs", "benchmarks.md")
 DOCS_BEGIN = "<!-- written by bench/load.py from here: edit above or below -->"
 DOCS_END = "<!-- written by bench/load.py up to here -->"
+HTTP2_DOCS_BEGIN = "<!-- HTTP/2: written by bench/load.py from here: edit above or below -->"
+HTTP2_DOCS_END = "<!-- HTTP/2: written by bench/load.py up to here -->"
+#: Each generated part of the benchmarks document: its markers and the heading it is put under.
+DOCS_PARTS = {
+    "load": (DOCS_BEGIN, DOCS_END, "Latest run", "requests/s of every server, side by side"),
+    "http2": (HTTP2_DOCS_BEGIN, HTTP2_DOCS_END, "Latest HTTP/2 run",
+              "HTTP/2 and HTTP/1.1 over TLS: requests/s and server CPU per request"),
+}
 
 #: What "x stock" compares each server to (the stock server with the same app).
 STOCK_OF = {"stock-kyoukai": "stock-kyoukai", "fast-kyoukai": "stock-kyoukai",
@@ -282,26 +290,29 @@ def write_chart(rows: list, path: str) -> bool:
     return True
 
 
-def update_docs(text: str, chart: str | None = None, path: str = DOCS) -> None:
+def update_docs(text: str, chart: str | None = None, path: str = DOCS,
+                part: str = "load") -> None:
     """Put ``text`` (a run's Markdown report) and ``chart`` (its PNG, copied next to ``path``)
-    between the markers of ``path``; the rest of the document stays as written."""
+    between the markers of ``path`` for ``part`` (``"load"`` or ``"http2"``); the rest of the
+    document stays as written."""
+    begin, end, heading, alt = DOCS_PARTS[part]
     os.makedirs(os.path.dirname(path), exist_ok=True)
     image = ""
     if chart is not None and os.path.exists(chart):
-        name = os.path.splitext(os.path.basename(path))[0] + "-load.png"
+        name = f"{os.path.splitext(os.path.basename(path))[0]}-{part}.png"
         shutil.copyfile(chart, os.path.join(os.path.dirname(path), name))
-        image = f"![requests/s of every server, side by side]({name})\n\n"
-    block = f"{DOCS_BEGIN}\n\n{image}{text.strip()}\n\n{DOCS_END}"
+        image = f"![{alt}]({name})\n\n"
+    block = f"{begin}\n\n{image}{text.strip()}\n\n{end}"
     try:
         with open(path, encoding="utf-8") as f:
             document = f.read()
     except FileNotFoundError:
         document = "# Benchmarks\n"
-    if DOCS_BEGIN in document and DOCS_END in document:
-        start = document.index(DOCS_BEGIN)
-        end = document.index(DOCS_END) + len(DOCS_END)
-        document = document[:start] + block + document[end:]
+    if begin in document and end in document:
+        start = document.index(begin)
+        stop = document.index(end) + len(end)
+        document = document[:start] + block + document[stop:]
     else:
-        document = document.rstrip("\n") + "\n\n## Latest run\n\n" + block + "\n"
+        document = document.rstrip("\n") + f"\n\n## {heading}\n\n" + block + "\n"
     with open(path, "w", encoding="utf-8") as f:
         f.write(document)

@@ -227,6 +227,15 @@ def test_a_run_rewrites_only_the_generated_part_of_the_docs(tmp_path):
     assert "| second run |" in second and "| first run |" not in second
     assert "Written by hand." in second and second.endswith("## Log\n\nAlso by hand.\n")
     assert second.count(report.DOCS_BEGIN) == second.count(report.DOCS_END) == 1
+    # the HTTP/2 part has markers of its own: writing it leaves the load part as it is
+    chart.write_bytes(b"\x89PNG h2")
+    report.update_docs("| h2 run |", str(chart), str(docs), part="http2")
+    report.update_docs("| h2 again |", str(chart), str(docs), part="http2")
+    third = docs.read_text()
+    assert "| second run |" in third and "| h2 again |" in third and "| h2 run |" not in third
+    assert third.count(report.HTTP2_DOCS_BEGIN) == third.count(report.HTTP2_DOCS_END) == 1
+    assert "## Latest HTTP/2 run" in third and "](benchmarks-http2.png)" in third
+    assert (tmp_path / "docs" / "benchmarks-http2.png").read_bytes() == b"\x89PNG h2"
 
 
 @pytest.fixture(scope="module")
